@@ -1,0 +1,32 @@
+# aquaflow: aquatic image collections -> trained models, bulk predictions, standard exports.
+# Run:  snakemake --cores all        (profiles/default is loaded automatically)
+# Docs: README.md (usage), config/README.md (every config key).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+# Shards of bulk inference; sites override it with --set-scatter infer=N (profiles/).
+scattergather:
+    infer=2,
+
+
+include: "workflow/common.smk"
+include: "workflow/fetch.smk"
+include: "workflow/prepare.smk"
+include: "workflow/train.smk"
+include: "workflow/evaluate.smk"
+include: "workflow/infer.smk"
+include: "workflow/export.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

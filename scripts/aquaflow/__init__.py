@@ -1,0 +1,3 @@
+"""aquaflow: aquatic image workflows."""
+
+__version__ = "0.1.0"

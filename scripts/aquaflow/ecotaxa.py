@@ -1,0 +1,158 @@
+"""EcoTaxa import TSV: header row, [t]/[f] type row, one object per predicted item (+ images zip)."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import imaging
+from .io import atomic_path
+
+PREFIXES = ("img_", "object_", "sample_", "acq_", "process_")
+KNOWN_TEXT = {
+    "img_file_name",
+    "object_id",
+    "object_annotation_category",
+    "object_annotation_status",
+    "object_date",
+    "object_time",
+    "object_link",
+    "sample_id",
+    "acq_id",
+    "process_id",
+    "acq_instrument",
+}
+ECOTAXA_IMAGE_FORMATS = {".jpg", ".jpeg", ".png", ".gif"}
+
+
+def ecotaxa_name(column: str) -> str:
+    """Metadata column -> EcoTaxa column: keep known prefixes, else put it under object_."""
+    col = re.sub(r"[^0-9a-z_]+", "_", column.lower()).strip("_")
+    return col if col.startswith(PREFIXES) else f"object_{col}"
+
+
+def image_name(row_id: str, source: str, cropped: bool) -> str:
+    ext = Path(source).suffix.lower()
+    return f"images/{row_id}{ext if not cropped and ext in ECOTAXA_IMAGE_FORMATS else '.png'}"
+
+
+def table(
+    preds: pd.DataFrame,
+    top_k: int,
+    cfg: dict[str, Any],
+    instrument: str,
+    categories: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """The EcoTaxa object table for a predictions table (see config/README.md, export.ecotaxa)."""
+    categories = categories or {}
+    cropped = preds["crop_w"].fillna(-1).to_numpy() > 0 if "crop_w" in preds else np.zeros(len(preds), bool)
+    out = pd.DataFrame(
+        {
+            "img_file_name": [
+                image_name(i, s, c) for i, s, c in zip(preds["id"], preds["source"], cropped, strict=True)
+            ],
+            "object_id": preds["id"].to_numpy(),
+            "object_annotation_category": [categories.get(v, v) for v in preds["top1_label"]],
+            "object_annotation_status": "predicted",
+        }
+    )
+    for k in range(1, top_k + 1):
+        if f"top{k}_label" not in preds:
+            break
+        if k > 1:
+            out[f"object_pred_top{k}"] = [categories.get(v, v) for v in preds[f"top{k}_label"]]
+        out[f"object_score_top{k}"] = preds[f"top{k}_prob"].astype(float).round(6).to_numpy()
+    skip = {
+        "seq",
+        "id",
+        "source",
+        "model_id",
+        "run_id",
+        "embedding",
+        "crop_x",
+        "crop_y",
+        "crop_w",
+        "crop_h",
+    } | {c for c in preds.columns if re.match(r"top\d+_", c)}
+    for col in preds.columns:
+        if col not in skip:
+            name = ecotaxa_name(col)
+            if name not in out:
+                out[name] = preds[col].to_numpy()
+    out["sample_id"] = cfg["sample_id"]
+    out["acq_id"] = cfg["acq_id"]
+    out["acq_instrument"] = instrument
+    out["process_id"] = preds["run_id"].to_numpy() if "run_id" in preds else ""
+    out["process_model_id"] = preds["model_id"].to_numpy() if "model_id" in preds else ""
+    return out
+
+
+def type_row(df: pd.DataFrame) -> list[str]:
+    """[f] for numeric custom columns, [t] otherwise (sample/acq/process are text in EcoTaxa)."""
+    types = []
+    for col in df.columns:
+        numeric = pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col])
+        text = col in KNOWN_TEXT or col.startswith(("sample_", "acq_", "process_"))
+        types.append("[f]" if numeric and not text else "[t]")
+    return types
+
+
+def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
+    """Write header + type row + data; UTF-8 with BOM when any text is non-ASCII (EcoTaxa rule)."""
+    buf = io.StringIO()
+    buf.write("\t".join(df.columns) + "\n")
+    buf.write("\t".join(type_row(df)) + "\n")
+    df.to_csv(buf, sep="\t", index=False, header=False, lineterminator="\n", float_format="%.6g")
+    text = buf.getvalue()
+    encoding = "utf-8" if text.isascii() else "utf-8-sig"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode(encoding))
+
+
+def read_tsv(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """Read an EcoTaxa TSV back: (data, type row)."""
+    raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    types = raw.iloc[0].tolist()
+    return raw.iloc[1:].reset_index(drop=True), types
+
+
+def item_image(source: str, crop: tuple[int, int, int, int] | None) -> tuple[bytes, bool]:
+    """The bytes to ship for one item: the original file when EcoTaxa accepts it, else a PNG."""
+    if crop is None and Path(source).suffix.lower() in ECOTAXA_IMAGE_FORMATS:
+        return imaging.read_bytes(source), False
+    img = imaging.load(source).image
+    if crop is not None:
+        x, y, w, h = crop
+        img = img[y : y + h, x : x + w]
+    return imaging.encode(img, ".png"), True
+
+
+def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path) -> None:
+    """A zip EcoTaxa can import: the TSV at the root and every image under images/."""
+    ecotaxa_df, _ = read_tsv(tsv)
+    crops = preds[["crop_x", "crop_y", "crop_w", "crop_h"]].to_numpy() if "crop_w" in preds else None
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(tsv, Path(tsv).name)
+        for i, (src, name) in enumerate(zip(preds["source"], ecotaxa_df["img_file_name"], strict=True)):
+            box = None
+            if crops is not None and crops[i][2] > 0:
+                box = tuple(int(v) for v in crops[i])
+            data, _ = item_image(src, box)
+            zf.writestr(name, data)
+
+
+def export(predictions: str | Path, tsv: str | Path, usecase: dict[str, Any], name: str) -> int:
+    """The export step: predictions.parquet -> ecotaxa_<name>.tsv; returns the row count."""
+    cfg = dict(usecase["export"]["ecotaxa"])
+    cfg["sample_id"] = cfg.get("sample_id") or name
+    cfg["acq_id"] = cfg.get("acq_id") or name
+    preds = pd.read_parquet(predictions)
+    df = table(preds, usecase["inference"]["top_k"], cfg, usecase["instrument"], cfg.get("categories"))
+    write_tsv(df, tsv)
+    return len(df)

@@ -1,0 +1,219 @@
+"""Image decoding that never crashes: every input becomes an 8-bit RGB array or a rejection reason."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+Image.MAX_IMAGE_PIXELS = None  # we apply our own limit (max_pixels) before decoding
+cv2.setNumThreads(1)  # decode/resize run inside DataLoader workers: one thread each
+
+DEFAULT_MAX_PIXELS = 200_000_000
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+
+# Rejection reasons (the `reason` column of rejected.parquet).
+MISSING = "missing"
+BROKEN_LINK = "broken_link"
+UNREADABLE = "unreadable"
+ZERO_BYTES = "zero_bytes"
+NOT_AN_IMAGE = "not_an_image"
+TRUNCATED = "truncated"
+TOO_LARGE = "too_large"
+UNSUPPORTED_MODE = "unsupported_mode"
+DECODE_ERROR = "decode_error"
+REASONS = (
+    MISSING,
+    BROKEN_LINK,
+    UNREADABLE,
+    ZERO_BYTES,
+    NOT_AN_IMAGE,
+    TRUNCATED,
+    TOO_LARGE,
+    UNSUPPORTED_MODE,
+    DECODE_ERROR,
+)
+
+
+class Rejected(Exception):
+    """An input that cannot become an image; `reason` is one of REASONS, `detail` says more."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: np.ndarray  # H x W x 3 uint8 RGB
+    width: int  # original width / height (before any draft down-scaling)
+    height: int
+    mode: str  # original PIL mode, e.g. "L", "RGB", "I;16"
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """Read a file, turning every failure into a Rejected with a reason."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError as exc:
+        if p.is_symlink():
+            raise Rejected(BROKEN_LINK, f"link target {os.readlink(p)} does not exist") from exc
+        raise Rejected(MISSING, str(p)) from exc
+    except IsADirectoryError as exc:
+        raise Rejected(UNREADABLE, "is a directory") from exc
+    except OSError as exc:
+        raise Rejected(UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+    if not data:
+        raise Rejected(ZERO_BYTES)
+    return data
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """Convert any PIL mode we can interpret into H x W x 3 uint8."""
+    mode = im.mode
+    if mode in ("RGB",):
+        return np.asarray(im)
+    if mode in ("L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        if mode == "P" and "transparency" in im.info:
+            return _to_rgb8(im.convert("RGBA"))
+        return np.asarray(im.convert("RGB"))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im)
+        if arr.ndim != 2:
+            raise Rejected(UNSUPPORTED_MODE, f"mode {mode} with shape {arr.shape}")
+        if mode == "F":
+            gray = _float_to_gray8(arr)
+        else:  # 16-bit (or 32-bit int holding 16-bit data): fixed mapping 0..65535 -> 0..255
+            gray = (np.clip(arr.astype(np.int64), 0, 65535) / 257.0).round().astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    raise Rejected(UNSUPPORTED_MODE, f"PIL mode {mode!r}")
+
+
+def _float_to_gray8(arr: np.ndarray) -> np.ndarray:
+    """Float data: [0, 1] is taken as is, any other range is stretched min..max."""
+    arr = np.nan_to_num(arr.astype(np.float64))
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return (arr * 255.0).round().astype(np.uint8)
+    return (
+        ((arr - lo) / (hi - lo) * 255.0).round().astype(np.uint8)
+        if hi > lo
+        else np.zeros(arr.shape, np.uint8)
+    )
+
+
+def _decode_cv2(data: bytes) -> Decoded | None:
+    """Second attempt for what Pillow cannot open (e.g. float or 32-bit TIFF); None if cv2 can't."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        return None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    h, w, ch = arr.shape
+    mode = f"cv2:{arr.dtype}x{ch}"
+    if ch not in (1, 3, 4):
+        raise Rejected(UNSUPPORTED_MODE, f"{ch} channels")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = (arr / 257.0).round().astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        out = _float_to_gray8(arr)
+    else:
+        raise Rejected(UNSUPPORTED_MODE, f"sample type {arr.dtype} with {ch} channel(s)")
+    if ch == 1:
+        out = np.repeat(out, 3, axis=2)
+    else:
+        out = cv2.cvtColor(out, cv2.COLOR_BGRA2RGB if ch == 4 else cv2.COLOR_BGR2RGB)
+    return Decoded(np.ascontiguousarray(out), w, h, mode)
+
+
+def _decode_failure(exc: Exception) -> Rejected:
+    msg = f"{type(exc).__name__}: {exc}"
+    if any(k in msg.lower() for k in ("truncated", "broken data stream", "premature end")):
+        return Rejected(TRUNCATED, msg)
+    return Rejected(DECODE_ERROR, msg)
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Decoded:
+    """Decode encoded image bytes to RGB uint8; raise Rejected with a reason on failure.
+
+    Pillow first; what it cannot open gets a second try with OpenCV. 16-bit data maps to 8 bits
+    by a fixed division (0..65535 -> 0..255), so intensities stay comparable between images.
+    `draft`: for JPEGs, let the decoder down-scale by a power of two while staying >= draft px.
+    """
+    if not data:
+        raise Rejected(ZERO_BYTES)
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        fallback = _decode_cv2(data)
+        if fallback is None:
+            raise Rejected(NOT_AN_IMAGE, "neither Pillow nor OpenCV can read it") from exc
+        if fallback.width * fallback.height > max_pixels:
+            raise Rejected(
+                TOO_LARGE, f"{fallback.width}x{fallback.height} exceeds max_pixels={max_pixels}"
+            ) from None
+        return fallback
+    except Exception as exc:
+        raise _decode_failure(exc) from exc
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise Rejected(DECODE_ERROR, f"empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise Rejected(TOO_LARGE, f"{width}x{height} exceeds max_pixels={max_pixels}")
+    mode = im.mode
+    try:
+        if draft and im.format == "JPEG":
+            im.draft("RGB" if mode != "L" else "L", (draft, draft))
+        im.load()
+    except Exception as exc:
+        raise _decode_failure(exc) from exc
+    try:
+        arr = _to_rgb8(im)
+    except Rejected:
+        raise
+    except Exception as exc:  # a mode Pillow cannot convert
+        raise Rejected(UNSUPPORTED_MODE, f"PIL mode {mode!r}: {exc}") from exc
+    return Decoded(np.ascontiguousarray(arr), width, height, mode)
+
+
+def load(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    return decode(read_bytes(path), max_pixels)
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """Pad to a square with the median border colour (keeps aspect ratio), then resize to size."""
+    h, w = image.shape[:2]
+    side = max(h, w)
+    if h != w:
+        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]], axis=0)
+        fill = np.median(border, axis=0).astype(np.uint8)
+        canvas = np.empty((side, side, 3), dtype=np.uint8)
+        canvas[:] = fill
+        top, left = (side - h) // 2, (side - w) // 2
+        canvas[top : top + h, left : left + w] = image
+        image = canvas
+    if side != size:
+        interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        image = cv2.resize(image, (size, size), interpolation=interp)
+    return image
+
+
+def encode(image: np.ndarray, fmt: str = ".png") -> bytes:
+    """Encode an RGB uint8 array (PNG by default, lossless)."""
+    ok, buf = cv2.imencode(fmt, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode image as {fmt}")
+    return buf.tobytes()

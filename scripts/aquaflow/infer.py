@@ -1,0 +1,346 @@
+"""The shard engine: decode in DataLoader workers, batched forward, Parquet row groups, nothing lost.
+
+Every input row ends in exactly one of the predictions or the rejected table. Outputs are written
+to temporary files and renamed at the end, so a killed job leaves no partial shard behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from . import imaging
+from . import model as models
+from .io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+CROP_COLUMNS = ("crop_x", "crop_y", "crop_w", "crop_h")
+ROW_GROUP = 8192
+
+
+def _crop_of(row: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    if (
+        "crop_x" in row
+        and row["crop_x"] is not None
+        and not pd.isna(row["crop_x"])
+        and int(row["crop_w"]) > 0
+    ):
+        return tuple(int(row[c]) for c in CROP_COLUMNS)  # type: ignore[return-value]
+    return None
+
+
+class _Items(Dataset):
+    """Rows of an inputs table -> decoded, letterboxed uint8 arrays or rejection records."""
+
+    def __init__(self, sources: list[str], crops: list[tuple | None], size: int, max_pixels: int):
+        self.sources, self.crops = sources, crops
+        self.size, self.max_pixels = size, max_pixels
+        self._collage: tuple[str, np.ndarray | imaging.Rejected] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def _whole(self, src: str) -> tuple[np.ndarray, str]:
+        data = imaging.read_bytes(src)
+        dec = imaging.decode(data, self.max_pixels, draft=self.size)
+        return dec.image, hashlib.sha256(data).hexdigest()
+
+    def _crop(self, src: str, box: tuple[int, int, int, int]) -> tuple[np.ndarray, str]:
+        if self._collage is None or self._collage[0] != src:  # rows of a collage are contiguous
+            try:
+                img: np.ndarray | imaging.Rejected = imaging.load(src, self.max_pixels).image
+            except imaging.Rejected as rej:
+                img = rej
+            self._collage = (src, img)
+        img = self._collage[1]
+        if isinstance(img, imaging.Rejected):
+            raise img
+        x, y, w, h = box
+        H, W = img.shape[:2]
+        if x < 0 or y < 0 or x + w > W or y + h > H:
+            raise imaging.Rejected(imaging.DECODE_ERROR, f"crop {box} outside collage of size {W}x{H}")
+        crop = np.ascontiguousarray(img[y : y + h, x : x + w])
+        digest = hashlib.sha256(f"{h}x{w}:".encode() + crop.tobytes()).hexdigest()
+        return crop, digest
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str, str, str]:
+        src, box = self.sources[i], self.crops[i]
+        try:
+            img, digest = self._crop(src, box) if box else self._whole(src)
+            return i, imaging.letterbox(img, self.size), digest[:16], "", ""
+        except imaging.Rejected as rej:
+            return i, None, "", rej.reason, rej.detail
+        except Exception as exc:  # a shard never crashes on one bad file
+            return i, None, "", imaging.DECODE_ERROR, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(batch: list) -> dict[str, Any]:
+    ok = [b for b in batch if b[1] is not None]
+    images = np.stack([b[1] for b in ok]) if ok else np.zeros((0, 1, 1, 3), np.uint8)
+    return {
+        "index": np.array([b[0] for b in ok], dtype=np.int64),
+        "ids": [b[2] for b in ok],
+        "images": torch.from_numpy(images).permute(0, 3, 1, 2),
+        "rejected": [(b[0], b[3], b[4]) for b in batch if b[1] is None],
+    }
+
+
+@dataclass
+class Predictor:
+    """A loaded model ready for uint8 NCHW batches: returns (probs, features) as numpy."""
+
+    net: torch.nn.Module
+    card: dict[str, Any]
+    device: torch.device
+    amp: bool
+
+    @classmethod
+    def load(
+        cls, weights: str | Path, card: str | Path | dict, device: str = "auto", threads: int = 1
+    ) -> Predictor:
+        torch.set_num_threads(max(1, threads))
+        base, card = models.load(weights, card)
+        dev = models.pick_device(device)
+        net = models.Normalized(base, card["normalization"]["mean"], card["normalization"]["std"])
+        net = net.to(dev).eval().to(memory_format=torch.channels_last)
+        return cls(net, card, dev, dev.type == "cuda")
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        x = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits, feats = self.net(x)
+        probs = torch.softmax(logits.float(), dim=1)
+        return probs.cpu().numpy(), feats.float().cpu().numpy()
+
+
+def iter_batches(
+    inputs: pd.DataFrame,
+    predictor: Predictor,
+    batch_size: int,
+    workers: int,
+    max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
+    progress=None,
+) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
+    """Yield (batch, probs, features) per DataLoader batch; rejected rows ride along in batch."""
+    crops = [None] * len(inputs)
+    if "crop_x" in inputs.columns:
+        crops = [_crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
+    ds = _Items(inputs["source"].astype(str).tolist(), crops, predictor.card["input_size"], max_pixels)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=predictor.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    for batch in tqdm(loader, file=progress, mininterval=10.0, desc="batches"):
+        if len(batch["index"]):
+            probs, feats = predictor(batch["images"])
+        else:
+            probs = np.zeros((0, len(predictor.card["classes"])), np.float32)
+            feats = np.zeros((0, 0), np.float32)
+        yield batch, probs, feats
+
+
+def prediction_schema(top_k: int, meta: pa.Schema, embed_dim: int | None) -> pa.Schema:
+    fields = [pa.field("seq", pa.int64()), pa.field("id", pa.string()), pa.field("source", pa.string())]
+    fields += [f for f in meta]
+    for k in range(1, top_k + 1):
+        fields += [pa.field(f"top{k}_label", pa.string()), pa.field(f"top{k}_prob", pa.float32())]
+    fields += [pa.field("model_id", pa.string()), pa.field("run_id", pa.string())]
+    if embed_dim:
+        fields.append(pa.field("embedding", pa.list_(pa.float32(), embed_dim)))
+    return pa.schema(fields)
+
+
+REJECTED_SCHEMA = pa.schema(
+    [
+        pa.field("seq", pa.int64()),
+        pa.field("source", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+
+def run_shard(
+    inputs: pd.DataFrame,
+    weights: str | Path,
+    card: str | Path,
+    predictions_path: str | Path,
+    rejected_path: str | Path,
+    summary_path: str | Path,
+    *,
+    top_k: int = 5,
+    batch_size: int = 256,
+    workers: int = 1,
+    threads: int = 1,
+    device: str = "auto",
+    embeddings: bool = False,
+    max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
+    run_id: str = "",
+    progress=None,
+) -> dict[str, Any]:
+    """Predict every row of `inputs` (columns seq, source, [crop_*], metadata...) into Parquet."""
+    t0 = time.perf_counter()
+    pred = Predictor.load(weights, card, device, threads)
+    classes = np.array(pred.card["classes"], dtype=object)
+    top_k = min(top_k, len(classes))
+    mid = models.model_id(weights)
+    meta_cols = [c for c in inputs.columns if c not in ("seq", "source", *CROP_COLUMNS)]
+    meta_schema = (
+        pa.Schema.from_pandas(inputs[meta_cols], preserve_index=False) if meta_cols else pa.schema([])
+    )
+    meta_schema = pa.schema([f for f in meta_schema if f.name in meta_cols])
+    seq = inputs["seq"].to_numpy()
+    sources = inputs["source"].astype(str).to_numpy()
+    per_class: collections.Counter[str] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
+    n_pred = 0
+    with atomic_path(predictions_path) as ptmp, atomic_path(rejected_path) as rtmp:
+        pwriter: pq.ParquetWriter | None = None
+        rwriter = pq.ParquetWriter(rtmp, REJECTED_SCHEMA, compression="zstd")
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        schema = None
+        for batch, probs, feats in iter_batches(inputs, pred, batch_size, workers, max_pixels, progress):
+            if batch["rejected"]:
+                idx = np.array([r[0] for r in batch["rejected"]])
+                rwriter.write_table(
+                    pa.table(
+                        {
+                            "seq": pa.array(seq[idx], pa.int64()),
+                            "source": pa.array(sources[idx], pa.string()),
+                            "reason": [r[1] for r in batch["rejected"]],
+                            "detail": [r[2] for r in batch["rejected"]],
+                        },
+                        schema=REJECTED_SCHEMA,
+                    )
+                )
+                reasons.update(r[1] for r in batch["rejected"])
+            idx = batch["index"]
+            if not len(idx):
+                continue
+            if schema is None:
+                schema = prediction_schema(top_k, meta_schema, feats.shape[1] if embeddings else None)
+                pwriter = pq.ParquetWriter(ptmp, schema, compression="zstd")
+            order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+            cols: dict[str, Any] = {"seq": seq[idx], "id": batch["ids"], "source": sources[idx]}
+            for c in meta_cols:
+                cols[c] = inputs[c].to_numpy()[idx]
+            for k in range(top_k):
+                cols[f"top{k + 1}_label"] = classes[order[:, k]]
+                cols[f"top{k + 1}_prob"] = np.take_along_axis(probs, order[:, k : k + 1], 1)[:, 0]
+            cols["model_id"] = [mid] * len(idx)
+            cols["run_id"] = [run_id] * len(idx)
+            if embeddings:
+                flat = pa.array(feats.astype(np.float32).ravel())
+                cols["embedding"] = pa.FixedSizeListArray.from_arrays(flat, feats.shape[1])
+            pending.append(
+                pa.RecordBatch.from_pydict(
+                    {
+                        k: (v if isinstance(v, pa.Array) else pa.array(v, schema.field(k).type))
+                        for k, v in cols.items()
+                    },
+                    schema=schema,
+                )
+            )
+            pending_rows += len(idx)
+            per_class.update(classes[order[:, 0]])
+            n_pred += len(idx)
+            if pending_rows >= ROW_GROUP:
+                pwriter.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
+                pending, pending_rows = [], 0
+        if schema is None:  # nothing predictable: still write a readable, empty table
+            schema = prediction_schema(top_k, meta_schema, None)
+            pwriter = pq.ParquetWriter(ptmp, schema, compression="zstd")
+        if pending:
+            pwriter.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
+        pwriter.close()
+        rwriter.close()
+    seconds = time.perf_counter() - t0
+    summary = {
+        "seen": len(inputs),
+        "predicted": int(n_pred),
+        "rejected": int(sum(reasons.values())),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "per_class": dict(sorted(per_class.items())),
+        "seconds": round(seconds, 3),
+        "model_id": mid,
+    }
+    if summary["predicted"] + summary["rejected"] != summary["seen"]:
+        raise RuntimeError(f"counts do not reconcile: {summary}")
+    write_json(summary, summary_path)
+    log.info("shard done: %s", summary)
+    return summary
+
+
+def shard_slice(n_rows: int, scatteritem: str) -> slice:
+    """Contiguous rows of shard 'i-of-n' (Snakemake scatteritem), balanced to +-1 row."""
+    i, n = (int(v) for v in scatteritem.split("-of-"))
+    if not 1 <= i <= n:
+        raise ValueError(f"bad scatter item {scatteritem!r}")
+    return slice(n_rows * (i - 1) // n, n_rows * i // n)
+
+
+def run_identity(model_id: str, inputs_path: str | Path, params: dict[str, Any]) -> str:
+    """Deterministic id of an inference run: model, input table and prediction settings."""
+    from .io import sha256_file
+
+    keys = ("top_k", "embeddings", "max_pixels")
+    blob = f"{model_id}:{sha256_file(inputs_path)}:" + repr([(k, params.get(k)) for k in keys])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_shard_step(
+    *,
+    inputs_path: str | Path,
+    weights: str | Path,
+    card: str | Path,
+    scatteritem: str,
+    out: dict[str, str | Path],
+    params: dict[str, Any],
+    threads: int,
+    log_stream=None,
+) -> dict[str, Any]:
+    """One Snakemake shard: its block of the input table through run_shard."""
+    table = pd.read_parquet(inputs_path)
+    part = table.iloc[shard_slice(len(table), scatteritem)].reset_index(drop=True)
+    log.info("shard %s: rows %d of %d", scatteritem, len(part), len(table))
+    workers = max(0, threads - 1) if params.get("workers") is None else params["workers"]
+    return run_shard(
+        part,
+        weights,
+        card,
+        out["predictions"],
+        out["rejected"],
+        out["summary"],
+        top_k=params["top_k"],
+        batch_size=params["batch_size"],
+        workers=workers,
+        threads=threads,
+        device=params["device"],
+        embeddings=params["embeddings"],
+        max_pixels=params["max_pixels"],
+        run_id=run_identity(models.model_id(weights), inputs_path, params),
+        progress=log_stream,
+    )

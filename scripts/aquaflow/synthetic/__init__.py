@@ -1,0 +1,1 @@
+"""Generators of test data with known ground truth (used by tests and benchmarks)."""

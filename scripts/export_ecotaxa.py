@@ -1,0 +1,8 @@
+"""Step: write the EcoTaxa import TSV (see aquaflow.ecotaxa)."""
+
+from aquaflow import ecotaxa, runlog
+
+runlog.setup(snakemake.log[0])
+ecotaxa.export(
+    snakemake.input.predictions, snakemake.output.tsv, snakemake.params.usecase, snakemake.params.name
+)

@@ -1,0 +1,11 @@
+"""Step: gather shard outputs into merged tables, a Parquet dataset and a summary."""
+
+from aquaflow import gather, runlog
+
+runlog.setup(snakemake.log[0])
+gather.run(
+    predictions=snakemake.input.predictions,
+    rejected=snakemake.input.rejected,
+    summaries=snakemake.input.summaries,
+    out=dict(snakemake.output.items()),
+)

@@ -1,0 +1,10 @@
+"""Step: list every item to predict (see aquaflow.inputs)."""
+
+from aquaflow import inputs, runlog
+from aquaflow.dataset import manifest_images_root
+from aquaflow.io import write_parquet
+
+runlog.setup(snakemake.log[0])
+uc = snakemake.params.usecase
+images = manifest_images_root(snakemake.input.raw, uc["dataset"])
+write_parquet(inputs.build(uc["inference"]["inputs"], images), snakemake.output[0])

@@ -1,0 +1,15 @@
+"""Step: predict one shard of the input table (see aquaflow.infer.run_shard)."""
+
+from aquaflow import infer, runlog
+
+stream = runlog.setup(snakemake.log[0])
+infer.run_shard_step(
+    inputs_path=snakemake.input.inputs,
+    weights=snakemake.input.weights,
+    card=snakemake.input.card,
+    scatteritem=snakemake.wildcards.scatteritem,
+    out=dict(snakemake.output.items()),
+    params=snakemake.params.inference,
+    threads=snakemake.threads,
+    log_stream=stream,
+)

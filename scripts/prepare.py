@@ -1,0 +1,12 @@
+"""Step: build the training manifest (see aquaflow.dataset)."""
+
+from aquaflow import runlog
+from aquaflow.dataset import build_manifest
+from aquaflow.io import write_json, write_parquet
+
+runlog.setup(snakemake.log[0])
+dataset = snakemake.params.dataset
+manifest, rejected, classes = build_manifest(snakemake.input.raw, dataset, dataset["max_pixels"])
+write_parquet(manifest, snakemake.output.manifest)
+write_parquet(rejected, snakemake.output.rejected)
+write_json({"classes": classes}, snakemake.output.classes)

@@ -1,0 +1,86 @@
+"""Shared fixtures: the repository, the real FlowCam demo images, and a Snakemake runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from aquaflow.fetch import package_root  # noqa: E402
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def planktonclas_resources() -> Path:
+    """The planktonclas package's resources folder (105 real FlowCam images, 6 classes)."""
+    return package_root("planktonclas") / "resources"
+
+
+def tiny_usecase(**overrides) -> dict:
+    """The FlowCam use case with a tiny training budget (CPU, seconds)."""
+    uc = yaml.safe_load((REPO / "config/usecases/flowcam.yaml").read_text())
+    uc["training"].update({"epochs": 3, "batch_size": 16, "early_stopping": {"patience": 0}})
+    uc["model"].update({"arch": "lcnet_050", "input_size": 64})
+    for key, value in overrides.items():
+        uc[key] = value
+    return uc
+
+
+def write_workdir(workdir: Path, usecases: dict[str, dict], **main) -> Path:
+    """A Snakemake working directory: config/config.yaml plus one file per use case."""
+    (workdir / "config" / "usecases").mkdir(parents=True, exist_ok=True)
+    names = {}
+    for name, uc in usecases.items():
+        path = workdir / "config" / "usecases" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(uc, sort_keys=False))
+        names[name] = f"config/usecases/{name}.yaml"
+    cfg = {"usecases": names, "results": "results", "resources": "resources", **main}
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return workdir
+
+
+def run_snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict | None = None, timeout: int = 1200
+) -> subprocess.CompletedProcess:
+    """Run the real workflow in `workdir` (its own config, no profile from the repository)."""
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+        *args,
+    ]
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env.update(env or {})
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture
+def copy_tree():
+    def copy(src: Path, dst: Path) -> Path:
+        shutil.copytree(src, dst)
+        return dst
+
+    return copy

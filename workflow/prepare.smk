@@ -1,0 +1,17 @@
+rule prepare:
+    input:
+        raw=rules.fetch.output[0],
+    output:
+        manifest=f"{RESULTS}/{{uc}}/prepared/manifest.parquet",
+        rejected=f"{RESULTS}/{{uc}}/prepared/rejected.parquet",
+        classes=f"{RESULTS}/{{uc}}/prepared/classes.json",
+    params:
+        dataset=uc_section("dataset"),
+    log:
+        f"{RESULTS}/{{uc}}/logs/prepare.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/prepare.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/prepare.py"
