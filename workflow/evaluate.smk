@@ -35,18 +35,18 @@ rule evaluate:
             subcategory="Training",
             labels={"use case": "{uc}", "figure": "training curve"},
         ),
-    params:
-        usecase=uc_config,
-        mlflow=mlflow_settings,
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
     log:
         f"{RESULTS}/{{uc}}/logs/evaluate.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/evaluate.tsv"
     conda:
         "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        usecase=uc_config,
+        mlflow=mlflow_settings,
     script:
         "../scripts/evaluate.py"

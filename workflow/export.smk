@@ -3,13 +3,13 @@ rule export_ecotaxa:
         predictions=rules.infer_gather.output.predictions,
     output:
         tsv=f"{RESULTS}/{{uc}}/export/ecotaxa/ecotaxa_{{uc}}.tsv",
-    params:
-        usecase=uc_config,
-        name="{uc}",
     log:
         f"{RESULTS}/{{uc}}/logs/export_ecotaxa.log",
     conda:
         "../envs/data.yaml"
+    params:
+        usecase=uc_config,
+        name="{uc}",
     script:
         "../scripts/export_ecotaxa.py"
 

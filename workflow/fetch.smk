@@ -1,12 +1,12 @@
 rule fetch:
     output:
         directory(f"{RESOURCES}/{{uc}}/raw"),
-    params:
-        source=uc_section("source"),
-        cache=f"{RESOURCES}/{{uc}}/download",
     log:
         f"{RESULTS}/{{uc}}/logs/fetch.log",
     conda:
         "../envs/data.yaml"
+    params:
+        source=uc_section("source"),
+        cache=f"{RESOURCES}/{{uc}}/download",
     script:
         "../scripts/fetch.py"

@@ -3,12 +3,12 @@ rule infer_inputs:
         raw=rules.fetch.output[0],
     output:
         f"{RESULTS}/{{uc}}/predictions/inputs.parquet",
-    params:
-        usecase=uc_config,
     log:
         f"{RESULTS}/{{uc}}/logs/infer_inputs.log",
     conda:
         "../envs/data.yaml"
+    params:
+        usecase=uc_config,
     script:
         "../scripts/infer_inputs.py"
 
@@ -22,19 +22,19 @@ rule infer_shard:
         predictions=f"{RESULTS}/{{uc}}/predictions/shards/{{scatteritem}}.parquet",
         rejected=f"{RESULTS}/{{uc}}/predictions/rejected_shards/{{scatteritem}}.parquet",
         summary=f"{RESULTS}/{{uc}}/predictions/summaries/{{scatteritem}}.json",
-    params:
-        inference=uc_section("inference"),
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=4000,
-        runtime=120,
     log:
         f"{RESULTS}/{{uc}}/logs/infer_shard/{{scatteritem}}.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/infer_shard/{{scatteritem}}.tsv"
     conda:
         "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=120,
+    params:
+        inference=uc_section("inference"),
     script:
         "../scripts/infer_shard.py"
 

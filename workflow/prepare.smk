@@ -5,13 +5,13 @@ rule prepare:
         manifest=f"{RESULTS}/{{uc}}/prepared/manifest.parquet",
         rejected=f"{RESULTS}/{{uc}}/prepared/rejected.parquet",
         classes=f"{RESULTS}/{{uc}}/prepared/classes.json",
-    params:
-        dataset=uc_section("dataset"),
     log:
         f"{RESULTS}/{{uc}}/logs/prepare.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/prepare.tsv"
     conda:
         "../envs/data.yaml"
+    params:
+        dataset=uc_section("dataset"),
     script:
         "../scripts/prepare.py"

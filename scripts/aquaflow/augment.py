@@ -30,8 +30,10 @@ class GaussianNoise(torch.nn.Module):
         return noisy.clamp(0, 255).to(torch.uint8)
 
 
-def build(names: list[str], size: int) -> v2.Compose:
-    """Compose the named augmentations for uint8 CHW tensors of side `size`."""
+def build(names: list[str], size: int) -> v2.Compose | None:
+    """Compose the named augmentations for uint8 CHW tensors of side `size` (None if no names)."""
+    if not names:
+        return None
     steps: list[torch.nn.Module] = []
     for name in names:
         if name == "hflip":

@@ -1,0 +1,102 @@
+"""Training on the real FlowCam demo images with a tiny budget: determinism, outputs, MLflow."""
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from aquaflow import train
+from aquaflow.dataset import build_manifest
+from aquaflow.io import write_json, write_parquet
+
+from ..conftest import tiny_usecase
+from .test_dataset import FLOWCAM
+
+
+@pytest.fixture(scope="module")
+def prepared(planktonclas_resources, tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    manifest, _, classes = build_manifest(planktonclas_resources, FLOWCAM)
+    write_parquet(manifest, root / "manifest.parquet")
+    write_json({"classes": classes}, root / "classes.json")
+    return root, planktonclas_resources
+
+
+def run_training(prepared, out, uc):
+    root, raw = prepared
+    mlcfg = {"tracking_uri": f"sqlite:///{out}/mlflow.db", "experiment": "t", "results": str(out)}
+    card = train.run(name="flowcam", usecase=uc, raw=raw, manifest_path=root / "manifest.parquet",
+                     classes_path=root / "classes.json", weights_path=out / "m.safetensors",
+                     card_path=out / "card.json", history_path=out / "history.tsv",
+                     mlflow_cfg=mlcfg, threads=2)
+    return card, mlcfg
+
+
+def validated(uc, repo):
+    from aquaflow.config import validate
+
+    return validate(uc, repo / "workflow/schemas/usecase.schema.yaml", "test")
+
+
+def test_training_is_deterministic_and_tracked(prepared, tmp_path, repo):
+    uc = validated(tiny_usecase(), repo)
+    a, mlcfg = run_training(prepared, tmp_path / "a", uc)
+    b, _ = run_training(prepared, tmp_path / "b", uc)
+    assert a["id"] == b["id"], "same data + seed on CPU must give identical weights"
+    wa = load_file(tmp_path / "a" / "m.safetensors")
+    assert all(np.isfinite(v.numpy()).all() for v in wa.values())
+
+    card = json.loads((tmp_path / "a" / "card.json").read_text())
+    assert card["classes"][0] == "Actinoptychus" and len(card["classes"]) == 6
+    assert card["arch"] == "lcnet_050" and card["input_size"] == 64
+    assert card["training"]["images"] == {"test": 8, "train": 82, "val": 15}
+    assert len(card["training"]["manifest_sha256"]) == 64
+    assert set(card["libraries"]) >= {"torch", "timm", "python"}
+    hist = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t")
+    assert list(hist["epoch"]) == [1, 2, 3]
+    assert hist[["val_acc", "val_macro_f1"]].apply(lambda c: c.between(0, 1)).all().all()
+
+    mlflow.set_tracking_uri(mlcfg["tracking_uri"])
+    run = mlflow.get_run(card["mlflow"]["run_id"])
+    assert run.data.params["training.epochs"] == "3"
+    assert run.data.params["model.arch"] == "lcnet_050"
+    history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "val_macro_f1")
+    assert [m.step for m in history] == [1, 2, 3]
+    artifacts = {f.path for f in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"card.json", "val_confusion_matrix.png", "val_confusion_matrix.json"} <= artifacts
+
+
+def test_seed_changes_weights(prepared, tmp_path, repo):
+    uc = validated(tiny_usecase(), repo)
+    uc["training"]["epochs"] = 1
+    a, _ = run_training(prepared, tmp_path / "a", uc)
+    uc["training"]["seed"] = 7
+    b, _ = run_training(prepared, tmp_path / "b", uc)
+    assert a["id"] != b["id"]
+
+
+@pytest.mark.parametrize("balancing", ["resample", "none"])
+def test_balancing_modes_train(prepared, tmp_path, repo, balancing):
+    uc = validated(tiny_usecase(), repo)
+    uc["training"].update({"epochs": 1, "balancing": balancing, "scheduler": "step",
+                           "optimizer": "sgd"})
+    card, _ = run_training(prepared, tmp_path, uc)
+    assert card["training"]["config"]["balancing"] == balancing
+    assert 0.0 <= card["metrics"]["val_accuracy"] <= 1.0
+
+
+def test_pretrained_weights_are_loaded_from_a_path(prepared, tmp_path, repo):
+    uc = validated(tiny_usecase(), repo)
+    uc["training"]["epochs"] = 1
+    first, _ = run_training(prepared, tmp_path / "a", uc)
+    uc["model"]["pretrained_weights"] = str(tmp_path / "a" / "m.safetensors")
+    uc["training"]["lr"] = 1e-12  # practically no update: the result must equal the start
+    uc["training"]["warmup_epochs"] = 0
+    uc["training"]["augmentation"] = []
+    second, _ = run_training(prepared, tmp_path / "b", uc)
+    wa, wb = load_file(tmp_path / "a" / "m.safetensors"), load_file(tmp_path / "b" / "m.safetensors")
+    conv = next(k for k in wa if k.endswith("weight") and wa[k].ndim == 4)
+    assert np.allclose(wa[conv].numpy(), wb[conv].numpy(), atol=1e-6)
