@@ -1,6 +1,7 @@
 """Step: zip the EcoTaxa TSV with every image, ready for EcoTaxa's import (see aquaflow.ecotaxa)."""
 
 import pandas as pd
+
 from aquaflow import ecotaxa, runlog
 
 runlog.setup(snakemake.log[0])

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import yaml
+
 from aquaflow.config import ConfigError, load_workflow_config, validate
 
 SCHEMAS = "workflow/schemas"

@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
-from aquaflow import dataset
 from PIL import Image
+
+from aquaflow import dataset
 
 FLOWCAM = {
     "layout": "class_folders",

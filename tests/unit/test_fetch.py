@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from aquaflow.fetch import FetchError, fetch, safe_extract
 
 

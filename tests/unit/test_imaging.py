@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+from PIL import Image
+
 from aquaflow import imaging
 from aquaflow.synthetic.inputs import write_bad_inputs
-from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from aquaflow import balance
 from aquaflow.metrics import classification_metrics, expected_calibration_error, top_k_accuracy
 

@@ -28,10 +28,18 @@ def prepared(planktonclas_resources, tmp_path_factory):
 def run_training(prepared, out, uc):
     root, raw = prepared
     mlcfg = {"tracking_uri": f"sqlite:///{out}/mlflow.db", "experiment": "t", "results": str(out)}
-    card = train.run(name="flowcam", usecase=uc, raw=raw, manifest_path=root / "manifest.parquet",
-                     classes_path=root / "classes.json", weights_path=out / "m.safetensors",
-                     card_path=out / "card.json", history_path=out / "history.tsv",
-                     mlflow_cfg=mlcfg, threads=2)
+    card = train.run(
+        name="flowcam",
+        usecase=uc,
+        raw=raw,
+        manifest_path=root / "manifest.parquet",
+        classes_path=root / "classes.json",
+        weights_path=out / "m.safetensors",
+        card_path=out / "card.json",
+        history_path=out / "history.tsv",
+        mlflow_cfg=mlcfg,
+        threads=2,
+    )
     return card, mlcfg
 
 
@@ -81,8 +89,7 @@ def test_seed_changes_weights(prepared, tmp_path, repo):
 @pytest.mark.parametrize("balancing", ["resample", "none"])
 def test_balancing_modes_train(prepared, tmp_path, repo, balancing):
     uc = validated(tiny_usecase(), repo)
-    uc["training"].update({"epochs": 1, "balancing": balancing, "scheduler": "step",
-                           "optimizer": "sgd"})
+    uc["training"].update({"epochs": 1, "balancing": balancing, "scheduler": "step", "optimizer": "sgd"})
     card, _ = run_training(prepared, tmp_path, uc)
     assert card["training"]["config"]["balancing"] == balancing
     assert 0.0 <= card["metrics"]["val_accuracy"] <= 1.0
@@ -91,12 +98,12 @@ def test_balancing_modes_train(prepared, tmp_path, repo, balancing):
 def test_pretrained_weights_are_loaded_from_a_path(prepared, tmp_path, repo):
     uc = validated(tiny_usecase(), repo)
     uc["training"]["epochs"] = 1
-    first, _ = run_training(prepared, tmp_path / "a", uc)
+    _first, _ = run_training(prepared, tmp_path / "a", uc)
     uc["model"]["pretrained_weights"] = str(tmp_path / "a" / "m.safetensors")
     uc["training"]["lr"] = 1e-12  # practically no update: the result must equal the start
     uc["training"]["warmup_epochs"] = 0
     uc["training"]["augmentation"] = []
-    second, _ = run_training(prepared, tmp_path / "b", uc)
+    _second, _ = run_training(prepared, tmp_path / "b", uc)
     wa, wb = load_file(tmp_path / "a" / "m.safetensors"), load_file(tmp_path / "b" / "m.safetensors")
     conv = next(k for k in wa if k.endswith("weight") and wa[k].ndim == 4)
     assert np.allclose(wa[conv].numpy(), wb[conv].numpy(), atol=1e-6)
