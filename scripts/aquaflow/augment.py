@@ -1,11 +1,19 @@
-"""Just-in-time augmentation from a YAML list, built on torchvision.transforms.v2.
+"""Augmentation from a YAML list, built on torchvision.transforms.v2: just in time or offline.
 
-torchvision v2 is already a dependency (no extra package), works on uint8 tensors in DataLoader
-workers, and is seeded by torch's generator, so CPU training stays deterministic.
+Why torchvision v2 rather than albumentations: it is already a dependency (no extra package and
+no extra pin to keep in envs/), it works directly on the uint8 CHW tensors our DataLoaders yield
+(no numpy/HWC round trip per sample), and it draws from torch's generator, so a seed makes CPU
+training and offline materialisation reproducible. What albumentations adds (many photometric
+and geometric transforms, bbox/mask targets) is not needed by a classifier of crops and tiles.
+
+- `build(names, size)`: the transform used inside training (`training.augmentation`);
+- `materialise(images, names, size, copies, seed)`: the same transforms applied offline, to write
+  an augmented copy of a training set (e.g. to share it, or to train elsewhere).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
@@ -53,3 +61,33 @@ def build(names: list[str], size: int) -> v2.Compose | None:
         else:
             raise ValueError(f"unknown augmentation {name!r}; allowed: {', '.join(AUGMENTATIONS)}")
     return v2.Compose(steps)
+
+
+def materialise(
+    images: list[np.ndarray],
+    names: list[str],
+    size: int,
+    copies: int,
+    seed: int = 0,
+) -> list[tuple[int, np.ndarray]]:
+    """Offline augmentation: `copies` augmented versions of each HxWx3 uint8 image, seeded.
+
+    The same transforms as training (`build`); images are letterboxed to `size` first. Returns
+    (index of the source image, augmented HxWx3 uint8) pairs, so callers can keep labels and
+    splits with their source (augment the training split only, never val/test).
+    """
+    from . import imaging
+
+    transform = build(names, size)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    out = []
+    try:
+        for i, img in enumerate(images):
+            x = torch.from_numpy(imaging.letterbox(img, size)).permute(2, 0, 1).contiguous()
+            for _ in range(copies):
+                y = transform(x) if transform is not None else x
+                out.append((i, y.permute(1, 2, 0).contiguous().numpy()))
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return out

@@ -1,0 +1,195 @@
+"""Whole-scan processing in horizontal strips, so memory depends on the strip, not the scan.
+
+A ZooScan scan is hundreds of megapixels (356 MP at 2400 dpi). `process_scan` reads the scan and
+its blank(s) strip by strip (uncompressed TIFFs are read straight from the file at the strip's
+offset; anything else is decoded once), subtracts the background, segments, measures and cuts
+vignettes. Each strip is read with a margin above and below; an object belongs to the strip that
+holds its top row, so an object up to `margin` px tall is seen whole exactly once. Taller objects
+would be cut by the margin: they are counted (`truncated`) and dropped, never measured wrongly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import tifffile
+
+from . import background as bgmod
+from . import segment as seg
+
+log = logging.getLogger(__name__)
+
+
+class StripReader:
+    """Row ranges of a single-page grayscale TIFF (or any image cv2/tifffile can read)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._array: np.ndarray | None = None
+        self._offset: int | None = None
+        if self.path.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(self.path) as tf:
+                page = tf.pages[0]
+                self.shape = tuple(page.shape)
+                self.dtype = np.dtype(page.dtype)
+                if page.is_contiguous and page.compression == 1 and page.fillorder == 1:
+                    self._offset = int(page.dataoffsets[0])
+        else:
+            self._load()
+        if len(self.shape) != 2:
+            raise ValueError(f"{self.path}: grayscale scans only, got shape {self.shape}")
+        bgmod.white_of(self.dtype)
+        # byte order of uncompressed TIFF data as written by tifffile/libtiff (file byte order)
+        self._file_dtype = self.dtype
+        if self._offset is not None and self.dtype.itemsize > 1:
+            with tifffile.TiffFile(self.path) as tf:
+                self._file_dtype = self.dtype.newbyteorder(tf.byteorder)
+
+    def _load(self) -> np.ndarray:
+        if self._array is None:
+            if self.path.suffix.lower() in (".tif", ".tiff"):
+                arr = tifffile.imread(self.path)
+            else:
+                arr = cv2.imread(str(self.path), cv2.IMREAD_UNCHANGED)
+                if arr is None:
+                    raise ValueError(f"{self.path}: cannot read image")
+                if arr.ndim == 3:
+                    arr = cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
+            self._array = arr
+            self.shape, self.dtype = tuple(arr.shape), arr.dtype
+        return self._array
+
+    @property
+    def height(self) -> int:
+        return int(self.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.shape[1])
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows y0..y1-1 as a fresh array of the scan dtype."""
+        if self._offset is None:
+            return np.array(self._load()[y0:y1])
+        w, item = self.width, self.dtype.itemsize
+        arr = np.fromfile(
+            self.path, dtype=self._file_dtype, count=(y1 - y0) * w, offset=self._offset + y0 * w * item
+        )
+        return arr.reshape(y1 - y0, w).astype(self.dtype, copy=False)
+
+
+@dataclass
+class ScanResult:
+    objects: pd.DataFrame  # features (segment.FEATURES + PIXEL_COLUMNS), scan coordinates
+    threshold: int
+    truncated: int  # objects taller than the margin (dropped)
+    border: int  # objects touching the scan border (dropped unless keep_border)
+    previews: dict[str, np.ndarray] = field(default_factory=dict)  # down-scaled before/after
+
+
+def _preview_rows(block: np.ndarray, factor: int) -> np.ndarray:
+    h, w = block.shape
+    out_h, out_w = max(1, round(h / factor)), max(1, w // factor)
+    return cv2.resize(seg.to_uint8(block), (out_w, out_h), interpolation=cv2.INTER_AREA)
+
+
+def process_scan(
+    scan_path: str | Path,
+    blank_paths: Sequence[str | Path],
+    params: seg.SegmentParams,
+    *,
+    method: str = "difference",
+    flat_path: str | Path | None = None,
+    strip_rows: int = 1024,
+    max_object_px: int = 512,
+    padding: int = 8,
+    on_object: Callable[[dict, np.ndarray], None] | None = None,
+    preview_side: int = 0,
+) -> ScanResult:
+    """Background-subtract, segment and measure one scan strip by strip.
+
+    on_object(row, vignette) is called once per kept object with its feature row and its 8-bit
+    vignette (background-subtracted, `padding` px around the bounding box).
+    preview_side > 0 also returns down-scaled 'scan' and 'subtracted' previews (report figures).
+    """
+    scan = StripReader(scan_path)
+    blanks = [StripReader(p) for p in blank_paths]
+    flat = StripReader(flat_path) if flat_path else None
+    for b in [*blanks, *([flat] if flat else [])]:
+        if b.shape != scan.shape:
+            raise ValueError(f"{b.path}: shape {b.shape} differs from the scan's {scan.shape}")
+    h, w = scan.height, scan.width
+    white = bgmod.white_of(scan.dtype)
+    margin = max_object_px + padding + params.closing_px + 1
+    flat_mean = None
+    if flat is not None:  # mean of the flat field, one pass
+        total = 0.0
+        for y0 in range(0, h, strip_rows):
+            total += float(flat.rows(y0, min(h, y0 + strip_rows)).sum(dtype=np.float64))
+        flat_mean = total / (h * w)
+
+    def corrected(y0: int, y1: int) -> np.ndarray:
+        bg = bgmod.combine_blanks([b.rows(y0, y1) for b in blanks]) if blanks else None
+        block = scan.rows(y0, y1)
+        if bg is None:  # no blank: only the flat field (or nothing) is applied
+            bg = np.full(block.shape, white, np.float32)
+        gain = bgmod.flat_gain(flat.rows(y0, y1), flat_mean) if flat is not None else None
+        return bgmod.subtract(block, bg, method, gain)
+
+    hist = None
+    if params.threshold == "otsu":
+        hist = np.zeros(white + 1, np.int64)
+        for y0 in range(0, h, strip_rows):
+            hist += seg.histogram(corrected(y0, min(h, y0 + strip_rows)))
+    thr = seg.resolve_threshold(params, hist)
+
+    factor = max(1, math.ceil(max(h, w) / preview_side)) if preview_side else 0
+    prev_scan: list[np.ndarray] = []
+    prev_sub: list[np.ndarray] = []
+    frames, truncated, border = [], 0, 0
+    for y0 in range(0, h, strip_rows):
+        y1 = min(h, y0 + strip_rows)
+        e0, e1 = max(0, y0 - margin), min(h, y1 + margin)
+        block = corrected(e0, e1)
+        lab = seg.label(seg.mask(block, thr, params), params.min_area_px, keep_border=True)
+        feats = seg.features(lab, block, params.pixel_size_um, offset=(e0, 0))
+        if factor:
+            prev_scan.append(_preview_rows(scan.rows(y0, y1), factor))
+            prev_sub.append(_preview_rows(block[y0 - e0 : y1 - e0], factor))
+        del lab
+        if feats.empty:
+            continue
+        feats = feats[(feats["bbox_y0"] >= y0) & (feats["bbox_y0"] < y1)]
+        cut = ((feats["bbox_y0"] <= e0) & (e0 > 0)) | ((feats["bbox_y1"] >= e1) & (e1 < h))
+        truncated += int(cut.sum())
+        feats = feats[~cut]
+        at_border = (feats["bbox_x0"] <= 0) | (feats["bbox_y0"] <= 0) | (feats["bbox_x1"] >= w)
+        at_border |= feats["bbox_y1"] >= h
+        if not params.keep_border:
+            border += int(at_border.sum())
+            feats = feats[~at_border]
+        if on_object is not None:
+            for row in feats.to_dict("records"):
+                box = (row["bbox_x0"], row["bbox_y0"] - e0, row["bbox_x1"], row["bbox_y1"] - e0)
+                on_object(row, seg.to_uint8(seg.vignette(block, box, padding, white)))
+        frames.append(feats)
+    if truncated:
+        log.warning(
+            "%s: %d object(s) taller than %d px dropped (raise max_object)", scan_path, truncated, margin
+        )
+    objects = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=seg.FEATURES + seg.PIXEL_COLUMNS)
+    )
+    previews = {}
+    if factor:
+        previews = {"scan": np.vstack(prev_scan), "subtracted": np.vstack(prev_sub)}
+    return ScanResult(objects, thr, truncated, border, previews)
