@@ -1,0 +1,197 @@
+"""The FlowCam demo workflow (tiny budget) through a real Slurm cluster with profiles/slurm.
+
+One local run and one Slurm run of the same config; the Slurm run's first download fails
+(HTTP 500 injected by the test's server) and the profile's `retries` resubmits the job.
+Evidence comes from Slurm itself (`scontrol show job`, jobs stay listed for MinJobAge) and from
+the plugin's per-job logs (.snakemake/slurm_logs/, kept by slurm-keep-successful-logs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ..conftest import REPO, SNAKEMAKE, run_snakemake, tiny_usecase, write_workdir
+
+pytestmark = pytest.mark.cluster
+
+WORKFLOW_RULES = {
+    "fetch",
+    "prepare",
+    "train",
+    "evaluate",
+    "infer_inputs",
+    "infer_shard",
+    "infer_gather",
+    "export_ecotaxa",
+    "export_ecotaxa_bundle",
+}
+GPU_RULES = {"train", "infer_shard"}
+# Run-specific by design: the MLflow run of each workflow run.
+RUN_SPECIFIC_COLUMNS = ["run_id"]
+
+
+def run_logged(cmd: list[str], cwd: Path, log: Path, timeout: int) -> tuple[int, float]:
+    """Run a command with output to `log`; on timeout SIGINT (Snakemake cancels its Slurm jobs)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    t0 = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            rc = -1
+    return rc, time.monotonic() - t0
+
+
+def slurm_jobs() -> list[dict[str, str]]:
+    """Every job slurmctld still knows (finished ones stay for MinJobAge), as key=value dicts."""
+    out = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, check=True).stdout
+    jobs = []
+    for line in out.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if "JobId" in fields:
+            jobs.append(fields)
+    return jobs
+
+
+def rules_in_log(text: str) -> set[str]:
+    return set(re.findall(r"^\s*(?:local)?rule (\w+):", text, flags=re.M)) - {"all"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, slurm_cluster, demo_zip_server):
+    server, source = demo_zip_server
+    uc = tiny_usecase(source=source)
+
+    local = write_workdir(tmp_path_factory.mktemp("local"), {"flowcam": uc})
+    t0 = time.monotonic()
+    run_snakemake(local)
+    local_seconds = time.monotonic() - t0
+
+    slurm = write_workdir(tmp_path_factory.mktemp("slurm"), {"flowcam": uc})
+    with server.lock:
+        server.requests.clear()
+        server.fail_next = 1  # the first download of the Slurm run gets HTTP 500
+    log = slurm / "snakemake-slurm.log"
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(slurm),
+        "--workflow-profile",
+        str(REPO / "profiles/slurm"),
+        # the test's cluster is tiny and idle: same shard count as the local run, fast polling
+        "--set-scatter",
+        "infer=2",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--verbose",
+    ]
+    rc, slurm_seconds = run_logged(cmd, slurm, log, timeout=1200)
+    text = log.read_text()
+    m = re.search(r"SLURM run ID: (\S+)", text)
+    jobs = [j for j in slurm_jobs() if m and j.get("JobName") == m.group(1)]
+    result = {
+        "rc": rc,
+        "log": log,
+        "text": text,
+        "jobs": jobs,
+        "local": local,
+        "slurm": slurm,
+        "requests": list(server.requests),
+        "local_seconds": local_seconds,
+        "slurm_seconds": slurm_seconds,
+        "cluster_up_seconds": slurm_cluster["up_seconds"],
+    }
+    summary = {k: v for k, v in result.items() if k.endswith("seconds")}
+    summary["sbatch"] = re.findall(r"sbatch call: (.*)", text)
+    (slurm_cluster["state"] / "slurm-vs-local.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+    return result
+
+
+def test_slurm_run_completes(runs):
+    assert runs["rc"] == 0, runs["text"][-8000:]
+    assert runs["jobs"], "no Slurm job of this run is known to slurmctld"
+    assert (runs["slurm"] / "results/flowcam/export/ecotaxa_flowcam.zip").is_file()
+
+
+def test_every_rule_ran_as_a_slurm_job(runs):
+    by_id = {j["JobId"]: j for j in runs["jobs"]}
+    logs = sorted((runs["slurm"] / ".snakemake/slurm_logs").rglob("*.log"))
+    seen: dict[str, set[str]] = {}
+    for log in logs:
+        job_id = log.stem
+        assert job_id in by_id, f"{log} belongs to no Slurm job of this run"
+        for rule in rules_in_log(log.read_text()):
+            seen.setdefault(rule, set()).add(job_id)
+    assert set(seen) == WORKFLOW_RULES, f"rules executed inside Slurm jobs: {sorted(seen)}"
+    assert len(seen["infer_shard"]) == 2  # one Slurm job per shard
+    # the coordinating Snakemake process itself ran no rule: each job line names a Slurm job
+    assert len(re.findall(r"has been submitted with SLURM jobid", runs["text"])) == len(runs["jobs"])
+
+
+def test_gpu_rules_go_to_the_gpu_partition_with_a_gpu(runs):
+    for job in runs["jobs"]:
+        comment = job.get("Comment", "")
+        rule = re.match(r"rule_(\w+?)(?:_wildcards_.*)?$", comment).group(1)
+        tres = job.get("TresPerJob", "") + job.get("TresPerNode", "")
+        if rule in GPU_RULES:
+            assert job["Partition"] == "gpu", job
+            assert "gpu:1" in tres, job
+        else:
+            assert job["Partition"] == "cpu", job
+            assert "gpu" not in tres, job
+    gpu_calls = [c for c in re.findall(r"sbatch call: (.*)", runs["text"]) if "rule_train" in c]
+    assert gpu_calls and all("-p gpu" in c and "--gpus=1" in c for c in gpu_calls), gpu_calls
+    assert all("--cpus-per-gpu=2" in c for c in gpu_calls), gpu_calls
+
+
+def test_tiny_steps_after_inference_are_one_grouped_job(runs):
+    grouped = [j for j in runs["jobs"] if j["Comment"].startswith("rule_collect")]
+    assert len(grouped) == 1, [j["Comment"] for j in runs["jobs"]]
+    logs = list((runs["slurm"] / ".snakemake/slurm_logs").glob("group_collect*/**/*.log"))
+    assert len(logs) == 1
+    assert rules_in_log(logs[0].read_text()) == {"infer_gather", "export_ecotaxa", "export_ecotaxa_bundle"}
+
+
+def test_failed_download_is_retried_by_the_profile(runs):
+    assert runs["requests"][0].endswith("/set.zip") and len(runs["requests"]) >= 2
+    fetch = sorted(
+        (j for j in runs["jobs"] if j["Comment"].startswith("rule_fetch")), key=lambda j: int(j["JobId"])
+    )
+    assert [j["JobState"] for j in fetch] == ["FAILED", "COMPLETED"], fetch
+    assert runs["rc"] == 0
+
+
+def test_outputs_equal_the_local_run(runs):
+    local = runs["local"] / "results/flowcam"
+    slurm = runs["slurm"] / "results/flowcam"
+    card_l = json.loads((local / "model/model_card.json").read_text())
+    card_s = json.loads((slurm / "model/model_card.json").read_text())
+    assert card_s["id"] == card_l["id"]  # sha256 of the trained weights
+    assert json.loads((slurm / "eval/metrics.json").read_text()) == json.loads(
+        (local / "eval/metrics.json").read_text()
+    )
+    for name in ("predictions.parquet", "rejected.parquet"):
+        a = pd.read_parquet(local / "predictions" / name)
+        b = pd.read_parquet(slurm / "predictions" / name)
+        drop = [c for c in RUN_SPECIFIC_COLUMNS if c in a.columns]
+        pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop))
+    tsv = "export/ecotaxa/ecotaxa_flowcam.tsv"
+    assert (slurm / tsv).read_text() == (local / tsv).read_text()
