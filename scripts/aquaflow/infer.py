@@ -100,33 +100,88 @@ def _collate(batch: list) -> dict[str, Any]:
     }
 
 
+BACKENDS = ("eager", "compile", "onnx")
+
+
 @dataclass
 class Predictor:
-    """A loaded model ready for uint8 NCHW batches: returns (probs, features) as numpy."""
+    """A loaded model ready for uint8 NCHW batches: returns (probs, features) as numpy.
+
+    Backends (`inference.backend`): eager PyTorch (default; AMP bf16 on GPU), torch.compile, or
+    ONNX Runtime on the CPU (the model is exported in memory at load time, no extra file).
+    """
 
     net: torch.nn.Module
     card: dict[str, Any]
     device: torch.device
     amp: bool
+    backend: str = "eager"
+    session: Any = None  # onnxruntime.InferenceSession for backend "onnx"
 
     @classmethod
     def load(
-        cls, weights: str | Path, card: str | Path | dict, device: str = "auto", threads: int = 1
+        cls,
+        weights: str | Path,
+        card: str | Path | dict,
+        device: str = "auto",
+        threads: int = 1,
+        backend: str = "eager",
     ) -> Predictor:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown inference backend {backend!r}; allowed: {BACKENDS}")
         torch.set_num_threads(max(1, threads))
         base, card = models.load(weights, card)
         dev = models.pick_device(device)
         net = models.Normalized(base, card["normalization"]["mean"], card["normalization"]["std"])
         net = net.to(dev).eval().to(memory_format=torch.channels_last)
-        return cls(net, card, dev, dev.type == "cuda")
+        session = None
+        if backend == "onnx":
+            if dev.type != "cpu":
+                raise ValueError("backend 'onnx' runs on the CPU; use eager or compile on a GPU")
+            session = _onnx_session(net, card["input_size"], threads)
+        elif backend == "compile":
+            net = torch.compile(net, dynamic=True)
+        return cls(net, card, dev, dev.type == "cuda", backend, session)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if self.session is not None:
+            logits, feats = self.session.run(None, {"images": images.numpy()})
+            logits = logits - logits.max(axis=1, keepdims=True)
+            e = np.exp(logits)
+            return (e / e.sum(axis=1, keepdims=True)).astype(np.float32), feats
         x = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits, feats = self.net(x)
         probs = torch.softmax(logits.float(), dim=1)
         return probs.cpu().numpy(), feats.float().cpu().numpy()
+
+
+def _onnx_session(net: torch.nn.Module, size: int, threads: int):
+    """Export the wrapped model (uint8 in, logits + features out) to ONNX in memory and load it."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    example = torch.zeros((2, 3, size, size), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter
+        torch.onnx.export(
+            net,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["logits", "features"],
+            dynamic_axes={"images": {0: "n"}},
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
 
 
 def iter_batches(
@@ -198,15 +253,16 @@ def run_shard(
     embeddings: bool = False,
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
     run_id: str = "",
+    backend: str = "eager",
     progress=None,
 ) -> dict[str, Any]:
     """Predict every row of `inputs` (columns seq, source, [crop_*], metadata...) into Parquet."""
     t0 = time.perf_counter()
-    pred = Predictor.load(weights, card, device, threads)
+    pred = Predictor.load(weights, card, device, threads, backend)
     classes = np.array(pred.card["classes"], dtype=object)
     top_k = min(top_k, len(classes))
     mid = models.model_id(weights)
-    meta_cols = [c for c in inputs.columns if c not in ("seq", "source", *CROP_COLUMNS)]
+    meta_cols = [c for c in inputs.columns if c not in ("seq", "source")]  # crop box included
     meta_schema = (
         pa.Schema.from_pandas(inputs[meta_cols], preserve_index=False) if meta_cols else pa.schema([])
     )
@@ -306,7 +362,7 @@ def run_identity(model_id: str, inputs_path: str | Path, params: dict[str, Any])
     """Deterministic id of an inference run: model, input table and prediction settings."""
     from .io import sha256_file
 
-    keys = ("top_k", "embeddings", "max_pixels")
+    keys = ("top_k", "embeddings", "max_pixels", "backend")
     blob = f"{model_id}:{sha256_file(inputs_path)}:" + repr([(k, params.get(k)) for k in keys])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -341,6 +397,7 @@ def run_shard_step(
         device=params["device"],
         embeddings=params["embeddings"],
         max_pixels=params["max_pixels"],
+        backend=params["backend"],
         run_id=run_identity(models.model_id(weights), inputs_path, params),
         progress=log_stream,
     )

@@ -148,7 +148,7 @@ def test_report(demo):
     [
         (lambda uc: uc["training"].update(epoch=3), "unknown key 'training.epoch'"),
         (lambda uc: uc["training"].update(epochs="three"), "training.epochs"),
-        (lambda uc: uc["inference"].update(backend="gpu-magic"), "unknown key 'inference.backend'"),
+        (lambda uc: uc["inference"].update(backend="gpu-magic"), "inference.backend"),
     ],
 )
 def test_invalid_config_fails_before_any_job(tmp_path, edit, needle):
