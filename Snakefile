@@ -19,11 +19,13 @@ scattergather:
 
 include: "workflow/common.smk"
 include: "workflow/fetch.smk"
+include: "workflow/preprocess.smk"
 include: "workflow/prepare.smk"
 include: "workflow/train.smk"
 include: "workflow/evaluate.smk"
 include: "workflow/infer.smk"
 include: "workflow/export.smk"
+include: "workflow/litter.smk"
 
 
 rule all:

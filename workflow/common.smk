@@ -35,6 +35,30 @@ def uc_section(section):
     return get
 
 
+def has_preprocess(uc):
+    return bool(UC[uc]["preprocess"]["steps"])
+
+
+def dataset_root(wildcards):
+    """Where prepare, train, evaluate and infer_inputs find images: the preprocess output folder
+    when the use case has preprocess steps, else the fetched source."""
+    if has_preprocess(wildcards.uc):
+        return f"{RESULTS}/{wildcards.uc}/preprocessed"
+    return f"{RESOURCES}/{wildcards.uc}/raw"
+
+
+def preprocess_targets(uc):
+    out = []
+    if has_preprocess(uc):
+        out += [
+            f"{RESULTS}/{uc}/preprocess/before_after.png",
+            f"{RESULTS}/{uc}/preprocess/examples.png",
+        ]
+    if UC[uc]["litter"]["enabled"]:
+        out += [f"{RESULTS}/{uc}/litter/summary.tsv", f"{RESULTS}/{uc}/litter/overlays"]
+    return out
+
+
 def mlflow_settings(wildcards):
     return {**CONFIG["mlflow"], "results": RESULTS}
 
@@ -72,4 +96,5 @@ def all_targets():
             f"{base}/predictions/summary.json",
         ]
         targets += ecotaxa_targets(uc)
+        targets += preprocess_targets(uc)
     return targets

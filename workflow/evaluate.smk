@@ -1,6 +1,6 @@
 rule evaluate:
     input:
-        raw=rules.fetch.output[0],
+        raw=dataset_root,
         manifest=rules.prepare.output.manifest,
         weights=rules.train.output.weights,
         card=rules.train.output.card,

@@ -1,6 +1,6 @@
 rule infer_inputs:
     input:
-        raw=rules.fetch.output[0],
+        raw=dataset_root,
     output:
         f"{RESULTS}/{{uc}}/predictions/inputs.parquet",
     log:

@@ -1,6 +1,6 @@
 rule prepare:
     input:
-        raw=rules.fetch.output[0],
+        raw=dataset_root,
     output:
         manifest=f"{RESULTS}/{{uc}}/prepared/manifest.parquet",
         rejected=f"{RESULTS}/{{uc}}/prepared/rejected.parquet",

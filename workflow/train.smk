@@ -1,6 +1,6 @@
 rule train:
     input:
-        raw=rules.fetch.output[0],
+        raw=dataset_root,
         manifest=rules.prepare.output.manifest,
         classes=rules.prepare.output.classes,
     output:

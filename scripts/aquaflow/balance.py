@@ -41,3 +41,22 @@ def resample_indices(labels: np.ndarray, num_classes: int, n: int, seed: int) ->
     rng = np.random.default_rng(seed)
     p = sample_weights(labels, num_classes)
     return rng.choice(len(labels), size=n, replace=True, p=p / p.sum())
+
+
+def apply_overrides(
+    weights: np.ndarray | None, classes: list[str], overrides: dict[str, float]
+) -> np.ndarray | None:
+    """Multiply per-class loss weights by explicit factors by label (e.g. {"multiple": 4}).
+
+    `weights` None (no balancing) counts as all ones. Unknown labels are an error, so a typo in the
+    config does not silently train an unweighted model. Returns None when nothing is weighted.
+    """
+    if not overrides:
+        return weights
+    unknown = sorted(set(overrides) - set(classes))
+    if unknown:
+        raise ValueError(f"training.class_weights names unknown class(es) {unknown}; classes: {classes}")
+    w = np.ones(len(classes)) if weights is None else np.asarray(weights, np.float64).copy()
+    for i, c in enumerate(classes):
+        w[i] *= float(overrides.get(c, 1.0))
+    return w

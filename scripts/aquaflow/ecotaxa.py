@@ -68,6 +68,8 @@ def table(
         if k > 1:
             out[f"object_pred_top{k}"] = [categories.get(v, v) for v in preds[f"top{k}_label"]]
         out[f"object_score_top{k}"] = preds[f"top{k}_prob"].astype(float).round(6).to_numpy()
+    for cls in cfg.get("class_scores") or []:
+        out[ecotaxa_name(f"p_{cls}")] = class_probability(preds, cls, top_k)
     skip = {
         "seq",
         "id",
@@ -91,6 +93,17 @@ def table(
     out["process_id"] = preds["run_id"].to_numpy() if "run_id" in preds else ""
     out["process_model_id"] = preds["model_id"].to_numpy() if "model_id" in preds else ""
     return out
+
+
+def class_probability(preds: pd.DataFrame, label: str, top_k: int) -> np.ndarray:
+    """P(label) per row from the top-k columns (0 where the label is not in the top k)."""
+    p = np.zeros(len(preds))
+    for k in range(1, top_k + 1):
+        if f"top{k}_label" not in preds:
+            break
+        hit = (preds[f"top{k}_label"] == label).to_numpy()
+        p[hit] = preds.loc[hit, f"top{k}_prob"].astype(float).to_numpy()
+    return p.round(6)
 
 
 def type_row(df: pd.DataFrame) -> list[str]:

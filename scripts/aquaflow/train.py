@@ -189,8 +189,9 @@ def train(
     net = models.Normalized(base, model_cfg["mean"], model_cfg["std"]).to(device)
     net = net.to(memory_format=torch.channels_last)
     loss_weight = None
-    if cfg["balancing"] == "weights":
-        w = balance.class_weights(y_train, len(classes), "balanced")
+    w = balance.class_weights(y_train, len(classes), "balanced") if cfg["balancing"] == "weights" else None
+    w = balance.apply_overrides(w, classes, cfg.get("class_weights") or {})
+    if w is not None:
         loss_weight = torch.tensor(w, dtype=torch.float32, device=device)
     criterion = torch.nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=cfg["label_smoothing"])
     optimizer = _make_optimizer(net.parameters(), cfg)

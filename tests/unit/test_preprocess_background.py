@@ -157,7 +157,7 @@ def test_strips_equal_whole_scan(tmp_path, scene):
         params,
         strip_rows=128,
         max_object_px=200,
-        on_object=lambda row, v: vignettes.append(v),
+        on_object=lambda row, v, mask: vignettes.append((v, mask)),
         preview_side=300,
     )
     _, whole = seg.segment(bg.subtract(scan, bg.combine_blanks(blanks)), params)
@@ -166,7 +166,9 @@ def test_strips_equal_whole_scan(tmp_path, scene):
     b = whole[cols].sort_values(cols).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
     assert res.truncated == 0 and len(vignettes) == len(blobs)
-    assert all(v.dtype == np.uint8 for v in vignettes)
+    assert all(v.dtype == np.uint8 and v.shape == m.shape for v, m in vignettes)
+    # the mask is the object's (filled holes may be lighter): most of it is below the threshold
+    assert all(m.any() and (v[m] < res.threshold).mean() > 0.95 for v, m in vignettes)
     assert max(res.previews["scan"].shape) <= 300
     # a margin smaller than the objects: they are counted as truncated, never half-measured
     small = scanmod.process_scan(files["scan"], [files["blank1"]], params, strip_rows=64, max_object_px=10)

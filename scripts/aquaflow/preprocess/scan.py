@@ -110,13 +110,14 @@ def process_scan(
     strip_rows: int = 1024,
     max_object_px: int = 512,
     padding: int = 8,
-    on_object: Callable[[dict, np.ndarray], None] | None = None,
+    on_object: Callable[[dict, np.ndarray, np.ndarray], None] | None = None,
     preview_side: int = 0,
 ) -> ScanResult:
     """Background-subtract, segment and measure one scan strip by strip.
 
-    on_object(row, vignette) is called once per kept object with its feature row and its 8-bit
-    vignette (background-subtracted, `padding` px around the bounding box).
+    on_object(row, vignette, mask) is called once per kept object with its feature row, its 8-bit
+    vignette (background-subtracted, `padding` px around the bounding box) and the object's own
+    mask on the vignette's grid (bool; neighbours that enter the padding are not in it).
     preview_side > 0 also returns down-scaled 'scan' and 'subtracted' previews (report figures).
     """
     scan = StripReader(scan_path)
@@ -163,7 +164,6 @@ def process_scan(
         if factor:
             prev_scan.append(_preview_rows(scan.rows(y0, y1), factor))
             prev_sub.append(_preview_rows(block[y0 - e0 : y1 - e0], factor))
-        del lab
         if feats.empty:
             continue
         feats = feats[(feats["bbox_y0"] >= y0) & (feats["bbox_y0"] < y1)]
@@ -178,8 +178,10 @@ def process_scan(
         if on_object is not None:
             for row in feats.to_dict("records"):
                 box = (row["bbox_x0"], row["bbox_y0"] - e0, row["bbox_x1"], row["bbox_y1"] - e0)
-                on_object(row, seg.to_uint8(seg.vignette(block, box, padding, white)))
-        frames.append(feats)
+                own = seg.vignette((lab == row["label_id"]).view(np.uint8), box, padding, 0).view(bool)
+                on_object(row, seg.to_uint8(seg.vignette(block, box, padding, white)), own)
+        del lab
+        frames.append(feats.drop(columns="label_id"))
     if truncated:
         log.warning(
             "%s: %d object(s) taller than %d px dropped (raise max_object)", scan_path, truncated, margin
@@ -187,7 +189,7 @@ def process_scan(
     objects = (
         pd.concat(frames, ignore_index=True)
         if frames
-        else pd.DataFrame(columns=seg.FEATURES + seg.PIXEL_COLUMNS)
+        else pd.DataFrame(columns=[*seg.FEATURES, *seg.PIXEL_COLUMNS])
     )
     previews = {}
     if factor:

@@ -155,10 +155,11 @@ def features(labels: np.ndarray, image: np.ndarray, pixel_size_um: float, offset
                 "bbox_x1": x1 + ox,
                 "bbox_y1": y1 + oy,
                 "area_px": area_px,
+                "label_id": int(p.label),
             }
         )
-    df = pd.DataFrame(rows, columns=FEATURES + PIXEL_COLUMNS)
-    return df.astype({c: "int64" for c in PIXEL_COLUMNS})
+    df = pd.DataFrame(rows, columns=[*FEATURES, *PIXEL_COLUMNS, "label_id"])
+    return df.astype({c: "int64" for c in [*PIXEL_COLUMNS, "label_id"]})
 
 
 def segment(image: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, pd.DataFrame]:

@@ -295,3 +295,24 @@ def write_dataset(
         write_scan(folder, name, scene, orgs, blobs, n_blanks)
         frames.append(blobs.assign(scan=name))
     return pd.concat(frames, ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m aquaflow.synthetic.zooscan OUT [--scans N] [--height H] [--width W] [--seed S]"""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write synthetic ZooScan scans, blanks and truth.")
+    ap.add_argument("out")
+    ap.add_argument("--scans", type=int, default=3)
+    ap.add_argument("--height", type=int, default=2400)
+    ap.add_argument("--width", type=int, default=3200)
+    ap.add_argument("--singles", type=int, default=80)
+    ap.add_argument("--pairs", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    blobs = write_dataset(a.out, a.scans, a.height, a.width, a.singles, a.pairs, a.seed)
+    print(f"{a.out}: {a.scans} scans, {len(blobs)} objects ({(blobs['label'] == 'multiple').sum()} multiple)")
+
+
+if __name__ == "__main__":
+    main()

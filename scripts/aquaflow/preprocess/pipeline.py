@@ -1,0 +1,339 @@
+"""The `preprocess` step of a use case: its ordered list of steps, run on the fetched images.
+
+Items flow through the steps as a table (one row per image, then per object or tile):
+- `dedup`      images -> images    near-duplicate frames dropped (rejected, reason near_duplicate)
+- `background` images -> images    blank-scan subtraction (+ flat field), or a rolling median over
+                                   the image sequence; fused with a following `segment` so big
+                                   scans are processed strip by strip and never held whole
+- `segment`    images -> objects   vignettes + EcoTaxa features (physical units)
+- `patchify`   images -> tiles     tiles with their coordinates
+
+Output folder (`out`): `train/<label>/*.png` (items with a label: what dataset.build_manifest
+reads), `unlabelled/*.png`, `items.parquet` (every final item: `path` relative to `out` plus its
+metadata; what inference reads as a `manifest` input), `steps.tsv` (one row per step: files in,
+files out, seconds), `rejected.parquet`, and two report figures (before/after, examples).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .. import imaging
+from ..io import write_parquet
+from . import background as bgmod
+from . import dedup as dedupmod
+from . import scan as scanmod
+from . import segment as seg
+from . import tiles as tilemod
+
+log = logging.getLogger(__name__)
+
+STEPS = ("dedup", "background", "segment", "patchify")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z._-]+", "_", name)
+
+
+def _glob(root: Path, pattern: str, stem: str = "") -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(str(root / pattern.replace("{stem}", stem)), recursive=True))
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    r = scanmod.StripReader(path)
+    return r.rows(0, r.height)
+
+
+@dataclass
+class _Ctx:
+    root: Path
+    out: Path
+    cfg: dict[str, Any]
+    labels: dict[str, Any]
+    items: list[dict[str, Any]]
+    rejected: list[tuple[str, str, str]]
+    examples: list[np.ndarray]
+    before_after: np.ndarray | None = None
+
+    def save(self, img: np.ndarray, name: str, label: str | None) -> str:
+        rel = Path("train", _safe(label), name) if label else Path("unlabelled", name)
+        (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(self.out / rel), img if img.ndim == 2 else img[:, :, ::-1])
+        if len(self.examples) < 48:
+            self.examples.append(img)
+        return str(rel)
+
+
+def _point_labels(ctx: _Ctx, stem: str, objects: list[tuple[dict, np.ndarray]], pad: int) -> list[str | None]:
+    """labels.kind = points: objects whose mask holds 1 point -> `single`, >= 2 -> `multiple`.
+
+    Points are a CSV per image (columns x, y in pixels), e.g. one point per organism; objects
+    holding no point stay unlabelled (they are predicted, not trained on).
+    """
+    spec = ctx.labels
+    files = _glob(ctx.root, spec["path"], stem)
+    if not files:
+        return [None] * len(objects)
+    pts = pd.read_csv(files[0])
+    counts = np.zeros(len(objects), np.int64)
+    x0 = np.array([r["bbox_x0"] for r, _ in objects])
+    y0 = np.array([r["bbox_y0"] for r, _ in objects])
+    x1 = np.array([r["bbox_x1"] for r, _ in objects])
+    y1 = np.array([r["bbox_y1"] for r, _ in objects])
+    for px, py in zip(pts["x"].round().astype(int), pts["y"].round().astype(int), strict=True):
+        for i in np.nonzero((x0 <= px) & (px < x1) & (y0 <= py) & (py < y1))[0]:
+            if objects[i][1][py - y0[i] + pad, px - x0[i] + pad]:  # the object's own mask
+                counts[i] += 1
+                break
+    return [None if n == 0 else (spec["single"] if n == 1 else spec["multiple"]) for n in counts]
+
+
+def _tile_labels(ctx: _Ctx, stem: str, grid: pd.DataFrame) -> list[str | None]:
+    files = _glob(ctx.root, ctx.labels["path"], stem)
+    if not files:
+        return [None] * len(grid)
+    truth = pd.read_csv(files[0]).set_index(["row", "col"])["label"].to_dict()
+    return [truth.get((r, c)) for r, c in zip(grid["row"], grid["col"], strict=True)]
+
+
+def _keep(item: dict) -> dict:
+    """The metadata an item passes to what is cut from it (not its file or pixels)."""
+    return {k: v for k, v in item.items() if not k.startswith("_")}
+
+
+def _step_dedup(ctx: _Ctx, items: list[dict]) -> list[dict]:
+    cfg = ctx.cfg["dedup"]
+
+    def frames():
+        for it in items:
+            yield imaging.load(it["_file"]).image
+
+    decisions = dedupmod.near_duplicates(frames(), cfg["threshold"], cfg["window"], cfg["hash"])
+    kept = []
+    for it, d in zip(items, decisions, strict=True):
+        if d.keep:
+            kept.append(it)
+        else:
+            ctx.rejected.append(
+                (it["image"], "near_duplicate", f"{items[d.duplicate_of]['image']} (distance {d.distance})")
+            )
+    return kept
+
+
+def _step_background_only(ctx: _Ctx, items: list[dict]) -> list[dict]:
+    """Background without a following segment: write corrected images (whole-image in memory)."""
+    cfg = ctx.cfg["background"]
+    (ctx.out / "corrected").mkdir(parents=True, exist_ok=True)
+    out = []
+    if cfg["method"] == "rolling_median":
+        frames = (_read_gray(Path(it["_file"])) for it in items)
+        corrected = bgmod.subtract_rolling(frames, cfg["window"])
+    else:
+        corrected = (_blank_corrected(ctx, Path(it["_file"]), it["image"]) for it in items)
+    for it, img in zip(items, corrected, strict=True):
+        path = ctx.out / "corrected" / f"{_safe(it['image'])}.png"
+        cv2.imwrite(str(path), seg.to_uint8(img))
+        out.append({**it, "_file": str(path)})
+    return out
+
+
+def _blanks(ctx: _Ctx, stem: str) -> tuple[list[Path], Path | None]:
+    cfg = ctx.cfg["background"]
+    blanks = _glob(ctx.root, cfg["blanks"], stem) if cfg.get("blanks") else []
+    if cfg.get("blanks") and not blanks:
+        raise FileNotFoundError(f"no blank scan matches {cfg['blanks']!r} for {stem}")
+    flat = _glob(ctx.root, cfg["flat"], stem) if cfg.get("flat") else []
+    return blanks, (flat[0] if flat else None)
+
+
+def _blank_corrected(ctx: _Ctx, path: Path, stem: str) -> np.ndarray:
+    blanks, flat = _blanks(ctx, stem)
+    scan = _read_gray(path)
+    bg = bgmod.combine_blanks([_read_gray(b) for b in blanks]) if blanks else np.full(scan.shape, 1.0)
+    gain = bgmod.flat_gain(_read_gray(flat)) if flat else None
+    return bgmod.subtract(scan, bg, ctx.cfg["background"]["method"], gain)
+
+
+def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool) -> list[dict]:
+    c = ctx.cfg["segment"]
+    params = seg.SegmentParams(
+        pixel_size_um=c["pixel_size_um"],
+        threshold=c["threshold"],
+        min_area_um2=c["min_area_um2"],
+        closing_px=c["closing_px"],
+        opening_px=c["opening_px"],
+        fill_holes=c["fill_holes"],
+        keep_border=c["keep_border"],
+    )
+    max_px = round(c["max_object_mm"] * 1000 / c["pixel_size_um"])
+    out = []
+    for it in items:
+        stem = it["image"]
+        blanks, flat = _blanks(ctx, stem) if with_background else ([], None)
+        method = ctx.cfg["background"]["method"] if with_background else "difference"
+        vigs: list[tuple[dict, np.ndarray]] = []
+        masks: list[tuple[dict, np.ndarray]] = []
+
+        def keep(row: dict, vig: np.ndarray, own: np.ndarray, vigs=vigs, masks=masks) -> None:
+            vigs.append((row, vig))
+            masks.append((row, own))
+
+        res = scanmod.process_scan(
+            it["_file"],
+            blanks,
+            params,
+            method=method,
+            flat_path=flat,
+            strip_rows=c["strip_rows"],
+            max_object_px=max_px,
+            padding=c["padding_px"],
+            on_object=keep,
+            preview_side=ctx.cfg["preview_side"] if ctx.before_after is None else 0,
+        )
+        if res.previews:
+            ctx.before_after = np.hstack(
+                [
+                    res.previews["scan"],
+                    np.full((res.previews["scan"].shape[0], 8), 0, np.uint8),
+                    res.previews["subtracted"],
+                ]
+            )
+        labels: list[str | None] = [None] * len(vigs)
+        if ctx.labels["kind"] == "points":
+            labels = _point_labels(ctx, stem, masks, c["padding_px"])
+        for k, ((row, vig), label) in enumerate(zip(vigs, labels, strict=True)):
+            oid = f"{_safe(stem)}_{k + 1:05d}"
+            meta = {key: row[key] for key in seg.FEATURES + seg.PIXEL_COLUMNS}
+            meta["process_particle_pixel_size_mm"] = c["pixel_size_um"] / 1000.0
+            meta["process_particle_threshold"] = res.threshold
+            out.append({**_keep(it), "object": oid, "_label": label, "_array": vig, **meta})
+        log.info(
+            "%s: %d objects (%d at the border, %d truncated)", stem, len(vigs), res.border, res.truncated
+        )
+    return out
+
+
+def _step_patchify(ctx: _Ctx, items: list[dict]) -> list[dict]:
+    c = ctx.cfg["patchify"]
+    out = []
+    for it in items:
+        img = it.get("_array")
+        if img is None:
+            img = imaging.load(it["_file"]).image
+        tiles, grid = tilemod.patchify(img, c["tile"], c["overlap"], c["pad_mode"])
+        labels = _tile_labels(ctx, it["image"], grid) if ctx.labels["kind"] == "tiles" else [None] * len(grid)
+        if ctx.before_after is None:
+            shown = img.copy()
+            for x, y in zip(grid["x"], grid["y"], strict=True):
+                cv2.rectangle(
+                    shown, (int(x), int(y)), (int(x) + c["tile"] - 1, int(y) + c["tile"] - 1), (255, 0, 0), 1
+                )
+            ctx.before_after = np.hstack([img, np.zeros((img.shape[0], 8, 3), np.uint8), shown])
+        for t, g, label in zip(tiles, grid.to_dict("records"), labels, strict=True):
+            out.append(
+                {
+                    **_keep(it),
+                    "object": f"{_safe(it['image'])}_r{g['row']:03d}_c{g['col']:03d}",
+                    "_label": label,
+                    "_array": t,
+                    "tile_row": g["row"],
+                    "tile_col": g["col"],
+                    "tile_x": g["x"],
+                    "tile_y": g["y"],
+                    "tile_w": g["w"],
+                    "tile_h": g["h"],
+                }
+            )
+    return out
+
+
+def _montage(images: list[np.ndarray], side: int = 96, cols: int = 8) -> np.ndarray:
+    if not images:
+        return np.full((side, side, 3), 255, np.uint8)
+    cells = []
+    for img in images:
+        rgb = img if img.ndim == 3 else np.repeat(img[:, :, None], 3, 2)
+        cells.append(imaging.letterbox(np.ascontiguousarray(rgb), side))
+    while len(cells) % cols:
+        cells.append(np.full((side, side, 3), 255, np.uint8))
+    rows = [np.hstack(cells[i : i + cols]) for i in range(0, len(cells), cols)]
+    return np.vstack(rows)
+
+
+def run(
+    root: str | Path, cfg: dict[str, Any], out: str | Path, figures: dict[str, str | Path]
+) -> pd.DataFrame:
+    """Run the configured steps on the images matching cfg['images'] under `root`.
+
+    Returns the steps table; writes everything described in the module docstring under `out`
+    and the two report figures (`figures['before_after']`, `figures['examples']`).
+    """
+    root, out = Path(root), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = list(cfg["steps"])
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown preprocess step(s) {unknown}; allowed: {', '.join(STEPS)}")
+    files = _glob(root, cfg["images"])
+    if not files:
+        raise FileNotFoundError(f"{root}: no image matches preprocess.images={cfg['images']!r}")
+    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [])
+    items: list[dict] = [
+        {"image": f.stem, "image_file": str(f.relative_to(root)), "_file": str(f)} for f in files
+    ]
+    stems = pd.Series([it["image"] for it in items])
+    if stems.duplicated().any():
+        raise ValueError(f"image names must be unique (by stem): {sorted(set(stems[stems.duplicated()]))}")
+    rows = []
+    i = 0
+    while i < len(steps):
+        step, t0, n_in = steps[i], time.perf_counter(), len(items)
+        if step == "dedup":
+            items = _step_dedup(ctx, items)
+        elif step == "background" and i + 1 < len(steps) and steps[i + 1] == "segment":
+            items = _step_segment(ctx, items, with_background=True)
+            rows.append(("background", n_in, n_in, 0.0, "fused with segment (strip by strip)"))
+            step = "segment"
+            i += 1
+        elif step == "background":
+            items = _step_background_only(ctx, items)
+        elif step == "segment":
+            items = _step_segment(ctx, items, with_background=False)
+        elif step == "patchify":
+            items = _step_patchify(ctx, items)
+        rows.append((step, n_in, len(items), time.perf_counter() - t0, ""))
+        log.info("step %s: %d -> %d items", step, n_in, len(items))
+        i += 1
+    # write the final items: labelled ones into train/<label>/, the rest into unlabelled/
+    table = []
+    for it in items:
+        arr = it.pop("_array", None)
+        if arr is None:
+            arr = imaging.load(it["_file"]).image
+        name = f"{_safe(it.get('object', it['image']))}.png"
+        label = it.pop("_label", None)
+        it["path"] = ctx.save(arr, name, label)
+        it.pop("_file", None)
+        table.append(it)
+    items_df = pd.DataFrame(table)
+    if not items_df.empty:
+        items_df = items_df[["path"] + [c for c in items_df.columns if c != "path"]]
+    write_parquet(items_df, out / "items.parquet")
+    steps_df = pd.DataFrame(rows, columns=["step", "items_in", "items_out", "seconds", "note"])
+    steps_df.to_csv(out / "steps.tsv", sep="\t", index=False)
+    write_parquet(pd.DataFrame(ctx.rejected, columns=["path", "reason", "detail"]), out / "rejected.parquet")
+    ba = ctx.before_after if ctx.before_after is not None else _montage([])
+    cv2.imwrite(str(figures["before_after"]), ba if ba.ndim == 2 else ba[:, :, ::-1])
+    ex = _montage(ctx.examples)
+    cv2.imwrite(str(figures["examples"]), ex[:, :, ::-1])
+    return steps_df

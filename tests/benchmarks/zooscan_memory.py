@@ -1,0 +1,92 @@
+"""Peak memory of ZooScan preprocessing on a large synthetic scan (default 200 megapixels).
+
+Writes a synthetic scan + one blank (uncompressed 8-bit TIFF) into a temporary folder, then runs
+background subtraction + segmentation + vignette cutting strip by strip in a child process and
+prints `name: value` lines: scan size, objects found vs truth, wall time and the child's peak
+resident memory (ru_maxrss). Not a pytest test (minutes, ~400 MB of disk); run it by hand:
+
+    .venv/bin/python tests/benchmarks/zooscan_memory.py [--megapixels 200] [--strip-rows 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from aquaflow.synthetic import zooscan as zs  # noqa: E402
+
+CHILD = """
+import sys, time, json
+sys.path.insert(0, {scripts!r})
+from aquaflow.preprocess import scan, segment
+n = [0]
+def keep(row, vignette):
+    n[0] += 1
+params = segment.SegmentParams(pixel_size_um={px}, threshold={thr!r}, min_area_um2={min_area})
+t0 = time.perf_counter()
+res = scan.process_scan({scan_path!r}, [{blank_path!r}], params, strip_rows={strip}, max_object_px=400,
+                        on_object=keep, preview_side=1024)
+print(json.dumps({{"objects": len(res.objects), "vignettes": n[0], "seconds": time.perf_counter() - t0,
+                  "truncated": res.truncated, "threshold": res.threshold}}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--megapixels", type=float, default=200)
+    ap.add_argument("--strip-rows", type=int, default=1024)
+    ap.add_argument("--threshold", default="otsu")
+    ap.add_argument("--density", type=float, default=10.0, help="blobs per megapixel")
+    args = ap.parse_args()
+    side = int(math.sqrt(args.megapixels * 1e6))
+    n_blobs = int(args.density * side * side / 1e6)
+    thr = args.threshold if args.threshold == "otsu" else int(args.threshold)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        scene, orgs, blobs = zs.make_scene(
+            side, side, n_single=n_blobs * 3 // 4, n_pairs=n_blobs // 4, seed=1
+        )
+        files = zs.write_scan(tmp, "big", scene, orgs, blobs, n_blanks=1)
+        gen_s = time.perf_counter() - t0
+        code = CHILD.format(
+            scripts=str(REPO / "scripts"),
+            px=zs.PIXEL_SIZE_UM,
+            thr=thr,
+            min_area=200 * zs.PIXEL_SIZE_UM**2,
+            scan_path=str(files["scan"]),
+            blank_path=str(files["blank1"]),
+            strip=args.strip_rows,
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        import json
+
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        scan_mb = files["scan"].stat().st_size / 1e6
+    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"scan_pixels: {side}x{side} ({side * side / 1e6:.1f} MP, uint8, {scan_mb:.0f} MB on disk)")
+    print(f"strip_rows: {args.strip_rows}")
+    print(f"generate_seconds: {gen_s:.1f}")
+    print(f"truth_blobs: {len(blobs)}")
+    print(f"objects_found: {out['objects']}")
+    print(f"vignettes: {out['vignettes']}")
+    print(f"truncated: {out['truncated']}")
+    print(f"threshold: {out['threshold']}")
+    print(f"process_seconds: {out['seconds']:.1f}")
+    print(f"peak_rss_mb: {peak_kb / 1024:.0f}")
+    print(f"peak_rss_per_scan_size: {peak_kb / 1024 / scan_mb:.2f}")
+
+
+if __name__ == "__main__":
+    main()

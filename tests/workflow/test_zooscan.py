@@ -1,0 +1,102 @@
+"""ZooScan (UC2) end to end on synthetic scans: blanks -> segmentation -> multiple classifier -> EcoTaxa."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from aquaflow import ecotaxa
+from aquaflow.synthetic import zooscan as zs
+from tests.conftest import REPO, run_snakemake, write_workdir
+
+pytestmark = pytest.mark.workflow
+
+FEATURES = [
+    "object_area",
+    "object_esd",
+    "object_major",
+    "object_minor",
+    "object_perim",
+    "object_mean",
+    "object_circ",
+]
+
+
+def zooscan_usecase(data) -> dict:
+    uc = yaml.safe_load((REPO / "config/usecases/zooscan.yaml").read_text())
+    uc["source"] = {"kind": "path", "path": str(data)}
+    uc["model"].update({"arch": "lcnet_050", "input_size": 64})
+    uc["training"].update({"epochs": 3, "batch_size": 32, "lr": 0.003, "early_stopping": {"patience": 0}})
+    uc["preprocess"]["segment"]["strip_rows"] = 256  # several strips per scan
+    return uc
+
+
+@pytest.fixture(scope="module")
+def zooscan_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("zooscan")
+    truth = zs.write_dataset(
+        tmp / "data", n_scans=3, height=1200, width=1600, n_single=28, n_pairs=14, seed=11
+    )
+    wd = write_workdir(tmp / "wd", {"zooscan": zooscan_usecase(tmp / "data")})
+    t0 = time.perf_counter()
+    run_snakemake(wd)
+    return wd, truth, time.perf_counter() - t0
+
+
+def test_every_object_is_segmented_and_measured(zooscan_run):
+    wd, truth, seconds = zooscan_run
+    items = pd.read_parquet(wd / "results/zooscan/preprocessed/items.parquet")
+    # one object per truth blob (dust and scratches removed by the blank), per scan
+    assert items.groupby("image").size().to_dict() == truth.groupby("scan").size().to_dict()
+    # areas in mm² agree with the truth within 10 % each (Otsu threshold, soft edges)
+    mm2 = (zs.PIXEL_SIZE_UM / 1000) ** 2
+    for scan, objs in items.groupby("image"):
+        t = truth[truth["scan"] == scan]
+        for row in t.itertuples():
+            hit = objs[
+                (objs["bbox_x0"] <= row.x)
+                & (row.x < objs["bbox_x1"])
+                & (objs["bbox_y0"] <= row.y)
+                & (row.y < objs["bbox_y1"])
+            ]
+            assert len(hit) >= 1
+            best = hit.iloc[(hit["area_px"] - row.area_px).abs().argmin()]
+            assert best["object_area"] == pytest.approx(row.area_px * mm2, rel=0.10)
+    # training folders: labels from the organism points, single and multiple as in the truth
+    n_multi = len(list((wd / "results/zooscan/preprocessed/train/multiple").glob("*.png")))
+    n_single = len(list((wd / "results/zooscan/preprocessed/train/single").glob("*.png")))
+    assert (n_multi, n_single) == ((truth["label"] == "multiple").sum(), (truth["label"] == "single").sum())
+    steps = pd.read_csv(wd / "results/zooscan/preprocessed/steps.tsv", sep="\t")
+    assert steps["step"].tolist() == ["background", "segment"]
+    for fig in ("before_after", "examples"):
+        assert (wd / f"results/zooscan/preprocess/{fig}.png").stat().st_size > 1000
+    print(f"zooscan workflow: {seconds:.0f} s")
+
+
+def test_ecotaxa_tsv_has_features_category_and_multiple_score(zooscan_run):
+    wd, truth, _ = zooscan_run
+    tsv = wd / "results/zooscan/export/ecotaxa/ecotaxa_zooscan.tsv"
+    header = tsv.read_text(encoding="utf-8-sig").splitlines()[:2]
+    cols, types = header[0].split("\t"), header[1].split("\t")
+    assert len(cols) == len(types) and set(types) <= {"[t]", "[f]"}
+    typ = dict(zip(cols, types, strict=True))
+    for f in [*FEATURES, "object_p_multiple", "object_score_top1"]:
+        assert typ[f] == "[f]", f
+    assert typ["object_annotation_category"] == "[t]"
+    df, _ = ecotaxa.read_tsv(tsv)
+    assert len(df) == len(truth)
+    assert set(df["object_annotation_category"]) <= {"single", "multiple"}
+    assert (df["object_annotation_status"] == "predicted").all()
+    p = df["object_p_multiple"].astype(float)
+    assert p.between(0, 1).all()
+    # the category is the arg-max of the two probabilities
+    assert ((p > 0.5) == (df["object_annotation_category"] == "multiple")).all()
+    area = df["object_area"].astype(float)
+    assert area.min() > 0 and area.max() < 1.0  # mm²: organisms of 0.3-0.9 mm
+    assert df["object_id"].is_unique
+    # the object pixel size travels with the objects (ZooProcess process_particle_pixel_size_mm)
+    assert np.allclose(df["process_particle_pixel_size_mm"].astype(float), zs.PIXEL_SIZE_UM / 1000)
