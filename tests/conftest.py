@@ -63,11 +63,11 @@ def run_snakemake(
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
+        *args,  # before --resources, which would swallow positional targets
         "--cores",
         "2",
         "--resources",
         "gpu=1",
-        *args,
     ]
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})

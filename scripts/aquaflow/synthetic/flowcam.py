@@ -85,3 +85,31 @@ def write_run(
             lines.append("|".join(str(v) for v in vals))
         (folder / "run.lst").write_text("\n".join(lines) + "\n")
     return truth
+
+
+def perturbed_copies(
+    src: str | Path, out: str | Path, n: int, seed: int = 0, quality: int = 92
+) -> list[Path]:
+    """n JPEGs made from the real crops under `src`: random flips, 90° turns, brightness and
+    noise, re-encoded; keeps the class sub-folder. Cheap stand-ins for a year of FlowCam crops."""
+    src, out = Path(src), Path(out)
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise FileNotFoundError(f"no images under {src}")
+    rng = np.random.default_rng(seed)
+    originals = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    written = []
+    for i in range(n):
+        k = int(rng.integers(len(files)))
+        img = originals[k]
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        img = np.rot90(img, int(rng.integers(4)))
+        gain = rng.uniform(0.9, 1.1)
+        noisy = img.astype(np.float32) * gain + rng.normal(0, 2.0, img.shape)
+        img = np.clip(noisy, 0, 255).astype(np.uint8)
+        target = out / files[k].parent.name / f"{i:07d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(img)).save(target, quality=quality)
+        written.append(target)
+    return written

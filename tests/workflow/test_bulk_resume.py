@@ -1,0 +1,102 @@
+"""Bulk inference survives kill -9: finished shards are kept, the broken one reruns, output equal."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from aquaflow.fetch import package_root
+from aquaflow.synthetic.flowcam import perturbed_copies
+
+from ..conftest import REPO, SNAKEMAKE, run_snakemake, tiny_usecase, write_workdir
+
+pytestmark = pytest.mark.workflow
+SCATTER = ("--set-scatter", "infer=4")
+TARGET = "results/flowcam/predictions/predictions.parquet"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A workdir with a trained tiny model and 1,600 extra crops to predict."""
+    work = tmp_path_factory.mktemp("bulk")
+    perturbed_copies(
+        package_root("planktonclas") / "resources" / "demo-images", work / "incoming", 1600, seed=3
+    )
+    uc = tiny_usecase()
+    uc["inference"] = {
+        "inputs": [{"kind": "dataset"}, {"kind": "folder", "path": "incoming"}],
+        "batch_size": 64,
+    }
+    write_workdir(work, {"flowcam": uc})
+    run_snakemake(work, "results/flowcam/model/model.safetensors")
+    return work
+
+
+def test_kill_and_resume_gives_identical_output(trained, tmp_path):
+    reference = shutil.copytree(trained, tmp_path / "reference", symlinks=True)
+    run_snakemake(reference, TARGET, *SCATTER)
+
+    work = shutil.copytree(trained, tmp_path / "killed", symlinks=True)
+    shards = work / "results/flowcam/predictions/shards"
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        TARGET,
+        *SCATTER,
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+    ]
+    err = open(tmp_path / "killed.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=work, stdout=err, stderr=err, start_new_session=True)
+    logs = work / "results/flowcam/logs/infer_shard"
+    items = [f"{i}-of-4" for i in range(1, 5)]
+
+    def state():
+        done = [i for i in items if (shards / f"{i}.parquet").exists()]
+        busy = [
+            i
+            for i in items
+            if i not in done and (logs / f"{i}.log").exists() and "rows" in (logs / f"{i}.log").read_text()
+        ]
+        return done, busy
+
+    deadline = time.time() + 300
+    try:  # kill while a shard is predicting and another is finished (gpu=1: one at a time)
+        while time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            done, busy = state()
+            if done and busy:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done, busy = state()
+    assert done and busy, "no shard was caught mid-way"
+    assert not (shards / f"{busy[0]}.parquet").exists()  # written atomically: no partial shard
+    assert not (work / TARGET).exists()
+    kept = {i: (shards / f"{i}.parquet").stat().st_mtime_ns for i in done}
+
+    run_snakemake(work, "--unlock")
+    proc = run_snakemake(work, TARGET, *SCATTER)
+    for i, mtime in kept.items():  # finished shards were not recomputed
+        assert (shards / f"{i}.parquet").stat().st_mtime_ns == mtime, i
+        assert f"scatteritem={i}" not in proc.stderr
+    assert f"scatteritem={busy[0]}" in proc.stderr  # the broken one was
+    assert not list(shards.glob(".*.tmp"))
+    for name in ("predictions.parquet", "rejected.parquet"):
+        a = (reference / "results/flowcam/predictions" / name).read_bytes()
+        b = (work / "results/flowcam/predictions" / name).read_bytes()
+        assert a == b, f"{name} differs after kill and resume"
+    pred = pd.read_parquet(work / TARGET)
+    assert len(pred) == 1705 and pred["seq"].is_unique
