@@ -47,6 +47,8 @@ def slurm_cluster():
         fcntl.flock(lock, fcntl.LOCK_EX)
         t0 = time.monotonic()
         try:
+            # leftovers of an earlier session that was killed before its finalizer ran
+            subprocess.run(["bash", str(HERE / "slurm-down.sh")], env=env, capture_output=True, timeout=120)
             up = subprocess.run(
                 ["bash", str(HERE / "slurm-up.sh")], env=env, capture_output=True, text=True, timeout=900
             )
