@@ -351,7 +351,16 @@ def run(
         result, best = train(
             manifest, images_root, classes, usecase["model"], usecase["training"], threads, log_stream
         )
-        extra = {"usecase": name, "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id}}
+        src = usecase["source"]
+        extra = {
+            "usecase": name,
+            "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id},
+            "data": {
+                "source": {k: v for k, v in src.items() if k not in ("license", "citation")},
+                "license": src.get("license"),
+                "citation": src.get("citation"),
+            },
+        }
         card = write_outputs(
             best,
             result,

@@ -46,6 +46,7 @@ def test_model_and_card(demo):
     assert card["id"] == sha256_file(res / "model/model.safetensors")
     assert card["format"] == "safetensors" and card["input_size"] == 64
     assert len(card["classes"]) == 6 and card["training"]["epochs_run"] == 3
+    assert card["data"]["license"] == "Apache-2.0" and card["data"]["source"]["kind"] == "package"
 
 
 def test_evaluation(demo):
