@@ -88,3 +88,12 @@ def test_counts_and_area_match_the_truth(litter_run):
     area_truth = t.sum() * TILE_M2
     area_pred = summary.loc[summary["litter"], "area_m2"].sum()
     assert area_pred == pytest.approx(area_truth, rel=0.25)
+
+
+def test_report_has_overlays_and_table(litter_run):
+    wd, truth, _ = litter_run
+    run_snakemake(wd, "--report", "report.html")
+    html = (wd / "report.html").read_text()
+    for image in truth["image"].unique():
+        assert f"{image}.png" in html
+    assert "summary.tsv" in html and "before_after.png" in html

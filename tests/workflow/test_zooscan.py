@@ -100,3 +100,11 @@ def test_ecotaxa_tsv_has_features_category_and_multiple_score(zooscan_run):
     assert df["object_id"].is_unique
     # the object pixel size travels with the objects (ZooProcess process_particle_pixel_size_mm)
     assert np.allclose(df["process_particle_pixel_size_mm"].astype(float), zs.PIXEL_SIZE_UM / 1000)
+
+
+def test_report_has_vignettes_and_before_after(zooscan_run):
+    wd, _, _ = zooscan_run
+    run_snakemake(wd, "--report", "report.html")
+    html = (wd / "report.html").read_text()
+    assert "before_after.png" in html and "examples.png" in html
+    assert "blank scan(s) subtracted" in html
