@@ -30,7 +30,7 @@ import sys, time, json
 sys.path.insert(0, {scripts!r})
 from aquaflow.preprocess import scan, segment
 n = [0]
-def keep(row, vignette):
+def keep(row, vignette, mask):
     n[0] += 1
 params = segment.SegmentParams(pixel_size_um={px}, threshold={thr!r}, min_area_um2={min_area})
 t0 = time.perf_counter()
@@ -67,7 +67,9 @@ def main() -> None:
             blank_path=str(files["blank1"]),
             strip=args.strip_rows,
         )
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"processing failed:\n{proc.stderr}")
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         import json
 

@@ -173,3 +173,33 @@ def test_strips_equal_whole_scan(tmp_path, scene):
     # a margin smaller than the objects: they are counted as truncated, never half-measured
     small = scanmod.process_scan(files["scan"], [files["blank1"]], params, strip_rows=64, max_object_px=10)
     assert small.truncated > 0 and len(small.objects) + small.truncated >= len(blobs)
+
+
+def test_memory_is_bounded_by_the_strip_not_the_scan(tmp_path):
+    """Peak traced allocations (numpy and OpenCV arrays) for a scan 6x taller stay within 25 %.
+
+    The 200-megapixel figure is measured by tests/benchmarks/zooscan_memory.py (peak RSS).
+    """
+    import tracemalloc
+
+    params = seg.SegmentParams(pixel_size_um=PX, threshold="otsu", min_area_um2=MIN_AREA_UM2)
+    peaks = []
+    for height in (800, 4800):
+        sc, orgs, blobs = zs.make_scene(height, 2400, n_single=height // 80, n_pairs=height // 240, seed=5)
+        files = zs.write_scan(tmp_path / str(height), "s", sc, orgs, blobs, n_blanks=1)
+        tracemalloc.start()
+        res = scanmod.process_scan(
+            files["scan"],
+            [files["blank1"]],
+            params,
+            strip_rows=256,
+            max_object_px=150,
+            on_object=lambda *a: None,
+        )
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert len(res.objects) == len(blobs)
+    assert peaks[1] < 1.25 * peaks[0], peaks
+    # about 22 bytes per pixel of one strip with its margins (256 + 2 x 160 rows), measured
+    strip_px = (256 + 2 * (150 + 8 + 2)) * 2400
+    assert peaks[1] < 32 * strip_px, (peaks, strip_px)
