@@ -100,15 +100,16 @@ def _collate(batch: list) -> dict[str, Any]:
     }
 
 
-BACKENDS = ("eager", "compile", "onnx")
+BACKENDS = ("auto", "eager", "compile", "onnx")
 
 
 @dataclass
 class Predictor:
     """A loaded model ready for uint8 NCHW batches: returns (probs, features) as numpy.
 
-    Backends (`inference.backend`): eager PyTorch (default; AMP bf16 on GPU), torch.compile, or
-    ONNX Runtime on the CPU (the model is exported in memory at load time, no extra file).
+    Backends (`inference.backend`): eager PyTorch (AMP bf16 on GPU), torch.compile, or ONNX
+    Runtime on the CPU (the model is exported in memory at load time, no extra file). `auto`
+    picks the fastest measured path: ONNX Runtime on a CPU, eager on a GPU.
     """
 
     net: torch.nn.Module
@@ -125,7 +126,7 @@ class Predictor:
         card: str | Path | dict,
         device: str = "auto",
         threads: int = 1,
-        backend: str = "eager",
+        backend: str = "auto",
     ) -> Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"unknown inference backend {backend!r}; allowed: {BACKENDS}")
@@ -135,6 +136,8 @@ class Predictor:
         net = models.Normalized(base, card["normalization"]["mean"], card["normalization"]["std"])
         net = net.to(dev).eval().to(memory_format=torch.channels_last)
         session = None
+        if backend == "auto":
+            backend = "onnx" if dev.type == "cpu" else "eager"
         if backend == "onnx":
             if dev.type != "cpu":
                 raise ValueError("backend 'onnx' runs on the CPU; use eager or compile on a GPU")
@@ -253,7 +256,7 @@ def run_shard(
     embeddings: bool = False,
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
     run_id: str = "",
-    backend: str = "eager",
+    backend: str = "auto",
     progress=None,
 ) -> dict[str, Any]:
     """Predict every row of `inputs` (columns seq, source, [crop_*], metadata...) into Parquet."""

@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--scatter", type=int, default=2)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
-    ap.add_argument("--backend", default="eager", choices=["eager", "compile", "onnx"])
+    ap.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"])
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=None)

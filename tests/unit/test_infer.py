@@ -71,13 +71,14 @@ def test_every_input_ends_in_exactly_one_table(tiny_model, tmp_path):
     assert list(pred["seq"]) == sorted(pred["seq"])
 
 
-def test_same_input_twice_is_byte_identical(tiny_model, tmp_path, planktonclas_resources):
+@pytest.mark.parametrize("backend", ["eager", "onnx"])
+def test_same_input_twice_is_byte_identical(tiny_model, tmp_path, planktonclas_resources, backend):
     table = inputs.build(
         [{"kind": "folder", "path": str(planktonclas_resources / "demo-images"), "extensions": [".jpg"]}],
         tmp_path,
     )
-    shard(table, tiny_model, tmp_path / "a", run_id="r")
-    shard(table, tiny_model, tmp_path / "b", run_id="r", workers=2)
+    shard(table, tiny_model, tmp_path / "a", run_id="r", backend=backend)
+    shard(table, tiny_model, tmp_path / "b", run_id="r", workers=2, backend=backend)
     for name in ("p.parquet", "r.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert len(pd.read_parquet(tmp_path / "a" / "p.parquet")) == 105
@@ -118,7 +119,7 @@ def test_onnx_backend_agrees_with_eager(tiny_model, tmp_path, planktonclas_resou
     table = inputs.build(
         [{"kind": "dataset", "extensions": [".jpg"]}], planktonclas_resources / "demo-images"
     ).iloc[:40]
-    shard(table, tiny_model, tmp_path / "eager")
+    shard(table, tiny_model, tmp_path / "eager", backend="eager")
     shard(table, tiny_model, tmp_path / "onnx", backend="onnx")
     a = pd.read_parquet(tmp_path / "eager" / "p.parquet")
     b = pd.read_parquet(tmp_path / "onnx" / "p.parquet")
@@ -165,7 +166,7 @@ def test_compile_backend_agrees_with_eager(tiny_model, tmp_path, planktonclas_re
     table = inputs.build(
         [{"kind": "dataset", "extensions": [".jpg"]}], planktonclas_resources / "demo-images"
     ).iloc[:20]
-    shard(table, tiny_model, tmp_path / "eager", batch_size=32)
+    shard(table, tiny_model, tmp_path / "eager", batch_size=32, backend="eager")
     shard(table, tiny_model, tmp_path / "compile", batch_size=32, backend="compile")
     a = pd.read_parquet(tmp_path / "eager" / "p.parquet")
     b = pd.read_parquet(tmp_path / "compile" / "p.parquet")
