@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import zipfile
@@ -135,11 +136,17 @@ def read_tsv(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     return raw.iloc[1:].reset_index(drop=True), types
 
 
+@functools.lru_cache(maxsize=2)
+def _decoded(source: str) -> np.ndarray:
+    """Decoded image, cached: the crops of one FlowCam collage come one after another."""
+    return imaging.load(source).image
+
+
 def item_image(source: str, crop: tuple[int, int, int, int] | None) -> tuple[bytes, bool]:
     """The bytes to ship for one item: the original file when EcoTaxa accepts it, else a PNG."""
     if crop is None and Path(source).suffix.lower() in ECOTAXA_IMAGE_FORMATS:
         return imaging.read_bytes(source), False
-    img = imaging.load(source).image
+    img = _decoded(source)
     if crop is not None:
         x, y, w, h = crop
         img = img[y : y + h, x : x + w]
