@@ -54,7 +54,8 @@ node_line=$(sed -E "s/RealMemory=[0-9]+/RealMemory=$mem/" <<<"$node_line")
 cat >"$CONF_DIR/slurm.conf" <<CONF
 $MARK
 ClusterName=aquaflow-ci
-SlurmctldHost=$node
+# explicit addresses: the host name need not resolve (containers, CI runners)
+SlurmctldHost=$node(127.0.0.1)
 SlurmUser=slurm
 AuthType=auth/munge
 CredType=cred/munge
@@ -81,7 +82,7 @@ SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdDebug=info
 SlurmdLogFile=/var/log/slurm/slurmd.log
 GresTypes=gpu
-$node_line Gres=gpu:1 State=UNKNOWN
+$node_line NodeAddr=127.0.0.1 NodeHostname=$node Gres=gpu:1 State=UNKNOWN
 PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
 CONF
