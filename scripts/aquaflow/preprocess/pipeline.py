@@ -64,6 +64,23 @@ class _Ctx:
     rejected: list[tuple[str, str, str]]
     examples: list[np.ndarray]
     before_after: np.ndarray | None = None
+    final: bool = False  # the running step is the last one: items are written as they come
+
+    def emit(self, item: dict) -> dict:
+        """Pass an item on; from the last step, write its pixels now so memory stays bounded."""
+        if not self.final:
+            return item
+        return self.write(item)
+
+    def write(self, item: dict) -> dict:
+        item = dict(item)
+        arr = item.pop("_array", None)
+        if arr is None:
+            arr = imaging.load(item["_file"]).image
+        name = f"{_safe(item.get('object', item['image']))}.png"
+        item["path"] = self.save(arr, name, item.pop("_label", None))
+        item.pop("_file", None)
+        return item
 
     def save(self, img: np.ndarray, name: str, label: str | None) -> str:
         rel = Path("train", _safe(label), name) if label else Path("unlabelled", name)
@@ -216,7 +233,7 @@ def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool) -> list[d
             meta = {key: row[key] for key in seg.FEATURES + seg.PIXEL_COLUMNS}
             meta["process_particle_pixel_size_mm"] = c["pixel_size_um"] / 1000.0
             meta["process_particle_threshold"] = res.threshold
-            out.append({**_keep(it), "object": oid, "_label": label, "_array": vig, **meta})
+            out.append(ctx.emit({**_keep(it), "object": oid, "_label": label, "_array": vig, **meta}))
         log.info(
             "%s: %d objects (%d at the border, %d truncated)", stem, len(vigs), res.border, res.truncated
         )
@@ -241,18 +258,20 @@ def _step_patchify(ctx: _Ctx, items: list[dict]) -> list[dict]:
             ctx.before_after = np.hstack([img, np.zeros((img.shape[0], 8, 3), np.uint8), shown])
         for t, g, label in zip(tiles, grid.to_dict("records"), labels, strict=True):
             out.append(
-                {
-                    **_keep(it),
-                    "object": f"{_safe(it['image'])}_r{g['row']:03d}_c{g['col']:03d}",
-                    "_label": label,
-                    "_array": t,
-                    "tile_row": g["row"],
-                    "tile_col": g["col"],
-                    "tile_x": g["x"],
-                    "tile_y": g["y"],
-                    "tile_w": g["w"],
-                    "tile_h": g["h"],
-                }
+                ctx.emit(
+                    {
+                        **_keep(it),
+                        "object": f"{_safe(it['image'])}_r{g['row']:03d}_c{g['col']:03d}",
+                        "_label": label,
+                        "_array": t,
+                        "tile_row": g["row"],
+                        "tile_col": g["col"],
+                        "tile_x": g["x"],
+                        "tile_y": g["y"],
+                        "tile_w": g["w"],
+                        "tile_h": g["h"],
+                    }
+                )
             )
     return out
 
@@ -298,9 +317,11 @@ def run(
     i = 0
     while i < len(steps):
         step, t0, n_in = steps[i], time.perf_counter(), len(items)
+        fused = step == "background" and i + 1 < len(steps) and steps[i + 1] == "segment"
+        ctx.final = i + (2 if fused else 1) == len(steps)
         if step == "dedup":
             items = _step_dedup(ctx, items)
-        elif step == "background" and i + 1 < len(steps) and steps[i + 1] == "segment":
+        elif fused:
             items = _step_segment(ctx, items, with_background=True)
             rows.append(("background", n_in, n_in, 0.0, "fused with segment (strip by strip)"))
             step = "segment"
@@ -315,16 +336,7 @@ def run(
         log.info("step %s: %d -> %d items", step, n_in, len(items))
         i += 1
     # write the final items: labelled ones into train/<label>/, the rest into unlabelled/
-    table = []
-    for it in items:
-        arr = it.pop("_array", None)
-        if arr is None:
-            arr = imaging.load(it["_file"]).image
-        name = f"{_safe(it.get('object', it['image']))}.png"
-        label = it.pop("_label", None)
-        it["path"] = ctx.save(arr, name, label)
-        it.pop("_file", None)
-        table.append(it)
+    table = [it if "path" in it else ctx.write(it) for it in items]
     items_df = pd.DataFrame(table)
     if not items_df.empty:
         items_df = items_df[["path"] + [c for c in items_df.columns if c != "path"]]
