@@ -3,7 +3,8 @@
 Writes a synthetic scan + one blank (uncompressed 8-bit TIFF) into a temporary folder, then runs
 background subtraction + segmentation + vignette cutting strip by strip in a child process and
 prints `name: value` lines: scan size, objects found vs truth, wall time and the child's peak
-resident memory (ru_maxrss). Not a pytest test (minutes, ~400 MB of disk); run it by hand:
+resident memory (VmHWM of the child's own address space; ru_maxrss would also count the parent's
+memory inherited before exec). Not a pytest test (minutes, ~400 MB of disk); run it by hand:
 
     .venv/bin/python tests/benchmarks/zooscan_memory.py [--megapixels 200] [--strip-rows 1024]
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +29,9 @@ CHILD = """
 import sys, time, json
 sys.path.insert(0, {scripts!r})
 from aquaflow.preprocess import scan, segment
+def status(key):
+    return [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith(key)][0]
+base = status("VmRSS:")
 n = [0]
 def keep(row, vignette, mask):
     n[0] += 1
@@ -36,8 +39,9 @@ params = segment.SegmentParams(pixel_size_um={px}, threshold={thr!r}, min_area_u
 t0 = time.perf_counter()
 res = scan.process_scan({scan_path!r}, [{blank_path!r}], params, strip_rows={strip}, max_object_px=400,
                         on_object=keep, preview_side=1024)
+hwm = status("VmHWM:")
 print(json.dumps({{"objects": len(res.objects), "vignettes": n[0], "seconds": time.perf_counter() - t0,
-                  "truncated": res.truncated, "threshold": res.threshold}}))
+                  "truncated": res.truncated, "threshold": res.threshold, "hwm_kb": hwm, "base_kb": base}}))
 """
 
 
@@ -70,10 +74,10 @@ def main() -> None:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"processing failed:\n{proc.stderr}")
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         import json
 
         out = json.loads(proc.stdout.strip().splitlines()[-1])
+        peak_kb = out["hwm_kb"]
         scan_mb = files["scan"].stat().st_size / 1e6
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -86,6 +90,7 @@ def main() -> None:
     print(f"truncated: {out['truncated']}")
     print(f"threshold: {out['threshold']}")
     print(f"process_seconds: {out['seconds']:.1f}")
+    print(f"rss_after_imports_mb: {out['base_kb'] / 1024:.0f}")
     print(f"peak_rss_mb: {peak_kb / 1024:.0f}")
     print(f"peak_rss_per_scan_size: {peak_kb / 1024 / scan_mb:.2f}")
 

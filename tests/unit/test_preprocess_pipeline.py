@@ -41,7 +41,7 @@ def test_zooscan_steps_make_a_labelled_training_folder(tmp_path):
     assert steps["step"].tolist() == ["background", "segment"]
     assert steps["items_out"].tolist() == [2, len(truth)]
     items = pd.read_parquet(out / "items.parquet")
-    assert len(items) == len(truth) and items["object"].is_unique
+    assert len(items) == len(truth) and items["object_name"].is_unique
     assert {"object_area", "object_esd", "object_major", "image", "image_file", "path"} <= set(items.columns)
     assert all((out / p).is_file() for p in items["path"])
     manifest, rejected, classes = build_manifest(out, uc["dataset"])

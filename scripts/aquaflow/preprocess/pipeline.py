@@ -77,7 +77,7 @@ class _Ctx:
         arr = item.pop("_array", None)
         if arr is None:
             arr = imaging.load(item["_file"]).image
-        name = f"{_safe(item.get('object', item['image']))}.png"
+        name = f"{_safe(item.get('object_name', item['image']))}.png"
         item["path"] = self.save(arr, name, item.pop("_label", None))
         item.pop("_file", None)
         return item
@@ -233,7 +233,7 @@ def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool) -> list[d
             meta = {key: row[key] for key in seg.FEATURES + seg.PIXEL_COLUMNS}
             meta["process_particle_pixel_size_mm"] = c["pixel_size_um"] / 1000.0
             meta["process_particle_threshold"] = res.threshold
-            out.append(ctx.emit({**_keep(it), "object": oid, "_label": label, "_array": vig, **meta}))
+            out.append(ctx.emit({**_keep(it), "object_name": oid, "_label": label, "_array": vig, **meta}))
         log.info(
             "%s: %d objects (%d at the border, %d truncated)", stem, len(vigs), res.border, res.truncated
         )
@@ -261,7 +261,7 @@ def _step_patchify(ctx: _Ctx, items: list[dict]) -> list[dict]:
                 ctx.emit(
                     {
                         **_keep(it),
-                        "object": f"{_safe(it['image'])}_r{g['row']:03d}_c{g['col']:03d}",
+                        "object_name": f"{_safe(it['image'])}_r{g['row']:03d}_c{g['col']:03d}",
                         "_label": label,
                         "_array": t,
                         "tile_row": g["row"],
