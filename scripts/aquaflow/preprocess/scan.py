@@ -137,10 +137,13 @@ def process_scan(
         flat_mean = total / (h * w)
 
     def corrected(y0: int, y1: int) -> np.ndarray:
-        bg = bgmod.combine_blanks([b.rows(y0, y1) for b in blanks]) if blanks else None
+        if len(blanks) == 1:  # as it is: no float copy
+            bg = blanks[0].rows(y0, y1)
+        else:
+            bg = bgmod.combine_blanks([b.rows(y0, y1) for b in blanks]) if blanks else None
         block = scan.rows(y0, y1)
         if bg is None:  # no blank: only the flat field (or nothing) is applied
-            bg = np.full(block.shape, white, np.float32)
+            bg = np.full(block.shape, white, block.dtype)
         gain = bgmod.flat_gain(flat.rows(y0, y1), flat_mean) if flat is not None else None
         return bgmod.subtract(block, bg, method, gain)
 
@@ -178,7 +181,7 @@ def process_scan(
         if on_object is not None:
             for row in feats.to_dict("records"):
                 box = (row["bbox_x0"], row["bbox_y0"] - e0, row["bbox_x1"], row["bbox_y1"] - e0)
-                own = seg.vignette((lab == row["label_id"]).view(np.uint8), box, padding, 0).view(bool)
+                own = seg.vignette(lab, box, padding, 0) == row["label_id"]  # bbox-sized work only
                 on_object(row, seg.to_uint8(seg.vignette(block, box, padding, white)), own)
         del lab
         frames.append(feats.drop(columns="label_id"))

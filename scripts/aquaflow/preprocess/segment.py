@@ -101,8 +101,13 @@ def _disk(radius: int) -> np.ndarray:
 
 
 def label(m: np.ndarray, min_area_px: int, keep_border: bool = True) -> np.ndarray:
-    """Connected components (8-connectivity) of at least `min_area_px` pixels, labelled 1..n."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    """Connected components (8-connectivity) of at least `min_area_px` pixels.
+
+    Dropped components become 0; the others keep their label, so labels are increasing but not
+    consecutive (relabelling would cost another int32 copy of the block): use `label_id`.
+    """
+    m8 = m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=cv2.CV_32S)
     keep = np.zeros(n, bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area_px
     if not keep_border:
@@ -110,9 +115,10 @@ def label(m: np.ndarray, min_area_px: int, keep_border: bool = True) -> np.ndarr
         x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
         x1, y1 = x + stats[:, cv2.CC_STAT_WIDTH], y + stats[:, cv2.CC_STAT_HEIGHT]
         keep &= (x > 0) & (y > 0) & (x1 < w) & (y1 < h)
-    remap = np.zeros(n, np.int32)
-    remap[keep] = np.arange(1, keep.sum() + 1)
-    return remap[lab]
+    keep[0] = True  # background stays 0 either way
+    if not keep.all():
+        lab[(~keep)[lab]] = 0  # a bool lookup (1 byte per pixel), in place
+    return lab
 
 
 def features(labels: np.ndarray, image: np.ndarray, pixel_size_um: float, offset=(0, 0)) -> pd.DataFrame:
@@ -174,7 +180,8 @@ def vignette(
 ) -> np.ndarray:
     """Cut box (x0, y0, x1, y1) with `padding` px on each side; outside the image is white."""
     x0, y0, x1, y1 = box
-    white = white_of(image.dtype) if white is None else white
+    if white is None:
+        white = white_of(image.dtype)
     h, w = image.shape[:2]
     out = np.full((y1 - y0 + 2 * padding, x1 - x0 + 2 * padding), white, image.dtype)
     sy0, sx0 = max(0, y0 - padding), max(0, x0 - padding)
