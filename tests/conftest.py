@@ -53,22 +53,23 @@ def write_workdir(workdir: Path, usecases: dict[str, dict], **main) -> Path:
     return workdir
 
 
+def workflow_cmd(workdir: Path, *args: str) -> list[str]:
+    """The snakemake command line for the repository's workflow run in `workdir`."""
+    return [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+
+
 def run_snakemake(
     workdir: Path, *args: str, check: bool = True, env: dict | None = None, timeout: int = 1200
 ) -> subprocess.CompletedProcess:
     """Run the real workflow in `workdir` (its own config, no profile from the repository)."""
-    cmd = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
+    cmd = workflow_cmd(
+        workdir,
         *args,  # before --resources, which would swallow positional targets
         "--cores",
         "2",
         "--resources",
         "gpu=1",
-    ]
+    )
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=full_env, timeout=timeout)

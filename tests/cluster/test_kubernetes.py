@@ -25,7 +25,7 @@ import boto3
 import pytest
 import yaml
 
-from ..conftest import REPO, SNAKEMAKE, tiny_usecase, write_workdir
+from ..conftest import REPO, tiny_usecase, workflow_cmd, write_workdir
 from .fake_k8s import fake_k8s_api
 
 PROFILE = REPO / "profiles/kubernetes"
@@ -64,12 +64,8 @@ def s3():
 
 def snakemake_k8s(workdir: Path, endpoint: str, prefix: str, *args: str, env: dict | None = None):
     """snakemake with the Kubernetes workflow profile, pointed at the local S3."""
-    cmd = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
+    cmd = workflow_cmd(
+        workdir,
         "--workflow-profile",
         str(PROFILE),
         "--default-storage-prefix",
@@ -77,7 +73,7 @@ def snakemake_k8s(workdir: Path, endpoint: str, prefix: str, *args: str, env: di
         "--storage-s3-endpoint-url",
         endpoint,
         *args,
-    ]
+    )
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "MLFLOW_"))}
     full_env.update(
         {

@@ -11,22 +11,18 @@ import subprocess
 import pytest
 import yaml
 
-from ..conftest import REPO, SNAKEMAKE, tiny_usecase, write_workdir
+from ..conftest import REPO, SNAKEMAKE, tiny_usecase, workflow_cmd, write_workdir
 
 RULE_RESOURCES = re.compile(r"^(?:local)?rule (\w+):\n(?:.*\n)*?\s+resources: (.*)$", re.M)
 
 
 def dry_run(profile: str, workdir):
-    cmd = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
+    cmd = workflow_cmd(
+        workdir,
         "--workflow-profile",
         str(REPO / "profiles" / profile),
         "--dry-run",
-    ]
+    )
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = proc.stdout + proc.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ..conftest import REPO, SNAKEMAKE, run_snakemake, tiny_usecase, write_workdir
+from ..conftest import REPO, run_snakemake, tiny_usecase, workflow_cmd, write_workdir
 
 pytestmark = pytest.mark.cluster
 
@@ -87,12 +87,8 @@ def runs(tmp_path_factory, slurm_cluster, demo_zip_server):
         server.requests.clear()
         server.fail_next = 1  # the first download of the Slurm run gets HTTP 500
     log = slurm / "snakemake-slurm.log"
-    cmd = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(slurm),
+    cmd = workflow_cmd(
+        slurm,
         "--workflow-profile",
         str(REPO / "profiles/slurm"),
         # the test's cluster is tiny and idle: same shard count as the local run, fast polling
@@ -101,7 +97,7 @@ def runs(tmp_path_factory, slurm_cluster, demo_zip_server):
         "--slurm-init-seconds-before-status-checks",
         "1",
         "--verbose",
-    ]
+    )
     rc, slurm_seconds = run_logged(cmd, slurm, log, timeout=1200)
     text = log.read_text()
     m = re.search(r"SLURM run ID: (\S+)", text)

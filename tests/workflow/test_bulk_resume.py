@@ -12,7 +12,7 @@ import pytest
 from aquaflow.fetch import package_root
 from aquaflow.synthetic.flowcam import perturbed_copies
 
-from ..conftest import REPO, SNAKEMAKE, run_snakemake, tiny_usecase, write_workdir
+from ..conftest import run_snakemake, tiny_usecase, workflow_cmd, write_workdir
 
 pytestmark = pytest.mark.workflow
 SCATTER = ("--set-scatter", "infer=4")
@@ -42,19 +42,15 @@ def test_kill_and_resume_gives_identical_output(trained, tmp_path):
 
     work = shutil.copytree(trained, tmp_path / "killed", symlinks=True)
     shards = work / "results/flowcam/predictions/shards"
-    cmd = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(work),
+    cmd = workflow_cmd(
+        work,
         TARGET,
         *SCATTER,
         "--cores",
         "2",
         "--resources",
         "gpu=1",
-    ]
+    )
     err = open(tmp_path / "killed.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=work, stdout=err, stderr=err, start_new_session=True)
     logs = work / "results/flowcam/logs/infer_shard"
