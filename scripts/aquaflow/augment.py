@@ -7,13 +7,17 @@ training and offline materialisation reproducible. What albumentations adds (man
 and geometric transforms, bbox/mask targets) is not needed by a classifier of crops and tiles.
 
 - `build(names, size)`: the transform used inside training (`training.augmentation`);
-- `materialise(images, names, size, copies, seed)`: the same transforms applied offline, to write
-  an augmented copy of a training set (e.g. to share it, or to train elsewhere).
+- `materialise(images, names, size, copies, seed)`: the same transforms applied offline;
+  `materialise_manifest` / `python -m aquaflow.augment` write an augmented copy of a training
+  split in class folders (e.g. to share it, or to train elsewhere).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
 from torchvision.transforms import v2
 
@@ -91,3 +95,61 @@ def materialise(
     finally:
         torch.random.set_rng_state(gen_state)
     return out
+
+
+def materialise_manifest(
+    manifest: pd.DataFrame,
+    images_root: str | Path,
+    out: str | Path,
+    names: list[str],
+    size: int,
+    copies: int,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Write `copies` augmented versions of every *training* image as <out>/<label>/<id>_aN.png.
+
+    Val and test images are never augmented (their copies would leak into evaluation). Returns
+    a table (path relative to `out`, label, source id) in the class-folder layout that
+    dataset.build_manifest reads, so an augmented set can be prepared and trained on elsewhere.
+    """
+    from . import imaging
+
+    out = Path(out)
+    train = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    rows = []
+    made: dict[str, int] = {}
+    for start in range(0, len(train), 64):  # a chunk at a time: memory stays small
+        part = train.iloc[start : start + 64]
+        images = [imaging.load(Path(images_root) / p).image for p in part["path"]]
+        for i, img in materialise(images, names, size, copies, seed + start):
+            rec = part.iloc[i]
+            k = made[rec["id"]] = made.get(rec["id"], -1) + 1
+            rel = Path(str(rec["label"])) / f"{rec['id']}_a{k}.png"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(imaging.encode(img))
+            rows.append((str(rel), rec["label"], rec["id"]))
+    return pd.DataFrame(rows, columns=["path", "label", "source_id"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m aquaflow.augment MANIFEST IMAGES_ROOT OUT --copies N [--names ...] [--size S]"""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Materialise an augmented copy of a training split.")
+    ap.add_argument("manifest", help="prepared/manifest.parquet")
+    ap.add_argument("images_root", help="folder the manifest paths are relative to")
+    ap.add_argument("out")
+    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--names", nargs="+", default=["hflip", "vflip", "rot90", "brightness_contrast"])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    table = materialise_manifest(
+        pd.read_parquet(a.manifest), a.images_root, a.out, a.names, a.size, a.copies, a.seed
+    )
+    table.to_csv(Path(a.out) / "augmented.csv", index=False)
+    print(f"{a.out}: {len(table)} augmented images")
+
+
+if __name__ == "__main__":
+    main()

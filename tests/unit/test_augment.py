@@ -32,3 +32,31 @@ def test_materialise_is_seeded_and_keeps_source_index():
     assert not all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, c, strict=True))
     # copies of one image differ from each other (the transforms are random)
     assert len({img.tobytes() for _, img in a[:4]}) > 1
+
+
+def test_materialise_manifest_augments_the_training_split_only(tmp_path):
+    from aquaflow import imaging
+    from aquaflow.dataset import build_manifest
+
+    rng = np.random.default_rng(1)
+    for label in ("a", "b"):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        for k in range(10):
+            img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+            (tmp_path / "src" / label / f"{k}.png").write_bytes(imaging.encode(img))
+    dataset = {
+        "layout": "class_folders",
+        "images": ".",
+        "extensions": [".png"],
+        "split": {"seed": 0, "val": 0.2, "test": 0.2},
+    }
+    manifest, _, _ = build_manifest(tmp_path / "src", dataset)
+    n_train = int((manifest["split"] == "train").sum())
+    table = augment.materialise_manifest(
+        manifest, tmp_path / "src", tmp_path / "aug", ["hflip", "noise"], 16, copies=3
+    )
+    assert len(table) == 3 * n_train
+    assert set(table["source_id"]) == set(manifest.loc[manifest["split"] == "train", "id"])
+    # the output is a class-folder dataset again
+    again, rejected, classes = build_manifest(tmp_path / "aug", dataset)
+    assert classes == ["a", "b"] and len(again) + len(rejected) == len(table)
