@@ -7,4 +7,5 @@ from aquaflow.io import write_parquet
 runlog.setup(snakemake.log[0])
 uc = snakemake.params.usecase
 images = manifest_images_root(snakemake.input.raw, uc["dataset"])
-write_parquet(inputs.build(uc["inference"]["inputs"], images), snakemake.output[0])
+root = snakemake.input.raw if uc["preprocess"]["steps"] else None
+write_parquet(inputs.build(uc["inference"]["inputs"], images, root), snakemake.output[0])

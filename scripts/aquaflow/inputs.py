@@ -34,8 +34,14 @@ def from_manifest(path: str | Path, column: str) -> pd.DataFrame:
     return out
 
 
-def build(specs: list[dict[str, Any]], dataset_images: str | Path) -> pd.DataFrame:
-    """Concatenate every configured input; add `seq` (0..n-1), the id of a row in this run."""
+def build(
+    specs: list[dict[str, Any]], dataset_images: str | Path, dataset_root: str | Path | None = None
+) -> pd.DataFrame:
+    """Concatenate every configured input; add `seq` (0..n-1), the id of a row in this run.
+
+    `dataset_images`: the images of the use case's dataset (kind `dataset`); `dataset_root`: the
+    folder the preprocess steps wrote (kind `preprocessed` reads its items.parquet).
+    """
     from . import flowcam
 
     frames = []
@@ -47,6 +53,10 @@ def build(specs: list[dict[str, Any]], dataset_images: str | Path) -> pd.DataFra
             df = from_folder(spec["path"], spec["extensions"])
         elif kind == "manifest":
             df = from_manifest(spec["path"], spec["column"])
+        elif kind == "preprocessed":
+            if dataset_root is None:
+                raise ValueError("input kind 'preprocessed' needs preprocess steps in the use case")
+            df = from_manifest(Path(dataset_root) / "items.parquet", spec["column"])
         elif kind == "flowcam":
             df = flowcam.list_run(spec["path"])
         else:  # the schema prevents this
