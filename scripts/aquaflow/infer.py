@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,7 +186,30 @@ def _onnx_session(net: torch.nn.Module, size: int, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
     opts.inter_op_num_threads = 1
+    # no busy-waiting between batches: those cycles belong to the decoding thread/workers
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+
+
+def _prefetched(iterable, depth: int = 2):
+    """Iterate in a background thread, `depth` items ahead: without worker processes, the next
+    batch is decoded while the current one is in the (GIL-releasing) forward pass."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in iterable:
+                q.put(item)
+        except BaseException as exc:  # re-raised in the consumer
+            q.put(exc)
+        q.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def iter_batches(
@@ -210,7 +235,8 @@ def iter_batches(
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
-    for batch in tqdm(loader, file=progress, mininterval=10.0, desc="batches"):
+    batches = loader if workers else _prefetched(loader)
+    for batch in tqdm(batches, total=len(loader), file=progress, mininterval=10.0, desc="batches"):
         if len(batch["index"]):
             probs, feats = predictor(batch["images"])
         else:
@@ -370,6 +396,21 @@ def run_identity(model_id: str, inputs_path: str | Path, params: dict[str, Any])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def loader_settings(params: dict[str, Any], threads: int) -> tuple[int, int]:
+    """Batch size and decode workers; null settings get the defaults measured fastest.
+
+    GPU: batches of 256 and threads - 1 decode workers feeding it. CPU: batches of 64 (cache
+    friendly) and threads // 4 workers, since the forward pass already uses every thread
+    (2-core box: 1311 img/s without a worker vs 1119 with one, 2026-11-26).
+    """
+    gpu = models.pick_device(params["device"]).type == "cuda"
+    batch = params.get("batch_size") or (256 if gpu else 64)
+    workers = params.get("workers")
+    if workers is None:
+        workers = max(0, threads - 1) if gpu else threads // 4
+    return batch, workers
+
+
 def run_shard_step(
     *,
     inputs_path: str | Path,
@@ -385,7 +426,8 @@ def run_shard_step(
     table = pd.read_parquet(inputs_path)
     part = table.iloc[shard_slice(len(table), scatteritem)].reset_index(drop=True)
     log.info("shard %s: rows %d of %d", scatteritem, len(part), len(table))
-    workers = max(0, threads - 1) if params.get("workers") is None else params["workers"]
+    batch_size, workers = loader_settings(params, threads)
+    log.info("batch size %d, %d decode worker(s), %d thread(s)", batch_size, workers, threads)
     return run_shard(
         part,
         weights,
@@ -394,7 +436,7 @@ def run_shard_step(
         out["rejected"],
         out["summary"],
         top_k=params["top_k"],
-        batch_size=params["batch_size"],
+        batch_size=batch_size,
         workers=workers,
         threads=threads,
         device=params["device"],

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from aquaflow import inputs  # noqa: E402
 from aquaflow.fetch import package_root  # noqa: E402
+from aquaflow.infer import loader_settings  # noqa: E402
 from aquaflow.synthetic.flowcam import perturbed_copies  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--scatter", type=int, default=2)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"])
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 256 on GPU, 64 on CPU")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--dry-run-items", type=int, default=400_000)
@@ -117,7 +118,10 @@ def main() -> None:
     n = sum(s["seen"] for s in summaries)
     shard_seconds = sum(s["seconds"] for s in summaries)  # shards run one after another (gpu=1)
     e2e = n / shard_seconds
-    mo = model_only(work, args.batch_size, threads, args.backend)
+    batch, workers = loader_settings(
+        {"device": "auto", "batch_size": args.batch_size, "workers": args.workers}, threads
+    )
+    mo = model_only(work, batch, threads, args.backend)
 
     t0 = time.perf_counter()
     listed = inputs.from_folder(incoming, [".jpg"])
@@ -146,12 +150,14 @@ def main() -> None:
     print(f"backend: {args.backend}")
     print(f"images: {n}")
     print(f"shards: {args.scatter}")
-    print(f"batch_size: {args.batch_size}")
+    print(f"batch_size: {batch}")
+    print(f"decode_workers: {workers}")
     print(f"end_to_end_images_per_s: {e2e:.0f}")
     print(f"snakemake_command_images_per_s: {n / wall:.0f}")
     print(f"model_only_images_per_s: {mo:.0f}")
     print(f"overhead_pct: {100 * (mo / e2e - 1):.1f}")
     print(f"peak_rss_shard_mb: {bench['max_rss'].max():.0f}")
+    print(f"peak_pss_shard_mb: {bench['max_pss'].max():.0f}")
     print(f"list_folder_s: {list_s:.2f} ({len(listed)} files)")
     print(f"manifest_{args.dry_run_items}_read_s: {manifest_s:.2f}")
     print(f"dry_run_{args.dry_run_items}_items_64_shards_s: {dry:.2f}")
