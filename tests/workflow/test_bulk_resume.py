@@ -21,10 +21,10 @@ TARGET = "results/flowcam/predictions/predictions.parquet"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A workdir with a trained tiny model and 1,600 extra crops to predict."""
+    """A workdir with a trained tiny model and 3,000 extra crops to predict."""
     work = tmp_path_factory.mktemp("bulk")
     perturbed_copies(
-        package_root("planktonclas") / "resources" / "demo-images", work / "incoming", 1600, seed=3
+        package_root("planktonclas") / "resources" / "demo-images", work / "incoming", 3000, seed=3
     )
     uc = tiny_usecase()
     uc["inference"] = {
@@ -53,16 +53,11 @@ def test_kill_and_resume_gives_identical_output(trained, tmp_path):
     )
     err = open(tmp_path / "killed.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=work, stdout=err, stderr=err, start_new_session=True)
-    logs = work / "results/flowcam/logs/infer_shard"
     items = [f"{i}-of-4" for i in range(1, 5)]
 
     def state():
         done = [i for i in items if (shards / f"{i}.parquet").exists()]
-        busy = [
-            i
-            for i in items
-            if i not in done and (logs / f"{i}.log").exists() and "rows" in (logs / f"{i}.log").read_text()
-        ]
+        busy = [i for i in items if i not in done and list(shards.glob(f".{i}.parquet.*.tmp"))]
         return done, busy
 
     deadline = time.time() + 300
@@ -72,8 +67,7 @@ def test_kill_and_resume_gives_identical_output(trained, tmp_path):
             done, busy = state()
             if done and busy:
                 break
-            time.sleep(0.05)
-        time.sleep(0.3)
+            time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -95,4 +89,4 @@ def test_kill_and_resume_gives_identical_output(trained, tmp_path):
         b = (work / "results/flowcam/predictions" / name).read_bytes()
         assert a == b, f"{name} differs after kill and resume"
     pred = pd.read_parquet(work / TARGET)
-    assert len(pred) == 1705 and pred["seq"].is_unique
+    assert len(pred) == 3105 and pred["seq"].is_unique
