@@ -109,3 +109,24 @@ def write_overlays(
         cv2.imwrite(str(path), overlay(rgb, tiles, classes, litter)[:, :, ::-1])
         written.append(path)
     return written
+
+
+def run(
+    *,
+    predictions: str | Path,
+    card: str | Path,
+    raw: str | Path,
+    cfg: dict,
+    table: str | Path,
+    overlays: str | Path,
+) -> pd.DataFrame:
+    """The litter_summary step: per-image table (counts, m²) and one overlay PNG per image."""
+    from .io import read_json, write_tsv
+
+    classes = read_json(card)["classes"]
+    preds = pd.read_parquet(predictions)
+    summary = summarise(preds, classes, cfg["categories"], cfg["gsd_cm"])
+    write_tsv(summary, table)
+    files = preds.drop_duplicates("image").set_index("image")["image_file"]
+    write_overlays(preds, {k: Path(raw) / v for k, v in files.items()}, classes, cfg["categories"], overlays)
+    return summary
