@@ -35,8 +35,6 @@ WORKFLOW_RULES = {
     "export_ecotaxa_bundle",
 }
 GPU_RULES = {"train", "infer_shard"}
-# Run-specific by design: the MLflow run of each workflow run.
-RUN_SPECIFIC_COLUMNS = ["run_id"]
 
 
 def run_logged(cmd: list[str], cwd: Path, log: Path, timeout: int) -> tuple[int, float]:
@@ -187,7 +185,7 @@ def test_outputs_equal_the_local_run(runs):
     for name in ("predictions.parquet", "rejected.parquet"):
         a = pd.read_parquet(local / "predictions" / name)
         b = pd.read_parquet(slurm / "predictions" / name)
-        drop = [c for c in RUN_SPECIFIC_COLUMNS if c in a.columns]
-        pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop))
+        # every column, run_id included: it hashes model, input table and settings only
+        pd.testing.assert_frame_equal(a, b)
     tsv = "export/ecotaxa/ecotaxa_flowcam.tsv"
     assert (slurm / tsv).read_text() == (local / tsv).read_text()
