@@ -15,13 +15,24 @@ CORES ?= all
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Ultralytics depends on opencv-python, which ships a second cv2 beside our -headless build:
+# keep only the headless one (no GUI libraries needed on servers; tests check `import cv2`).
+OPENCV_HEADLESS := opencv-python-headless==5.0.0.93
+define ONE_OPENCV
+	$(PIP) uninstall --quiet --yes opencv-python opencv-python-headless
+	$(PIP) install --quiet --no-deps $(OPENCV_HEADLESS)
+endef
+
 $(VENV)/.setup: pyproject.toml envs/constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) --editable .
 	$(PIP) install --quiet --no-deps $(DEMO_DATA)
+	$(ONE_OPENCV)
 	touch $@
 
+# Test setup adds the optional backends (Keras/TensorFlow) so CI covers them.
 $(VENV)/.setup-test: $(VENV)/.setup
-	$(PIP_INSTALL) --editable ".[test,cluster]"
+	$(PIP_INSTALL) --editable ".[test,cluster,keras,taxonomy]"
+	$(ONE_OPENCV)
 	touch $@
 
 setup: $(VENV)/.setup
