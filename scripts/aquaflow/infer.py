@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from . import imaging
+from . import drift, imaging
 from . import model as models
 from .io import atomic_path, write_json
 
@@ -60,6 +60,7 @@ class _Items(Dataset):
     def _whole(self, src: str) -> tuple[np.ndarray, str]:
         data = imaging.read_bytes(src)
         dec = imaging.decode(data, self.max_pixels, draft=self.size)
+        self._size = (dec.width, dec.height)  # drift hook (issue 11): size before draft scaling
         return dec.image, hashlib.sha256(data).hexdigest()
 
     def _crop(self, src: str, box: tuple[int, int, int, int]) -> tuple[np.ndarray, str]:
@@ -83,12 +84,15 @@ class _Items(Dataset):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str, str, str]:
         src, box = self.sources[i], self.crops[i]
         try:
+            self._size = None
             img, digest = self._crop(src, box) if box else self._whole(src)
-            return i, imaging.letterbox(img, self.size), digest[:16], "", ""
+            # drift hook (issue 11): statistics of the decoded image, before letterboxing
+            stats = drift.image_stats(img, *(self._size or (img.shape[1], img.shape[0])))
+            return i, imaging.letterbox(img, self.size), digest[:16], "", "", stats
         except imaging.Rejected as rej:
-            return i, None, "", rej.reason, rej.detail
+            return i, None, "", rej.reason, rej.detail, None
         except Exception as exc:  # a shard never crashes on one bad file
-            return i, None, "", imaging.DECODE_ERROR, f"{type(exc).__name__}: {exc}"
+            return i, None, "", imaging.DECODE_ERROR, f"{type(exc).__name__}: {exc}", None
 
 
 def _collate(batch: list) -> dict[str, Any]:
@@ -99,6 +103,8 @@ def _collate(batch: list) -> dict[str, Any]:
         "ids": [b[2] for b in ok],
         "images": torch.from_numpy(images).permute(0, 3, 1, 2),
         "rejected": [(b[0], b[3], b[4]) for b in batch if b[1] is None],
+        # drift hook (issue 11): one row of image statistics per decoded item
+        "stats": np.stack([b[5] for b in ok]) if ok else np.zeros((0, len(drift.STATS)), np.float32),
     }
 
 
@@ -253,6 +259,7 @@ def prediction_schema(top_k: int, meta: pa.Schema, embed_dim: int | None) -> pa.
     fields += [pa.field("model_id", pa.string()), pa.field("run_id", pa.string())]
     if embed_dim:
         fields.append(pa.field("embedding", pa.list_(pa.float32(), embed_dim)))
+        fields += [pa.field(c, pa.float32()) for c in drift.STAT_COLUMNS]  # drift hook (issue 11)
     return pa.schema(fields)
 
 
@@ -340,6 +347,7 @@ def run_shard(
             if embeddings:
                 flat = pa.array(feats.astype(np.float32).ravel())
                 cols["embedding"] = pa.FixedSizeListArray.from_arrays(flat, feats.shape[1])
+                cols.update(zip(drift.STAT_COLUMNS, batch["stats"].T, strict=True))  # drift hook (issue 11)
             pending.append(
                 pa.RecordBatch.from_pydict(
                     {
