@@ -190,7 +190,47 @@ def all_targets():
             targets += [f"{base}/eval/metrics.json", f"{base}/eval/confusion_matrix.png"]
         for campaign in campaigns(uc):
             targets += campaign_targets(uc, campaign)
+        for campaign in campaigns(uc):
+            targets += tracking_targets(uc, campaign)  # issue 11: MLflow run + drift per campaign
         if campaigns(uc):
             targets.append(f"{base}/campaigns/summary.tsv")
         targets += preprocess_targets(uc)
     return targets
+
+
+# --- issue 11: drift monitoring and MLflow inference runs -----------------------------------------
+def drift_enabled(cfg):
+    return cfg["drift"]["enabled"]
+
+
+def drift_settings(wildcards):
+    """What the drift test reads: the drift section without the on_drift policy (a policy change
+    reruns only drift_check) and without the reference settings (they shape the reference file)."""
+    cfg = UC[wildcards.uc]["drift"]
+    return {k: v for k, v in cfg.items() if k not in ("on_drift", "enabled", "reference")}
+
+
+def drift_reference_settings(wildcards):
+    cfg = UC[wildcards.uc]
+    return {
+        "reference": cfg["drift"]["reference"],
+        "pca_components": cfg["drift"]["pca_components"],
+        "seed": cfg["drift"]["seed"],
+        "images": images_folder(wildcards),
+        "device": cfg["inference"]["device"],
+    }
+
+
+def campaign_drift(wildcards):
+    """The campaign's drift.json when drift monitoring is on (for the MLflow inference run)."""
+    if drift_enabled(UC[wildcards.uc]):
+        return f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}/drift/drift.json"
+    return []
+
+
+def tracking_targets(uc, campaign):
+    base = f"{RESULTS}/{uc}/campaigns/{campaign}"
+    out = [f"{base}/mlflow_run.json"]
+    if drift_enabled(UC[uc]):
+        out += [f"{base}/drift/drift.json", f"{base}/drift/driftwatch.png", f"{base}/drift/policy.json"]
+    return out

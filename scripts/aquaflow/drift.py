@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,9 @@ def build_reference(
         raise ValueError(f"drift.reference.splits {ref_cfg['splits']}: no such rows in the manifest")
     train_dist = manifest[manifest["split"] == "train"]["label"].value_counts().sort_index()
     part = _sample_rows(part, ref_cfg["sample_size"], seed, by="label").sort_values("id")
-    inputs = pd.DataFrame({"seq": np.arange(len(part)), "source": [str(Path(images_root) / p) for p in part["path"]]})
+    inputs = pd.DataFrame(
+        {"seq": np.arange(len(part)), "source": [str(Path(images_root) / p) for p in part["path"]]}
+    )
     pred = infer.Predictor.load(weights, card, device, threads, backend="auto")
     classes = np.array(pred.card["classes"], dtype=object)
     feats, stats, labels = [], [], []
@@ -120,8 +123,13 @@ def build_reference(
     k = int(min(cfg["pca_components"], emb.shape[1], len(emb) - 1))
     pca = PCA(n_components=k, random_state=seed).fit(emb)
     reduced = pca.transform(emb).astype(np.float32)
-    log.info("reference: %d images, embeddings %d -> %d (PCA, %.0f%% variance)", len(emb), emb.shape[1], k,
-             100 * pca.explained_variance_ratio_.sum())
+    log.info(
+        "reference: %d images, embeddings %d -> %d (PCA, %.0f%% variance)",
+        len(emb),
+        emb.shape[1],
+        k,
+        100 * pca.explained_variance_ratio_.sum(),
+    )
     return {
         "pca_mean": pca.mean_.astype(np.float32),
         "pca_components": pca.components_.astype(np.float32),
@@ -138,9 +146,8 @@ def build_reference(
 
 def save_reference(ref: dict[str, np.ndarray], path: str | Path, meta_path: str | Path) -> dict[str, Any]:
     """The arrays as .npz (no pickled objects) and a JSON summary beside them."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **ref)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **ref)
     meta = {
         "model_id": str(ref["model_id"]),
         "images": len(ref["embeddings"]),
@@ -189,14 +196,16 @@ def reference_step(
 ) -> dict[str, Any]:
     """The drift_reference step: build, store beside the model, attach to the training MLflow run."""
     manifest = pd.read_parquet(manifest_path)
-    ref = build_reference(manifest, images_root, weights, card, cfg, threads=threads, device=device,
-                          progress=log_stream)
+    ref = build_reference(
+        manifest, images_root, weights, card, cfg, threads=threads, device=device, progress=log_stream
+    )
     meta = save_reference(ref, out["reference"], out["summary"])
     if mlflow_cfg is not None:
         from . import tracking
 
-        tracking.attach_to_training_run(read_json(card), [out["reference"], out["summary"]], "drift_reference",
-                                        mlflow_cfg)
+        tracking.attach_to_training_run(
+            read_json(card), [out["reference"], out["summary"]], "drift_reference", mlflow_cfg
+        )
     return meta
 
 
@@ -213,9 +222,15 @@ def make_batches(preds: pd.DataFrame, batch_cfg: dict[str, Any]) -> list[tuple[s
     if by == "chunk":
         k = max(1, int(np.ceil(n / batch_cfg["size"])))
         width = len(str(k))
-        return [(f"chunk{i + 1:0{width}d}", idx) for i, idx in enumerate(np.array_split(np.arange(n), k)) if len(idx)]
+        return [
+            (f"chunk{i + 1:0{width}d}", idx)
+            for i, idx in enumerate(np.array_split(np.arange(n), k))
+            if len(idx)
+        ]
     if by == "folder":
-        keys = preds["source"].astype(str).map(lambda s: str(Path(s).parent))
+        parents = preds["source"].astype(str).map(os.path.dirname)
+        common = os.path.commonpath(list(set(parents))) if n else ""
+        keys = parents.map(lambda d: os.path.relpath(d, common) if d != common else os.path.basename(d))
     elif by in preds.columns:
         keys = preds[by].astype(str)
     else:
@@ -312,8 +327,9 @@ def test_batch(
         tests["mmd"] = r
     if "stats" in cfg["detectors"] and stats is not None:
         for j, s in enumerate(STATS):
-            tests[f"{cfg['univariate_test']}_{s}"] = univariate_test(ref["stats"][:, j], stats[:, j],
-                                                                      cfg["univariate_test"])
+            tests[f"{cfg['univariate_test']}_{s}"] = univariate_test(
+                ref["stats"][:, j], stats[:, j], cfg["univariate_test"]
+            )
     if "label_shift" in cfg["detectors"]:
         tests["label_shift"] = label_shift_test(ref["predicted"], labels)
     names = list(tests)
@@ -340,11 +356,15 @@ def _needed_permutations(cfg: dict[str, Any], n_tests: int) -> None:
 def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, Any]:
     """All batches plus the whole campaign ('overall') tested against the reference."""
     seed = cfg["seed"]
-    n_tests = ("mmd" in cfg["detectors"]) + 5 * ("stats" in cfg["detectors"]) + ("label_shift" in cfg["detectors"])
+    n_tests = (
+        ("mmd" in cfg["detectors"]) + 5 * ("stats" in cfg["detectors"]) + ("label_shift" in cfg["detectors"])
+    )
     _needed_permutations(cfg, n_tests)
     has_emb = "embedding" in preds.columns
     if not has_emb and ("mmd" in cfg["detectors"] or "stats" in cfg["detectors"]):
-        raise ValueError("the predictions have no embeddings / image statistics: set inference.embeddings: true")
+        raise ValueError(
+            "the predictions have no embeddings / image statistics: set inference.embeddings: true"
+        )
     rng = np.random.default_rng(seed)
     ref = dict(ref)
     n_mmd = min(cfg["sample_size"], len(ref["embeddings"]))
@@ -372,7 +392,10 @@ def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any])
     for i, (name, idx) in enumerate(make_batches(preds, cfg["batch"])):
         entry: dict[str, Any] = {"batch": name, "n": len(idx), "first_seq": int(preds["seq"].iloc[idx[0]])}
         if len(idx) < cfg["batch"]["min_size"]:
-            entry |= {"drift": None, "skipped": f"fewer than drift.batch.min_size={cfg['batch']['min_size']} images"}
+            entry |= {
+                "drift": None,
+                "skipped": f"fewer than drift.batch.min_size={cfg['batch']['min_size']} images",
+            }
         else:
             entry |= run(idx, i + 1)
         batches.append(entry)
@@ -385,11 +408,15 @@ def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any])
         "univariate_test": cfg["univariate_test"],
         "permutations": cfg["permutations"],
         "batch": dict(cfg["batch"]),
-        "reference": {"images": len(ref["embeddings"]), "model_id": str(ref["model_id"]),
-                      "mmd_sample": n_mmd},
+        "reference": {
+            "images": len(ref["embeddings"]),
+            "model_id": str(ref["model_id"]),
+            "mmd_sample": n_mmd,
+        },
         "images": len(preds),
         "batches": batches,
-        "overall": overall | {"drifted_batches": drifted, "tested_batches": sum(b["drift"] is not None for b in batches)},
+        "overall": overall
+        | {"drifted_batches": drifted, "tested_batches": sum(b["drift"] is not None for b in batches)},
     }
 
 
@@ -398,11 +425,29 @@ def batch_rows(report: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for b in [*report["batches"], {"batch": "overall", "n": report["images"], **report["overall"]}]:
         for test, r in (b.get("tests") or {}).items():
-            rows.append({"batch": b["batch"], "n": b["n"], "test": test, "statistic": r["statistic"],
-                         "p_value": r["p_value"], "p_adjusted": r["p_adjusted"], "drift": r["drift"]})
+            rows.append(
+                {
+                    "batch": b["batch"],
+                    "n": b["n"],
+                    "test": test,
+                    "statistic": r["statistic"],
+                    "p_value": r["p_value"],
+                    "p_adjusted": r["p_adjusted"],
+                    "drift": r["drift"],
+                }
+            )
         if not b.get("tests"):
-            rows.append({"batch": b["batch"], "n": b["n"], "test": "skipped", "statistic": np.nan,
-                         "p_value": np.nan, "p_adjusted": np.nan, "drift": None})
+            rows.append(
+                {
+                    "batch": b["batch"],
+                    "n": b["n"],
+                    "test": "skipped",
+                    "statistic": np.nan,
+                    "p_value": np.nan,
+                    "p_adjusted": np.nan,
+                    "drift": None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -422,8 +467,13 @@ def plot(report: dict[str, Any], path: str | Path, title: str) -> None:
     if tested and "mmd" in tested[0]["tests"]:
         ax1.plot(x, [b["tests"]["mmd"]["statistic"] for b in tested], color="0.6", lw=1)
         ax1.scatter(x, [b["tests"]["mmd"]["statistic"] for b in tested], c=colours, zorder=3)
-        ax1.plot(x, [b["tests"]["mmd"]["statistic_threshold"] for b in tested], "k--", lw=1,
-                 label=f"permutation threshold (1 - {report['alpha']:g} quantile)")
+        ax1.plot(
+            x,
+            [b["tests"]["mmd"]["statistic_threshold"] for b in tested],
+            "k--",
+            lw=1,
+            label=f"permutation threshold (1 - {report['alpha']:g} quantile)",
+        )
         ax1.legend(loc="upper left", fontsize=8)
     ax1.set_ylabel("MMD² (embeddings)")
     ax1.set_title(title)
@@ -432,8 +482,10 @@ def plot(report: dict[str, Any], path: str | Path, title: str) -> None:
         for k in b["tests"]:
             families.setdefault(k, "image statistics")
     for fam in dict.fromkeys(families.values()):
-        ys = [min((t["p_adjusted"] for k, t in b["tests"].items() if families.get(k) == fam), default=np.nan)
-              for b in tested]
+        ys = [
+            min((t["p_adjusted"] for k, t in b["tests"].items() if families.get(k) == fam), default=np.nan)
+            for b in tested
+        ]
         ax2.plot(x, -np.log10(np.maximum(ys, 1e-300)), marker="o", label=fam)
     ax2.axhline(-np.log10(report["alpha"]), color="k", ls="--", lw=1, label=f"alpha = {report['alpha']:g}")
     ax2.set_ylabel("-log10 adjusted p")
@@ -466,17 +518,22 @@ def run(
         wanted.append(by)
     cols = [c for c in dict.fromkeys(wanted) if c in schema.names]
     if by not in ("chunk", "folder") and by not in cols:
-        raise ValueError(f"drift.batch.by: {by!r} is neither chunk, folder nor a column of {predictions} "
-                         f"({[c for c in schema.names if c != 'embedding']})")
+        raise ValueError(
+            f"drift.batch.by: {by!r} is neither chunk, folder nor a column of {predictions} "
+            f"({[c for c in schema.names if c != 'embedding']})"
+        )
     preds = pd.read_parquet(predictions, columns=cols)
     report = detect(preds, load_reference(reference), cfg)
-    report["on_drift"] = cfg["on_drift"]
     write_json(report, out["json"])
     write_tsv(batch_rows(report), out["table"])
     plot(report, out["plot"], title)
     drifted = report["overall"]["drifted_batches"]
-    log.info("drift: %d of %d tested batches drifted%s", len(drifted), report["overall"]["tested_batches"],
-             f": {', '.join(drifted)}" if drifted else "")
+    log.info(
+        "drift: %d of %d tested batches drifted%s",
+        len(drifted),
+        report["overall"]["tested_batches"],
+        f": {', '.join(drifted)}" if drifted else "",
+    )
     return report
 
 

@@ -370,4 +370,6 @@ def run(
         mlflow.set_tag("model_id", card["id"])
         with tempfile.TemporaryDirectory() as work:
             log_run_artifacts(Path(out["card"]), result, classes, Path(work))
+        # issue 11: the model folder (card + weights) as run artifact `model`, registered by name
+        tracking.register_if_configured(mlflow_cfg, name, out["weights"], out["card"], card)
     return card

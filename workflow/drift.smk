@@ -1,0 +1,111 @@
+# Drift monitoring (issue 11): a reference built with the model, one drift test per campaign,
+# the on_drift policy, and one MLflow run per campaign inference.
+for _uc, _cfg in UC.items():
+    if drift_enabled(_cfg) and not _cfg["inference"]["embeddings"]:
+        raise WorkflowError(
+            f"use case {_uc}: drift.enabled needs inference.embeddings: true "
+            "(the drift test compares penultimate-layer embeddings and image statistics)"
+        )
+    if drift_enabled(_cfg) and not has_labels(_uc):
+        raise WorkflowError(
+            f"use case {_uc}: drift.enabled needs a dataset (source + dataset): "
+            "the drift reference is drawn from its prepared images"
+        )
+
+
+# Embeddings, image statistics and predicted classes of a sample of the training images.
+rule drift_reference:
+    input:
+        raw=dataset_root,
+        manifest=rules.prepare.output.manifest,
+        weights=model_weights,
+        card=model_card,
+    output:
+        reference=f"{RESULTS}/{{uc}}/model/drift_reference.npz",
+        summary=f"{RESULTS}/{{uc}}/model/drift_reference.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/drift_reference.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/drift_reference.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: drift_enabled(cfg) and cfg["task"] == "classify"),
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        settings=drift_reference_settings,
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/drift_reference.py"
+
+
+rule drift:
+    input:
+        predictions=f"{CAMPAIGN}/predictions.parquet",
+        reference=rules.drift_reference.output.reference,
+    output:
+        json=f"{CAMPAIGN}/drift/drift.json",
+        table=report(
+            f"{CAMPAIGN}/drift/drift.tsv",
+            caption="report/drift_table.rst",
+            category="{uc}",
+            subcategory="Campaign {campaign}",
+            labels={"use case": "{uc}", "campaign": "{campaign}", "figure": "drift tests"},
+        ),
+        plot=report(
+            f"{CAMPAIGN}/drift/driftwatch.png",
+            caption="report/driftwatch.rst",
+            category="{uc}",
+            subcategory="Campaign {campaign}",
+            labels={"use case": "{uc}", "campaign": "{campaign}", "figure": "DriftWatch"},
+        ),
+    log:
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/drift.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/drift.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        drift=drift_settings,
+    script:
+        "../scripts/drift.py"
+
+
+# The on_drift policy: fail stops the workflow naming the drifted batches, warn lets it go on.
+rule drift_check:
+    input:
+        rules.drift.output.json,
+    output:
+        f"{CAMPAIGN}/drift/policy.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/drift_check.log",
+    params:
+        on_drift=lambda wc: UC[wc.uc]["drift"]["on_drift"],
+    script:
+        "../scripts/drift_check.py"
+
+
+# One MLflow run per campaign inference: model version, counts, throughput, drift summary.
+rule track_inference:
+    input:
+        summary=f"{CAMPAIGN}/summary.json",
+        card=model_card,
+        drift=campaign_drift,
+    output:
+        f"{CAMPAIGN}/mlflow_run.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/track_inference.log",
+    conda:
+        "../envs/torch.yaml"
+    params:
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/track_inference.py"
