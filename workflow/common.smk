@@ -232,5 +232,9 @@ def tracking_targets(uc, campaign):
     base = f"{RESULTS}/{uc}/campaigns/{campaign}"
     out = [f"{base}/mlflow_run.json"]
     if drift_enabled(UC[uc]):
-        out += [f"{base}/drift/drift.json", f"{base}/drift/driftwatch.png", f"{base}/drift/policy.json"]
+        out += [
+            f"{base}/drift/drift.json",
+            f"{base}/drift/driftwatch.png",
+            f"{base}/drift/policy.json",
+        ]
     return out
