@@ -125,30 +125,31 @@ def register_model(name: str, weights: str | Path, card: dict[str, Any], card_pa
         raise RuntimeError("register_model needs an active MLflow run")
     mlflow.log_artifact(str(card_path), MODEL_ARTIFACT)
     mlflow.log_artifact(str(weights), MODEL_ARTIFACT)
-    client = MlflowClient()
-    try:
-        client.create_registered_model(
-            name, description=f"aquaflow {card.get('task', 'classify')} model ({card.get('arch')})"
+    with _store_lock(mlflow.get_tracking_uri()):  # version numbers: one writer at a time on SQLite
+        client = MlflowClient()
+        try:
+            client.create_registered_model(
+                name, description=f"aquaflow {card.get('task', 'classify')} model ({card.get('arch')})"
+            )
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and exc.error_code not in (
+                "RESOURCE_ALREADY_EXISTS",
+                "ALREADY_EXISTS",
+            ):
+                raise
+        run_id = active.info.run_id
+        tags = {
+            "model_id": card["id"],
+            "arch": str(card.get("arch")),
+            "task": str(card.get("task")),
+            "classes": str(len(card.get("classes", []))),
+            "input_size": str(card.get("input_size")),
+            "usecase": str(card.get("usecase", "")),
+        }
+        description = "Model card (model/model_card.json):\n" + _card_summary(card)
+        version = client.create_model_version(
+            name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags, description=description
         )
-    except MlflowException as exc:
-        if "already exists" not in str(exc).lower() and exc.error_code not in (
-            "RESOURCE_ALREADY_EXISTS",
-            "ALREADY_EXISTS",
-        ):
-            raise
-    run_id = active.info.run_id
-    tags = {
-        "model_id": card["id"],
-        "arch": str(card.get("arch")),
-        "task": str(card.get("task")),
-        "classes": str(len(card.get("classes", []))),
-        "input_size": str(card.get("input_size")),
-        "usecase": str(card.get("usecase", "")),
-    }
-    description = "Model card (model/model_card.json):\n" + _card_summary(card)
-    version = client.create_model_version(
-        name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags, description=description
-    )
     mlflow.set_tags({"registered_model": name, "registered_version": version.version})
     log.info("registered %s version %s (model %s)", name, version.version, card["id"][:16])
     return version
