@@ -87,6 +87,8 @@ rule drift_check:
         f"{CAMPAIGN}/drift/policy.json",
     log:
         f"{RESULTS}/{{uc}}/logs/{{campaign}}/drift_check.log",
+    conda:
+        "../envs/data.yaml"
     params:
         on_drift=lambda wc: UC[wc.uc]["drift"]["on_drift"],
     script:

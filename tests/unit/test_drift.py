@@ -212,3 +212,25 @@ def test_too_few_permutations_is_a_clear_error():
     cfg = {**CFG, "permutations": 50}
     with pytest.raises(ValueError, match=r"drift\.permutations=50 is too few"):
         drift.detect(pd.DataFrame({"seq": [], "top1_label": []}), {}, cfg)
+
+
+def test_permutation_statistic_is_the_frouros_statistic():
+    """The vectorised MMD² of any split of the pooled sample equals frouros's MMD on that split."""
+    from frouros.detectors.data_drift import MMD
+    from frouros.utils.kernels import rbf_kernel
+
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(size=(40, 3)), rng.normal(0.3, 1, size=(25, 3))])
+    gram = rbf_kernel(data, data, sigma=1.3)
+    splits = np.zeros((65, 3), bool)
+    splits[:40, 0] = True  # the observed split
+    splits[rng.choice(65, 40, replace=False), 1] = True
+    splits[rng.choice(65, 30, replace=False), 2] = True
+    ours = drift.mmd_from_gram(gram, splits)
+    for j in range(3):
+        det = MMD(kernel=lambda a, b: rbf_kernel(a, b, sigma=1.3))
+        det.fit(X=data[splits[:, j]])
+        assert ours[j] == pytest.approx(det.compare(X=data[~splits[:, j]])[0].distance, rel=1e-9, abs=1e-12)
+    assert drift.mmd_test(data[:40], data[40:], 1.3, 200, 0)["statistic"] == pytest.approx(ours[0])
+    null = drift.permuted_mmd(gram, 40, 500, seed=1)
+    assert null.shape == (500,) and abs(null.mean()) < 0.05  # centred near 0 under exchangeability

@@ -63,7 +63,7 @@ def write_images(
         image, cls = crop(rng, instrument)
         if transform is not None:
             image = transform(image)
-        path = folder / f"{CLASSES[cls]}_{seed}_{i:05d}.png"
+        path = folder / f"img_{seed}_{i:05d}_{CLASSES[cls]}.png"  # name order is not class order
         cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         out.append((path, CLASSES[cls]))
     return out
