@@ -99,3 +99,14 @@ def test_cli_predicts_a_folder_and_lists_models(model_dir, tmp_path):
         and "usecase=plankton" in listing.stdout
         and "arch=lcnet_050" in listing.stdout
     )
+
+
+def test_import_from_an_installed_package(model_dir, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    shutil.copytree(model_dir, site / "published_models" / "flowcam_v1")
+    (site / "published_models" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    spec = {"source": "package", "package": "published_models", "subdir": "flowcam_v1"}
+    card = artifacts.import_model(spec, tmp_path / "m/model.safetensors", tmp_path / "m/model_card.json")
+    assert card["id"] == sha256_file(model_dir / "model.safetensors")
+    assert card["imported_from"] == spec
