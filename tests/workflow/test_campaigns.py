@@ -77,7 +77,14 @@ def given_model(uc, work):
     uc["model"] = {"source": "path", "path": "models/2025"}
 
 
-AFTER_MODEL = {"infer_shard": 2, "infer_gather": 1, "export_ecotaxa": 1, "export_ecotaxa_bundle": 1}
+# track_inference (issue 11): the campaign's MLflow run, redone when its summary or model changes
+AFTER_MODEL = {
+    "infer_shard": 2,
+    "infer_gather": 1,
+    "export_ecotaxa": 1,
+    "export_ecotaxa_bundle": 1,
+    "track_inference": 1,
+}
 INFERENCE = {"infer_inputs": 1, **AFTER_MODEL, "campaign_summary": 1}
 EXPORT = {"export_ecotaxa": 1, "export_ecotaxa_bundle": 1}
 
