@@ -125,8 +125,10 @@ def register_model(name: str, weights: str | Path, card: dict[str, Any], card_pa
         raise RuntimeError("register_model needs an active MLflow run")
     mlflow.log_artifact(str(card_path), MODEL_ARTIFACT)
     mlflow.log_artifact(str(weights), MODEL_ARTIFACT)
-    with _store_lock(mlflow.get_tracking_uri()):  # version numbers: one writer at a time on SQLite
-        client = MlflowClient()
+    uri = mlflow.get_tracking_uri()
+    with _store_lock(uri):  # version numbers: one writer at a time on SQLite
+        # the registry of the tracking store, whatever MLFLOW_REGISTRY_URI a parent process left
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
             client.create_registered_model(
                 name, description=f"aquaflow {card.get('task', 'classify')} model ({card.get('arch')})"
@@ -168,13 +170,34 @@ def _card_summary(card: dict[str, Any]) -> str:
     return "\n".join(f"- {k}: {card[k]}" for k in keys if k in card)
 
 
+def _registry_version(client: Any, uri: str) -> Any:
+    """The ModelVersion a `models:/<name>/<version>` or `models:/<name>@<alias>` reference names."""
+    ref = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or not ref:
+        raise ValueError(
+            f"not a registry model reference: {uri!r} (models:/<name>/<version> or models:/<name>@<alias>)"
+        )
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = ref.partition("/")
+    return client.get_model_version(name, version)
+
+
 def download_registered_model(uri: str, dest_dir: str | Path, tracking: str) -> Path:
-    """Download `models:/<name>/<version>` or `models:/<name>@<alias>` into dest_dir; returns the
-    folder holding model_card.json and the weights."""
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)
+    """Download `models:/<name>/<version>` or `models:/<name>@<alias>` from the registry of the
+    tracking store `tracking` into dest_dir; returns the folder holding model_card.json + weights."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    mv = _registry_version(client, uri)
+    source = client.get_model_version_download_uri(mv.name, mv.version)
     Path(dest_dir).mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest_dir)))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(dest_dir), tracking_uri=tracking
+        )
+    )
 
 
 def model_version_of(card: dict[str, Any], tracking: str) -> dict[str, str]:
@@ -187,13 +210,7 @@ def model_version_of(card: dict[str, Any], tracking: str) -> dict[str, str]:
     uri = spec.get("uri") or ""
     try:
         if uri.startswith("models:/"):
-            ref = uri.removeprefix("models:/")
-            if "@" in ref:
-                name, alias = ref.split("@", 1)
-                mv = client.get_model_version_by_alias(name, alias)
-            else:
-                name, ver = ref.split("/", 1)
-                mv = client.get_model_version(name, ver)
+            mv = _registry_version(client, uri)
             return {"model_uri": uri, "registered_model": mv.name, "model_version": str(mv.version)}
         run_id = (card.get("mlflow") or {}).get("run_id")
         if run_id:

@@ -125,8 +125,11 @@ def test_two_concurrent_trainings_on_one_sqlite_store(tmp_path):
         assert files == {"model/model_card.json", "model/model.safetensors"}
 
 
-def test_register_and_download_by_version_and_alias(tmp_path):
+def test_register_and_download_by_version_and_alias(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # mlflow.set_tracking_uri/set_registry_uri export these variables: undo that after the test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     model = tmp_path / "m"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"weights")
