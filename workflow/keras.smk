@@ -4,18 +4,6 @@
 # Bulk inference and evaluation use the common rules: model_weights() names model.keras for these
 # use cases and aquaflow.infer.Predictor dispatches on the card's backend.
 
-if "ucs_where" not in globals():  # until main has issue 8's helpers (workflow/common.smk)
-
-    def ucs_where(predicate):
-        return "|".join(uc for uc, cfg in UC.items() if predicate(cfg)) or "(?!)"
-
-    def trains(cfg):
-        return cfg["model"].get("source", "train") == "train"
-
-    def backend(cfg):
-        return cfg["model"].get("backend", "torch")
-
-
 def keras_model_source(wildcards):
     """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
     return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
