@@ -12,6 +12,7 @@ used, so the torch backend never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,10 +48,8 @@ def tf_setup(threads: int = 1) -> Any:
     """Import Keras on the TensorFlow backend with `threads` compute threads; return the module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    try:  # triton (which torchvision loads) segfaults when loaded after TensorFlow: load it first
+    with contextlib.suppress(ImportError):  # triton (torchvision loads it) segfaults after TensorFlow
         import triton  # noqa: F401
-    except ImportError:
-        pass
     try:
         import keras
         import tensorflow as tf
@@ -59,7 +58,9 @@ def tf_setup(threads: int = 1) -> Any:
             "model.backend 'keras' needs TensorFlow: pip install 'aquaflow[keras]'"
         ) from exc
     if keras.backend.backend() != "tensorflow":
-        raise KerasModelError(f"KERAS_BACKEND is {keras.backend.backend()!r}; the keras backend needs 'tensorflow'")
+        raise KerasModelError(
+            f"KERAS_BACKEND is {keras.backend.backend()!r}; the keras backend needs 'tensorflow'"
+        )
     try:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -98,7 +99,9 @@ def architecture_config(path: str | Path) -> dict[str, Any]:
                 raise KerasModelError(f"{path}: an .h5 file without a model architecture (weights only?)")
             return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise KerasModelError(f"{path}: not a readable Keras model file ({type(exc).__name__}: {exc})") from exc
+        raise KerasModelError(
+            f"{path}: not a readable Keras model file ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def lambda_layers(cfg: Any) -> list[str]:
@@ -171,7 +174,9 @@ def check_normalization(norm: Any, origin: str) -> dict[str, Any]:
     elif kind == "keras_applications":
         module = norm.get("module")
         keras = tf_setup()
-        if not isinstance(module, str) or not hasattr(getattr(keras.applications, module, None), "preprocess_input"):
+        if not isinstance(module, str) or not hasattr(
+            getattr(keras.applications, module, None), "preprocess_input"
+        ):
             raise KerasModelError(
                 f"{origin}: model card key 'normalization.module' must name a keras.applications module "
                 f"with preprocess_input (e.g. efficientnet_v2, densenet, xception), got {module!r}"
@@ -220,9 +225,18 @@ def application_module(arch: str) -> str:
 
 
 def validate_card(card: dict[str, Any], origin: str = "model card") -> dict[str, Any]:
-    """Check a Keras model card: classes, input size, resize and preprocessing."""
+    """Check a Keras model card: the common keys (aquaflow.artifacts), resize and preprocessing."""
+    from .artifacts import ModelCardError
+    from .artifacts import validate_card as validate_common
+
+    try:
+        validate_common(card, origin)
+    except ModelCardError as exc:
+        raise KerasModelError(str(exc)) from exc
     if card.get("format", "keras") != "keras":
-        raise KerasModelError(f"{origin}: model card key 'format' is {card.get('format')!r}, expected 'keras'")
+        raise KerasModelError(
+            f"{origin}: model card key 'format' is {card.get('format')!r}, expected 'keras'"
+        )
     classes = card.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
         raise KerasModelError(f"{origin}: model card key 'classes' must be a non-empty list of names")
@@ -253,7 +267,9 @@ def planktonclas_folder(folder: str | Path) -> tuple[Path, dict[str, Any]]:
     classes_path = folder / "dataset_files" / "classes.txt"
     for p in (conf_path, classes_path):
         if not p.is_file():
-            raise KerasModelError(f"{folder}: not a planktonclas model folder ({p.relative_to(folder)} missing)")
+            raise KerasModelError(
+                f"{folder}: not a planktonclas model folder ({p.relative_to(folder)} missing)"
+            )
     conf = read_json(conf_path)
 
     def key(group: str, name: str) -> Any:
@@ -270,7 +286,11 @@ def planktonclas_folder(folder: str | Path) -> tuple[Path, dict[str, Any]]:
     if ckpt is None:
         raise KerasModelError(f"{ckpts}: none of {', '.join(order)} exists")
     mode = key("model", "preprocess_mode")
-    norm: dict[str, Any] = {"preprocess": "planktonclas", "mode": mode, "mean_rgb": key("dataset", "mean_RGB")}
+    norm: dict[str, Any] = {
+        "preprocess": "planktonclas",
+        "mode": mode,
+        "mean_rgb": key("dataset", "mean_RGB"),
+    }
     if mode == "torch":
         norm["std_rgb"] = key("dataset", "std_RGB")
     card = {
@@ -349,7 +369,9 @@ def check_model(model: Any, card: dict[str, Any], origin: str) -> None:
         raise KerasModelError(f"{origin}: input shape {shape} is not (batch, height, width, 3)")
     for side in shape[1:3]:
         if side is not None and side != card["input_size"]:
-            raise KerasModelError(f"{origin}: the model takes {shape[1:3]} pixels, the card says {card['input_size']}")
+            raise KerasModelError(
+                f"{origin}: the model takes {shape[1:3]} pixels, the card says {card['input_size']}"
+            )
     output_layers(model)
 
 
@@ -417,7 +439,13 @@ def import_model(
     if not safe:  # the user's explicit opt-in travels with the model to inference
         card["safe_mode"] = False
     write_json(card, card_out)
-    log.info("imported Keras model %s (%s, %d classes) from %s", card["id"][:16], card["arch"], len(card["classes"]), model_file)
+    log.info(
+        "imported Keras model %s (%s, %d classes) from %s",
+        card["id"][:16],
+        card["arch"],
+        len(card["classes"]),
+        model_file,
+    )
     return card
 
 
@@ -457,7 +485,9 @@ class KerasPredictor:
         size = card["input_size"]
         where = "/CPU:0" if device == "cpu" or not tf.config.list_physical_devices("GPU") else "/GPU:0"
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True)
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True
+        )
         def forward(x):
             with tf.device(where):
                 return both(x, training=False)

@@ -68,7 +68,9 @@ def _copy_matching(src: Any, dst: Any, origin: Path) -> None:
     log.info("copied the weights of %d layers from %s", copied, origin)
 
 
-def _load_split(root: Path, part: pd.DataFrame, index: dict[str, int], size: int) -> tuple[np.ndarray, np.ndarray]:
+def _load_split(
+    root: Path, part: pd.DataFrame, index: dict[str, int], size: int
+) -> tuple[np.ndarray, np.ndarray]:
     images = np.stack([imaging.letterbox(imaging.load(root / p).image, size) for p in part["path"]])
     return images, part["label"].map(index).to_numpy(np.int64)
 
@@ -93,7 +95,9 @@ def _batches(keras: Any, images, labels, cfg, num_classes, norm, train: bool) ->
             if not train:
                 return
             if cfg["balancing"] == "resample":
-                self.order = balance.resample_indices(labels, num_classes, len(labels), int(rng.integers(1 << 31)))
+                self.order = balance.resample_indices(
+                    labels, num_classes, len(labels), int(rng.integers(1 << 31))
+                )
             else:
                 self.order = rng.permutation(len(images))
 
@@ -119,7 +123,9 @@ def _schedule(keras: Any, cfg: dict[str, Any], steps: int) -> Any:
         return keras.optimizers.schedules.CosineDecay(cfg["lr"], total)
     if cfg["scheduler"] == "step":  # x0.1 at 70 % and 90 % of training, as the torch path
         bounds = [max(1, int(0.7 * total)), max(2, int(0.9 * total))]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, [cfg["lr"], cfg["lr"] * 0.1, cfg["lr"] * 0.01])
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            bounds, [cfg["lr"], cfg["lr"] * 0.1, cfg["lr"] * 0.01]
+        )
     return cfg["lr"]
 
 
@@ -191,7 +197,9 @@ def train(
             }
             rows.append(row)
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            log.info(
+                "epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+            )
             if f1 > state["best"] + es["min_delta"]:
                 state.update(best=float(f1), epoch=epoch + 1, weights=self.model.get_weights())
             elif es["patience"] and epoch + 1 - state["epoch"] >= es["patience"]:
@@ -284,14 +292,19 @@ def run(
             "libraries": kb.library_versions(),
         }
         write_json(card, out["card"])
-        mlflow.log_metrics({"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]})
+        mlflow.log_metrics(
+            {"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]}
+        )
         mlflow.set_tag("model_id", card["id"])
         for key in ("card", "weights"):  # the model folder as run artifact `model` (registry contract)
             mlflow.log_artifact(str(out[key]), "model")
         with tempfile.TemporaryDirectory() as work:
             cm = Path(work) / "val_confusion_matrix.png"
             plots.confusion_matrix(
-                np.array(summary["val_metrics"]["confusion_matrix"]), classes, cm, title="Validation (best epoch)"
+                np.array(summary["val_metrics"]["confusion_matrix"]),
+                classes,
+                cm,
+                title="Validation (best epoch)",
             )
             mlflow.log_artifact(str(cm))
             mlflow.log_artifact(str(out["curve"]))
