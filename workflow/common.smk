@@ -194,3 +194,9 @@ def all_targets():
             targets.append(f"{base}/campaigns/summary.tsv")
         targets += preprocess_targets(uc)
     return targets
+
+
+# --- issue 13 (Keras backend) ---
+def keras_model_source(wildcards):
+    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
+    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}

@@ -4,10 +4,6 @@
 # Bulk inference and evaluation use the common rules: model_weights() names model.keras for these
 # use cases and aquaflow.infer.Predictor dispatches on the card's backend.
 
-def keras_model_source(wildcards):
-    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
-    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
-
 
 rule import_keras_model:
     output:
