@@ -5,6 +5,11 @@
 # use cases and aquaflow.infer.Predictor dispatches on the card's backend.
 
 
+# Like import_model: runs on the host that sees the given path / registry; jobs read the copy.
+localrules:
+    import_keras_model,
+
+
 rule import_keras_model:
     output:
         weights=f"{RESULTS}/{{uc}}/model/model.keras",
