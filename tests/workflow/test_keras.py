@@ -47,10 +47,12 @@ def _planktonclas_albumentations_shim() -> None:
     sys.modules["albumentations"] = shim
 
 
-def make_planktonclas_folder(root: Path, classes: list[str], size: int) -> tuple[Path, dict]:
+def make_planktonclas_folder(root: Path, classes: list[str], size: int, files: list[str]) -> tuple:
     """A model folder written by planktonclas's own code: model_utils.create_model (ImageNet download
     swapped for weights=None, its only network access), model.save, model_utils.save_conf.
-    DenseNet121: its "torch" preprocessing uses both mean_RGB and std_RGB."""
+    DenseNet121: its "torch" preprocessing uses both mean_RGB and std_RGB. Random weights give
+    nearly the same features for every image, so the head is scaled and centred on `files`' mean
+    feature: the top-1 labels then differ between images and the label comparison bites."""
     _planktonclas_albumentations_shim()
     from planktonclas import config, model_utils, paths
 
@@ -79,6 +81,12 @@ def make_planktonclas_folder(root: Path, classes: list[str], size: int) -> tuple
     finally:
         model_utils.applications = real
     assert info["source"] == "keras_applications"
+    x = np.stack([imaging.stretch(imaging.load(f).image, size) for f in files])
+    norm = {"preprocess": "planktonclas", "mode": "torch"}
+    norm.update({"mean_rgb": conf["dataset"]["mean_RGB"], "std_rgb": conf["dataset"]["std_RGB"]})
+    feats = keras.Model(model.input, model.layers[-1].input).predict(kb.preprocess(x, norm), verbose=0)
+    kernel, _ = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * 100.0, -100.0 * feats.mean(0) @ kernel])
     folder = Path(paths.get_timestamped_dir())
     for sub in ("ckpts", "conf", "dataset_files"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -134,7 +142,7 @@ def test_given_keras_models_predict_as_their_own_predict_paths(tmp_path, plankto
         for f in sorted((demo / c).iterdir())[:4]:
             shutil.copy(f, flowcam / c / f.name)
     files = sorted(str(p) for p in flowcam.rglob("*.jpg"))
-    folder, conf = make_planktonclas_folder(tmp_path / "plankton", classes, 64)
+    folder, conf = make_planktonclas_folder(tmp_path / "plankton", classes, 64, files)
 
     # 2. a small Keras classifier trained a few steps on images made here, saved with its card
     tiny_classes = ["ciliate", "diatom", "detritus"]
@@ -174,6 +182,7 @@ def test_given_keras_models_predict_as_their_own_predict_paths(tmp_path, plankto
     got = predictions_by_name(wd, "plankton").loc[[Path(f).name for f in files]]
     assert len(got) == len(files) == 12
     assert got["top1_label"].tolist() == [classes[i] for i in lab[:, 0]]
+    assert got["top1_label"].nunique() > 1  # the model tells images apart
     np.testing.assert_allclose(got["top1_prob"], prob[:, 0], atol=1e-5)
     np.testing.assert_allclose(got["top2_prob"], prob[:, 1], atol=1e-5)
     pcard = read_json(wd / "results/plankton/model/model_card.json")
@@ -184,6 +193,7 @@ def test_given_keras_models_predict_as_their_own_predict_paths(tmp_path, plankto
     ref = keras.activations.softmax(tiny.predict(kb.preprocess(x, norm), verbose=0)).numpy()
     got = predictions_by_name(wd, "tiny").loc[[p.name for p in made]]
     assert got["top1_label"].tolist() == [tiny_classes[i] for i in ref.argmax(1)]
+    assert got["top1_label"].nunique() > 1
     np.testing.assert_allclose(got["top1_prob"], ref.max(1), atol=1e-5)
     embed = keras.Model(tiny.input, tiny.get_layer("embed").output).predict(kb.preprocess(x, norm), verbose=0)
     np.testing.assert_allclose(np.stack(got["embedding"].to_numpy()), embed, atol=1e-5)
