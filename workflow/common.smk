@@ -198,6 +198,12 @@ def all_targets():
     return targets
 
 
+# --- issue 13 (Keras backend) ---
+def keras_model_source(wildcards):
+    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
+    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
+
+
 # --- issue 11: drift monitoring and MLflow inference runs -----------------------------------------
 def drift_enabled(cfg):
     return cfg["drift"]["enabled"]
