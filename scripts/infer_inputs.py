@@ -2,10 +2,10 @@
 
 from aquaflow import inputs, runlog
 from aquaflow.dataset import manifest_images_root
-from aquaflow.io import write_parquet
 
 runlog.setup(snakemake.log[0])
 uc = snakemake.params.usecase
 images = manifest_images_root(snakemake.input.raw, uc["dataset"])
 root = snakemake.input.raw if uc["preprocess"]["steps"] else None
-write_parquet(inputs.build(uc["inference"]["inputs"], images, root), snakemake.output[0])
+table = inputs.build(uc["inference"]["inputs"], images, root)
+inputs.write(table, snakemake.output[0])  # what the listings skipped goes into the file's metadata

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from . import imaging
 from . import model as models
+from .inputs import source_paths
 from .io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -36,33 +37,38 @@ ROW_GROUP = 8192
 
 
 def _crop_of(row: dict[str, Any]) -> tuple[int, int, int, int] | None:
-    if (
-        "crop_x" in row
-        and row["crop_x"] is not None
-        and not pd.isna(row["crop_x"])
-        and int(row["crop_w"]) > 0
-    ):
-        return tuple(int(row[c]) for c in CROP_COLUMNS)  # type: ignore[return-value]
-    return None
+    """The crop box of a row, or None for a whole-image row (no crop columns, or NaN: a row of a
+    folder input concatenated with a FlowCam one). A crop row's box is returned as it is, even
+    when missing (-1) or empty: _Items rejects it as bad_crop_box rather than predict the collage."""
+    if "crop_x" not in row or any(row[c] is None or pd.isna(row[c]) for c in CROP_COLUMNS):
+        return None
+    return tuple(int(row[c]) for c in CROP_COLUMNS)  # type: ignore[return-value]
 
 
 class _Items(Dataset):
-    """Rows of an inputs table -> decoded, letterboxed uint8 arrays or rejection records."""
+    """Rows of an inputs table -> decoded, letterboxed uint8 arrays or rejection records.
 
-    def __init__(self, sources: list[str], crops: list[tuple | None], size: int, max_pixels: int):
+    `sources` are paths as str, or bytes for file names that are not valid UTF-8 (see
+    aquaflow.inputs.source_paths).
+    """
+
+    def __init__(self, sources: list[str | bytes], crops: list[tuple | None], size: int, max_pixels: int):
         self.sources, self.crops = sources, crops
         self.size, self.max_pixels = size, max_pixels
-        self._collage: tuple[str, np.ndarray | imaging.Rejected] | None = None
+        self._collage: tuple[str | bytes, np.ndarray | imaging.Rejected] | None = None
 
     def __len__(self) -> int:
         return len(self.sources)
 
-    def _whole(self, src: str) -> tuple[np.ndarray, str]:
+    def _whole(self, src: str | bytes) -> tuple[np.ndarray, str]:
         data = imaging.read_bytes(src)
         dec = imaging.decode(data, self.max_pixels, draft=self.size)
         return dec.image, hashlib.sha256(data).hexdigest()
 
-    def _crop(self, src: str, box: tuple[int, int, int, int]) -> tuple[np.ndarray, str]:
+    def _crop(self, src: str | bytes, box: tuple[int, int, int, int]) -> tuple[np.ndarray, str]:
+        x, y, w, h = box
+        if x < 0 or y < 0 or w <= 0 or h <= 0:
+            raise imaging.Rejected(imaging.BAD_CROP_BOX, f"crop box {box} is missing or empty")
         if self._collage is None or self._collage[0] != src:  # rows of a collage are contiguous
             try:
                 img: np.ndarray | imaging.Rejected = imaging.load(src, self.max_pixels).image
@@ -72,10 +78,9 @@ class _Items(Dataset):
         img = self._collage[1]
         if isinstance(img, imaging.Rejected):
             raise img
-        x, y, w, h = box
         H, W = img.shape[:2]
-        if x < 0 or y < 0 or x + w > W or y + h > H:
-            raise imaging.Rejected(imaging.DECODE_ERROR, f"crop {box} outside collage of size {W}x{H}")
+        if x + w > W or y + h > H:
+            raise imaging.Rejected(imaging.BAD_CROP_BOX, f"crop {box} outside collage of size {W}x{H}")
         crop = np.ascontiguousarray(img[y : y + h, x : x + w])
         digest = hashlib.sha256(f"{h}x{w}:".encode() + crop.tobytes()).hexdigest()
         return crop, digest
@@ -224,7 +229,7 @@ def iter_batches(
     crops = [None] * len(inputs)
     if "crop_x" in inputs.columns:
         crops = [_crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
-    ds = _Items(inputs["source"].astype(str).tolist(), crops, predictor.card["input_size"], max_pixels)
+    ds = _Items(source_paths(inputs), crops, predictor.card["input_size"], max_pixels)
     loader = DataLoader(
         ds,
         batch_size=batch_size,
@@ -343,7 +348,11 @@ def run_shard(
             pending.append(
                 pa.RecordBatch.from_pydict(
                     {
-                        k: (v if isinstance(v, pa.Array) else pa.array(v, schema.field(k).type))
+                        k: (
+                            v
+                            if isinstance(v, pa.Array)
+                            else pa.array(v, schema.field(k).type, from_pandas=True)
+                        )
                         for k, v in cols.items()
                     },
                     schema=schema,
