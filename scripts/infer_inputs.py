@@ -1,11 +1,11 @@
-"""Step: list every item to predict (see aquaflow.inputs)."""
+"""Step: list every item a campaign predicts (see aquaflow.inputs)."""
+
+from pathlib import Path
 
 from aquaflow import inputs, runlog
-from aquaflow.dataset import manifest_images_root
 
 runlog.setup(snakemake.log[0])
-uc = snakemake.params.usecase
-images = manifest_images_root(snakemake.input.raw, uc["dataset"])
-root = snakemake.input.raw if uc["preprocess"]["steps"] else None
-table = inputs.build(uc["inference"]["inputs"], images, root)
+raw = snakemake.input.raw or None
+images = Path(raw, snakemake.params.images) if raw else None
+table = inputs.build(snakemake.params.inputs, images, raw)
 inputs.write(table, snakemake.output[0])  # what the listings skipped goes into the file's metadata
