@@ -28,7 +28,7 @@ from tqdm import tqdm
 from . import imaging
 from . import model as models
 from .inputs import source_paths
-from .io import atomic_path, write_json
+from .io import atomic_path, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ class _Items(Dataset):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str, str, str]:
         src, box = self.sources[i], self.crops[i]
         try:
+            if isinstance(src, imaging.Rejected):  # found while staging (aquaflow.staging)
+                raise src
             img, digest = self._crop(src, box) if box else self._whole(src)
             return i, imaging.letterbox(img, self.size), digest[:16], "", ""
         except imaging.Rejected as rej:
@@ -224,12 +226,16 @@ def iter_batches(
     workers: int,
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
     progress=None,
+    read_paths: list | None = None,
 ) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
-    """Yield (batch, probs, features) per DataLoader batch; rejected rows ride along in batch."""
+    """Yield (batch, probs, features) per DataLoader batch; rejected rows ride along in batch.
+
+    `read_paths`: where to read each row's file when it is not `source` (a staged copy)."""
     crops = [None] * len(inputs)
     if "crop_x" in inputs.columns:
         crops = [_crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
-    ds = _Items(source_paths(inputs), crops, predictor.card["input_size"], max_pixels)
+    reads = read_paths if read_paths is not None else source_paths(inputs)
+    ds = _Items(reads, crops, predictor.card["input_size"], max_pixels)
     loader = DataLoader(
         ds,
         batch_size=batch_size,
@@ -289,6 +295,7 @@ def run_shard(
     run_id: str = "",
     backend: str = "auto",
     progress=None,
+    read_paths: list | None = None,
 ) -> dict[str, Any]:
     """Predict every row of `inputs` (columns seq, source, [crop_*], metadata...) into Parquet."""
     t0 = time.perf_counter()
@@ -312,7 +319,9 @@ def run_shard(
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         schema = None
-        for batch, probs, feats in iter_batches(inputs, pred, batch_size, workers, max_pixels, progress):
+        for batch, probs, feats in iter_batches(
+            inputs, pred, batch_size, workers, max_pixels, progress, read_paths
+        ):
             if batch["rejected"]:
                 idx = np.array([r[0] for r in batch["rejected"]])
                 rwriter.write_table(
@@ -396,12 +405,13 @@ def shard_slice(n_rows: int, scatteritem: str) -> slice:
     return slice(n_rows * (i - 1) // n, n_rows * i // n)
 
 
-def run_identity(model_id: str, inputs_path: str | Path, params: dict[str, Any]) -> str:
+def run_identity(
+    model_id: str, inputs_path: str | Path | None, params: dict[str, Any], inputs_sha256: str | None = None
+) -> str:
     """Deterministic id of an inference run: model, input table and prediction settings."""
-    from .io import sha256_file
-
     keys = ("top_k", "embeddings", "max_pixels", "backend")
-    blob = f"{model_id}:{sha256_file(inputs_path)}:" + repr([(k, params.get(k)) for k in keys])
+    digest = inputs_sha256 or sha256_file(inputs_path)
+    blob = f"{model_id}:{digest}:" + repr([(k, params.get(k)) for k in keys])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -431,10 +441,27 @@ def run_shard_step(
     threads: int,
     log_stream=None,
 ) -> dict[str, Any]:
-    """One Snakemake shard: its block of the input table through run_shard."""
+    """One Snakemake shard: its block of the input table through run_shard.
+
+    `inputs_path` is the campaign's inputs.parquet, or the shard's staged bundle (.zip, see
+    aquaflow.staging) when jobs share no file system with the images.
+    """
+    if str(inputs_path).endswith(".zip"):
+        import tempfile
+
+        from . import staging
+
+        with tempfile.TemporaryDirectory(dir=Path(out["predictions"]).parent, prefix=".staged-") as tmp:
+            part, reads, digest = staging.open_bundle(inputs_path, tmp)
+            log.info("shard %s: %d rows from bundle %s", scatteritem, len(part), inputs_path)
+            return _run_part(part, weights, card, out, params, threads, log_stream, reads, digest)
     table = pd.read_parquet(inputs_path)
     part = table.iloc[shard_slice(len(table), scatteritem)].reset_index(drop=True)
     log.info("shard %s: rows %d of %d", scatteritem, len(part), len(table))
+    return _run_part(part, weights, card, out, params, threads, log_stream, None, sha256_file(inputs_path))
+
+
+def _run_part(part, weights, card, out, params, threads, log_stream, reads, inputs_sha256) -> dict[str, Any]:
     batch_size, workers = loader_settings(params, threads)
     log.info("batch size %d, %d decode worker(s), %d thread(s)", batch_size, workers, threads)
     return run_shard(
@@ -452,6 +479,7 @@ def run_shard_step(
         embeddings=params["embeddings"],
         max_pixels=params["max_pixels"],
         backend=params["backend"],
-        run_id=run_identity(models.model_id(weights), inputs_path, params),
+        run_id=run_identity(models.model_id(weights), None, params, inputs_sha256),
         progress=log_stream,
+        read_paths=reads,
     )

@@ -94,6 +94,26 @@ def source_paths(table: pd.DataFrame) -> list[str | bytes]:
     ]
 
 
+def relocate(table: pd.DataFrame, local_root: str, logical_root: str) -> pd.DataFrame:
+    """Name files under `local_root` (where this job has the dataset, e.g. a local copy of a
+    storage folder) by their place under `logical_root` (where the workflow keeps it), so that
+    inputs.parquet, and the predictions, read the same with or without a shared file system."""
+    if not logical_root or os.path.normpath(local_root) == os.path.normpath(logical_root):
+        return table
+    old = os.fsencode(os.path.normpath(local_root)) + b"/"
+    new = os.fsencode(os.path.normpath(logical_root)) + b"/"
+
+    def move(p: str | bytes) -> str:  # surrogate-escaped where not UTF-8
+        raw = os.fsencode(p)
+        return os.fsdecode(new + raw[len(old) :] if raw.startswith(old) else raw)
+
+    out = table.drop(columns=[SOURCE_HEX]) if SOURCE_HEX in table.columns else table.copy()
+    out["source"] = [move(p) for p in source_paths(table)]
+    out = carry_file_names(out)
+    out.attrs = table.attrs
+    return out
+
+
 def build(
     specs: list[dict[str, Any]], dataset_images: str | Path, dataset_root: str | Path | None = None
 ) -> pd.DataFrame:

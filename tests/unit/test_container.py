@@ -102,7 +102,8 @@ def test_copied_paths_exist_and_cover_the_editable_install():
         assert (REPO / path).exists(), path
     # pip install --editable . reads pyproject.toml, README.md (readme), scripts/ (the package);
     # make reads the Makefile and envs/constraints.txt; snakemake needs the workflow files
-    assert {"pyproject.toml", "README.md", "scripts", "envs", "Makefile", "Snakefile", "workflow"} <= set(copied)
+    needed = {"pyproject.toml", "README.md", "scripts", "envs", "Makefile", "Snakefile", "workflow"}
+    assert needed <= set(copied)
 
 
 def test_kubernetes_profile_and_readme_point_at_the_container():
@@ -110,3 +111,41 @@ def test_kubernetes_profile_and_readme_point_at_the_container():
     assert "envs/Containerfile" in profile
     readme = (REPO / "README.md").read_text()
     assert "envs/Containerfile" in readme and "envs/aquaflow.def" in readme
+
+
+RULE_IMAGES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(config={"container": sys.argv[2]}),
+        snakefile=Path(sys.argv[1]),
+        workdir=Path.cwd(),
+    )
+    rules = wf.dag().workflow_api._workflow.rules
+    print(json.dumps({r.name: r.container_img for r in rules}))
+"""
+
+
+def test_every_rule_runs_in_the_configured_image(tmp_path):
+    """`config: container` gives every rule a `container:` (used by --sdm apptainer)."""
+    import json
+    import sys
+
+    from tests.conftest import tiny_usecase, write_workdir
+
+    write_workdir(tmp_path, {"flowcam": tiny_usecase()})
+    proc = subprocess.run(
+        [sys.executable, "-c", RULE_IMAGES, str(REPO / "Snakefile"), "/shared/images/aquaflow.sif"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    images = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"fetch", "train", "infer_shard", "infer_stage", "export_ecotaxa"} <= set(images)
+    assert set(images.values()) == {"/shared/images/aquaflow.sif"}
