@@ -159,6 +159,8 @@ def manifests(s3, tmp_path_factory):
                 "results/flowcam/model/model.safetensors",
                 "results/flowcam/model/model_card.json",
                 "results/flowcam/model/history.tsv",
+                "results/flowcam/model/history.tsv",
+                "results/flowcam/model/training_curve.png",
             ],
         )
         runs.append(snakemake_k8s(work, endpoint, prefix, *args, env=env))
