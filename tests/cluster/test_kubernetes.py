@@ -159,7 +159,6 @@ def manifests(s3, tmp_path_factory):
                 "results/flowcam/model/model.safetensors",
                 "results/flowcam/model/model_card.json",
                 "results/flowcam/model/history.tsv",
-                "results/flowcam/model/history.tsv",
                 "results/flowcam/model/training_curve.png",
             ],
         )
