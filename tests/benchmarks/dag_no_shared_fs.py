@@ -41,7 +41,11 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=400_000)
     ap.add_argument("--shards", type=int, default=64)
     args = ap.parse_args()
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,10 +70,18 @@ def main() -> None:
             "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "t",
             "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "t",
         }
-        common = ["-n", "--cores", "2", "--set-scatter", f"infer={args.shards}"]
+        common = ["-n", "--set-scatter", f"infer={args.shards}"]
         runs = {
-            "shared_fs": [],
+            "shared_fs": ["--cores", "2"],
+            # a remote executor (the local one would reassert a shared file system), as in
+            # tests/workflow/test_no_shared_fs.py; a dry run submits nothing
             "no_shared_fs_s3": [
+                "--executor",
+                "cluster-generic",
+                "--cluster-generic-submit-cmd",
+                "true",
+                "--cluster-generic-status-cmd",
+                "true",
                 "--shared-fs-usage",
                 "none",
                 "--default-storage-provider",
@@ -78,6 +90,8 @@ def main() -> None:
                 "s3://bench/run",
                 "--storage-s3-endpoint-url",
                 endpoint,
+                "--jobs",
+                "2",
             ],
         }
         print(f"machine: {cpu_model()}, {os.cpu_count()} cores; date: {time.strftime('%Y-%m-%d')}")
