@@ -220,3 +220,9 @@ def staged_bundles(wildcards):
         return []
     base = f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}"
     return gather.infer(f"{base}/staged/{{scatteritem}}.zip")
+
+
+# --- issue 13 (Keras backend) ---
+def keras_model_source(wildcards):
+    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
+    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
