@@ -98,3 +98,23 @@ def all_targets():
         targets += ecotaxa_targets(uc)
         targets += preprocess_targets(uc)
     return targets
+
+
+# --- issue 8, pretrained backbones (helper branch issue8-pretrained) ---
+def uc_model_section(key):
+    """An input function returning UC[uc]["model"][key] (a narrow params slice)."""
+
+    def get(wildcards):
+        return UC[wildcards.uc]["model"][key]
+
+    return get
+
+
+def pretrained_weights(wildcards):
+    """The fetched pretrained weights of a use case (rule fetch_pretrained), or [] for random init."""
+    from aquaflow.pretrained import file_name
+
+    spec = UC[wildcards.uc]["model"]["pretrained"]
+    if not spec:
+        return []
+    return f"{RESOURCES}/{wildcards.uc}/pretrained/{file_name(spec)}"
