@@ -206,9 +206,9 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()} {cpu}, {os.cpu_count()} cores")
     print(f"backend: {args.backend}  shards: {args.scatter}  batch_size: {batch}  decode_workers: {workers}")
     names = list(presets)
-    print(f"{'preset':32s}" + "".join(f"{n:>22s}" for n in names))
+    print(f"{'preset':32s}" + "".join(f"{n:>24s}" for n in names))
     for key in presets[names[0]]:
-        print(f"{key:32s}" + "".join(f"{presets[n][key]!s:>22s}" for n in names))
+        print(f"{key:32s}" + "".join(f"{presets[n][key]!s:>24s}" for n in names))
     if {"default", "fast"} <= set(presets):
         d, f = presets["default"], presets["fast"]
         for key in ("end_to_end_images_per_s", "model_only_images_per_s"):
