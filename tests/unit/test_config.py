@@ -32,7 +32,9 @@ def test_shipped_configs_validate_and_get_defaults(repo):
     assert uc["training"]["optimizer"] == "adamw"
     assert uc["evaluation"]["split"] == "test"  # filled from the schema default
     demo = uc["campaigns"]["demo"]
-    assert demo["inputs"] == [{"kind": "dataset", "column": "path", "extensions": demo["inputs"][0]["extensions"]}]
+    assert demo["inputs"] == [
+        {"kind": "dataset", "column": "path", "extensions": demo["inputs"][0]["extensions"]}
+    ]
     assert uc["model"]["source"] == "train" and uc["model"]["sha256"] is None
     assert cfg["mlflow"]["experiment"] == "aquaflow"
 
