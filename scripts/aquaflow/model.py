@@ -22,15 +22,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def build(
     arch: str, num_classes: int, pretrained: str | Path | None = None, keys: str = "auto"
-) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+) -> torch.nn.Module:
     """A timm model with a fresh head for `num_classes`; never downloads.
 
-    `pretrained` is a local weights file (see aquaflow.pretrained); returns the model and the load
-    report of load_backbone (None for random init).
+    `pretrained`: a local weights file (see aquaflow.pretrained) loaded by load_backbone.
     """
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-    report = load_backbone(model, pretrained, keys) if pretrained else None
-    return model, report
+    if pretrained:
+        load_backbone(model, pretrained, keys)
+    return model
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

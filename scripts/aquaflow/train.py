@@ -197,7 +197,8 @@ def train(
 
     spec = model_cfg.get("pretrained")
     start = pretrained.resolve(spec, pretrained_file)
-    base, load_report = models.build(model_cfg["arch"], len(classes), start, (spec or {}).get("keys", "auto"))
+    base = models.build(model_cfg["arch"], len(classes))
+    load_report = models.load_backbone(base, start, spec.get("keys", "auto")) if start else None
     net = models.Normalized(base, model_cfg["mean"], model_cfg["std"]).to(device)
     net = net.to(memory_format=torch.channels_last)
     loss_weight = None
