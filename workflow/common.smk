@@ -196,6 +196,12 @@ def all_targets():
     return targets
 
 
+# --- issue 13 (Keras backend) ---
+def keras_model_source(wildcards):
+    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
+    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
+
+
 # --- issue 8, pretrained backbones (helper branch issue8-pretrained) ---
 def uc_model_section(key):
     """An input function returning UC[uc]["model"][key] (a narrow params slice)."""
