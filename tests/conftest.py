@@ -82,6 +82,7 @@ def run_snakemake(
         "gpu=1",
     )
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env["PYTHONPATH"] = str(REPO / "scripts")  # this checkout's library, whatever is installed
     full_env.update(env or {})
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and proc.returncode != 0:
