@@ -5,14 +5,12 @@ import pytest
 
 from aquaflow.io import sha256_file
 
-from ..conftest import REPO, run_snakemake, tiny_usecase, write_workdir
+from ..conftest import run_snakemake, tiny_usecase, write_workdir
 
 pytestmark = pytest.mark.workflow
 
 TARGET = "resources/flowcam/pretrained/efficientnet-lite0-57934424.pth"
 SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-# step scripts import this checkout's library, also where another checkout is pip-installed -e
-ENV = {"PYTHONPATH": str(REPO / "scripts")}
 
 
 def lite0(sha256):
@@ -28,11 +26,11 @@ def lite0(sha256):
 
 def test_fetch_pretrained_copies_and_checks_the_weights(tmp_path):
     work = write_workdir(tmp_path / "ok", {"flowcam": lite0(SHA256)})
-    run_snakemake(work, TARGET, env=ENV)
+    run_snakemake(work, TARGET)
     assert sha256_file(work / TARGET) == SHA256
 
     bad = write_workdir(tmp_path / "bad", {"flowcam": lite0("0" * 64)})
-    proc = run_snakemake(bad, TARGET, check=False, env=ENV)
+    proc = run_snakemake(bad, TARGET, check=False)
     assert proc.returncode != 0
     log = (bad / "results/flowcam/logs/fetch_pretrained/efficientnet-lite0-57934424.pth.log").read_text()
     assert "sha256 mismatch" in log
