@@ -356,6 +356,7 @@ def run(
     manifest_path: str | Path,
     classes_path: str | Path,
     out: dict[str, str | Path],
+    pretrained_file: str | Path | None = None,
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
     log_stream=None,
@@ -378,7 +379,9 @@ def run(
         tracking.log_params(
             {"model": model_cfg, "training": train_cfg, "classes": len(classes), "images": len(manifest)}
         )
-        result, best = train(manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream)
+        result, best = train(
+            manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream, pretrained_file
+        )
         extra = {
             "usecase": name,
             "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id},
