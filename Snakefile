@@ -26,6 +26,7 @@ include: "workflow/evaluate.smk"
 include: "workflow/infer.smk"
 include: "workflow/export.smk"
 include: "workflow/litter.smk"
+include: "workflow/detect.smk"
 
 
 rule all:

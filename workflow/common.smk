@@ -85,6 +85,9 @@ def ecotaxa_targets(uc):
 def all_targets():
     targets = []
     for uc in UC:
+        if UC[uc]["task"] != "classify":  # detection, segmentation, obb: workflow/detect.smk
+            targets += detect_targets(uc)
+            continue
         base = f"{RESULTS}/{uc}"
         targets += [
             f"{base}/prepared/manifest.parquet",
