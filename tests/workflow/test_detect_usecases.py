@@ -43,7 +43,7 @@ def usecase(name: str, data) -> dict:
     det = uc["detection"]
     det["imgsz"] = SIZE
     det["train"] = {
-        "epochs": 14,
+        "epochs": 16,
         "batch": 8,
         "optimizer": "AdamW",
         "lr0": 0.003,

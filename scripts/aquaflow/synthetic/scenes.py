@@ -31,6 +31,8 @@ KINDS = {
     "beach": ("segment", ("wrack",)),
 }
 
+SIZES = {"fish": (0.22, 0.4), "coral": (0.16, 0.3), "diatoms": (0.3, 0.55)}  # object length / image side
+
 
 @dataclass
 class Obj:
@@ -164,9 +166,10 @@ def make_scene(kind: str, rng: np.random.Generator, h: int, w: int, n: int | Non
     img = _underwater(rng, h, w) if kind in ("fish", "coral") else _microscope(rng, h, w)
     n = n if n is not None else int(rng.integers(1, 5))
     side = min(h, w)
+    lo, hi = SIZES[kind]
     for _ in range(n):
         for _attempt in range(30):
-            size = side * rng.uniform(0.16, 0.3)
+            size = side * rng.uniform(lo, hi)
             cx, cy = rng.uniform(size * 0.6, w - size * 0.6), rng.uniform(size * 0.6, h - size * 0.6)
             if _clear(objs, cx, cy, size / 2):
                 objs.append(place(kind, rng, img, int(rng.integers(len(KINDS[kind][1]))), cx, cy, size))
