@@ -1,91 +1,10 @@
 # Detection, instance segmentation and oriented boxes (task detect | segment | obb): Ultralytics
 # YOLO, offline. Same flow as classification: prepare -> train -> evaluate -> campaign shards -> gather.
-# The rules only serve use cases whose task is not classify (wildcard_constraints), and win over
-# the classification rules for the files both could make (ruleorder).
-
-if "ucs_where" not in globals():  # main's common.smk will define it (CONTRACT.md); same behaviour
-
-    def ucs_where(predicate):
-        """A regex matching exactly the use cases whose config satisfies predicate."""
-        names = [uc for uc, cfg in UC.items() if predicate(cfg)]
-        return "|".join(names) or "(?!)"
+# The rules only serve use cases whose task is not classify (wildcard_constraints); campaign inputs
+# come from infer_inputs (task-agnostic); detect_gather wins over infer_gather (ruleorder).
 
 
-def is_detection(cfg):
-    return cfg.get("task", "classify") != "classify"
-
-
-DETECT_UCS = ucs_where(is_detection)
-CAMPAIGN_NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
-
-
-ruleorder: train_detect > train
-ruleorder: evaluate_detect > evaluate
-ruleorder: detect_inputs > infer_inputs
-ruleorder: detect_shard > infer_shard
 ruleorder: detect_gather > infer_gather
-
-
-def detection_task(wildcards):
-    return UC[wildcards.uc]["task"]
-
-
-def detection_section(key):
-    """An input function returning one key of the use case's `detection` section."""
-
-    def get(wildcards):
-        return UC[wildcards.uc]["detection"][key]
-
-    return get
-
-
-def detection_training(wildcards):
-    d = UC[wildcards.uc]["detection"]
-    return {"model": d["model"], "imgsz": d["imgsz"], "train": d["train"]}
-
-
-def detection_evaluation(wildcards):
-    d = UC[wildcards.uc]["detection"]
-    return {"imgsz": d["imgsz"], "predict": d["predict"], "evaluate": d["evaluate"]}
-
-
-def detection_prediction(wildcards):
-    d = UC[wildcards.uc]["detection"]
-    return {**d["predict"], "imgsz": d["imgsz"], "pixel_size": d["pixel_size"]}
-
-
-def detect_campaign_inputs(wildcards):
-    return UC[wildcards.uc]["campaigns"][wildcards.campaign]["inputs"]
-
-
-def detect_campaign_raw(wildcards):
-    """The fetched source, for campaigns that predict the use case's own images (kind dataset)."""
-    kinds = {i["kind"] for i in detect_campaign_inputs(wildcards)}
-    return f"{RESOURCES}/{wildcards.uc}/raw" if "dataset" in kinds else []
-
-
-def detect_shard_files(kind, ext):
-    def get(wildcards):
-        base = f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}"
-        return gather.infer(f"{base}/{kind}/{{scatteritem}}.{ext}")
-
-    return get
-
-
-def detect_targets(uc):
-    """What `rule all` asks for a detection use case: model, evaluation, every campaign."""
-    base = f"{RESULTS}/{uc}"
-    out = [f"{base}/model/model_card.json", f"{base}/eval/metrics.json"]
-    for campaign in UC[uc].get("campaigns", {}):
-        c = f"{base}/campaigns/{campaign}"
-        out += [
-            f"{c}/predictions.parquet",
-            f"{c}/counts.parquet",
-            f"{c}/detections.json",
-            f"{c}/summary.json",
-            f"{c}/overlays",
-        ]
-    return out
 
 
 rule detect_prepare:
@@ -127,7 +46,7 @@ rule train_detect:
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/train_detect.tsv"
     wildcard_constraints:
-        uc=DETECT_UCS,
+        uc=ucs_where(lambda cfg: is_detection(cfg) and trains(cfg)),
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -144,11 +63,29 @@ rule train_detect:
         "../scripts/detect_train.py"
 
 
+# A detector trained elsewhere (model.source path | package | mlflow): model.pt + card copied in.
+rule import_detect_model:
+    output:
+        weights=f"{RESULTS}/{{uc}}/model/model.pt",
+        card=f"{RESULTS}/{{uc}}/model/model_card.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/import_detect_model.log",
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: is_detection(cfg) and not trains(cfg)),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        source=model_source,
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/import_model.py"
+
+
 rule evaluate_detect:
     input:
         data=rules.detect_prepare.output.data,
-        weights=rules.train_detect.output.weights,
-        card=rules.train_detect.output.card,
+        weights=model_weights,
+        card=model_card,
     output:
         metrics=f"{RESULTS}/{{uc}}/eval/metrics.json",
         coco=f"{RESULTS}/{{uc}}/eval/detections.json",
@@ -187,41 +124,22 @@ rule evaluate_detect:
         "../scripts/detect_evaluate.py"
 
 
-rule detect_inputs:
-    input:
-        raw=detect_campaign_raw,
-    output:
-        f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/inputs.parquet",
-    log:
-        f"{RESULTS}/{{uc}}/logs/detect_inputs/{{campaign}}.log",
-    wildcard_constraints:
-        uc=DETECT_UCS,
-        campaign=CAMPAIGN_NAME,
-    conda:
-        "../envs/data.yaml"
-    params:
-        inputs=detect_campaign_inputs,
-    script:
-        "../scripts/detect_inputs.py"
-
-
 rule detect_shard:
     input:
-        inputs=rules.detect_inputs.output[0],
-        weights=rules.train_detect.output.weights,
-        card=rules.train_detect.output.card,
+        inputs=rules.infer_inputs.output[0],
+        weights=model_weights,
+        card=model_card,
     output:
-        predictions=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/shards/{{scatteritem}}.parquet",
-        counts=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/count_shards/{{scatteritem}}.parquet",
-        rejected=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/rejected_shards/{{scatteritem}}.parquet",
-        summary=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/summaries/{{scatteritem}}.json",
+        predictions=f"{CAMPAIGN}/shards/{{scatteritem}}.parquet",
+        counts=f"{CAMPAIGN}/count_shards/{{scatteritem}}.parquet",
+        rejected=f"{CAMPAIGN}/rejected_shards/{{scatteritem}}.parquet",
+        summary=f"{CAMPAIGN}/summaries/{{scatteritem}}.json",
     log:
-        f"{RESULTS}/{{uc}}/logs/detect_shard/{{campaign}}/{{scatteritem}}.log",
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/detect_shard/{{scatteritem}}.log",
     benchmark:
-        f"{RESULTS}/{{uc}}/benchmarks/detect_shard/{{campaign}}/{{scatteritem}}.tsv"
+        f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/detect_shard/{{scatteritem}}.tsv"
     wildcard_constraints:
         uc=DETECT_UCS,
-        campaign=CAMPAIGN_NAME,
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -242,35 +160,34 @@ rule detect_gather:
         counts=detect_shard_files("count_shards", "parquet"),
         rejected=detect_shard_files("rejected_shards", "parquet"),
         summaries=detect_shard_files("summaries", "json"),
-        card=rules.train_detect.output.card,
+        card=model_card,
     output:
-        predictions=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/predictions.parquet",
-        counts=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/counts.parquet",
-        rejected=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/rejected.parquet",
-        dataset=directory(f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/dataset"),
-        summary=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/summary.json",
-        coco=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/detections.json",
-        coco_images=f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/coco_images.json",
+        predictions=f"{CAMPAIGN}/predictions.parquet",
+        counts=f"{CAMPAIGN}/counts.parquet",
+        rejected=f"{CAMPAIGN}/rejected.parquet",
+        dataset=directory(f"{CAMPAIGN}/dataset"),
+        summary=f"{CAMPAIGN}/summary.json",
+        coco=f"{CAMPAIGN}/detections.json",
+        coco_images=f"{CAMPAIGN}/coco_images.json",
         table=report(
-            f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/summary.tsv",
+            f"{CAMPAIGN}/summary.tsv",
             caption="report/inference_summary.rst",
             category="{uc}",
-            subcategory="Predictions",
+            subcategory="Campaign {campaign}",
             labels={"use case": "{uc}", "campaign": "{campaign}", "figure": "detection summary"},
         ),
         overlays=report(
-            directory(f"{RESULTS}/{{uc}}/campaigns/{{campaign}}/overlays"),
+            directory(f"{CAMPAIGN}/overlays"),
             patterns=["{name}.png"],
             caption="report/detect_overlays.rst",
             category="{uc}",
-            subcategory="Predictions",
+            subcategory="Campaign {campaign}",
             labels={"use case": "{uc}", "campaign": "{campaign}", "image": "{name}"},
         ),
     log:
-        f"{RESULTS}/{{uc}}/logs/detect_gather/{{campaign}}.log",
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/detect_gather.log",
     wildcard_constraints:
         uc=DETECT_UCS,
-        campaign=CAMPAIGN_NAME,
     conda:
         "../envs/torch.yaml"
     params:
