@@ -61,6 +61,11 @@ def test_setup_build_check_data_and_predict_without_network(tmp_path):
     model = ultra.build({{"family": "yolo11", "size": "n", "weights": None}}, "detect")
     r = model.predict([np.zeros((64, 64, 3), np.uint8)] * 2, imgsz=64, verbose=False)
     assert len(r) == 2
+    from aquaflow import imaging
+    try:
+        imaging.decode(b"not an image")
+    except imaging.Rejected as e:
+        print("REASON", e.reason)  # Ultralytics' PIL patch would make this an import error
     try:
         ultra.build({{"family": "yolo11", "size": "n", "weights": "yolo11n.pt"}}, "detect")
     except ultra.ModelSourceError as e:
@@ -69,6 +74,7 @@ def test_setup_build_check_data_and_predict_without_network(tmp_path):
     proc, attempts = run_guarded(code, tmp_path, "setup")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert attempts == []
+    assert "REASON not_an_image" in proc.stdout
     assert "REFUSED detection.model.weights: yolo11n.pt is not a file on disk" in proc.stdout
     written = [p for p in (tmp_path / "setup-home").rglob("*") if p.is_file() and "matplotlib" not in p.parts]
     assert written == [], "Ultralytics may write nothing to the home directory (matplotlib's cache aside)"

@@ -10,7 +10,9 @@ time): it
 - turns every logging integration (MLflow, Comet, ClearML, DVC, W&B, Ray Tune, TensorBoard) and
   event sync off and points datasets/weights/runs folders into the results folder;
 - sets `ULTRALYTICS_SAFE_LOAD=1`: checkpoints load with `torch.load(weights_only=True)` against an
-  allow-list of Ultralytics/torch classes (no arbitrary pickle code).
+  allow-list of Ultralytics/torch classes (no arbitrary pickle code);
+- undoes Ultralytics' patch of `PIL.Image.open` (it would try to pip-install pi-heif on any file
+  Pillow cannot identify), so decoding and rejection reasons stay those of `aquaflow.imaging`.
 
 Ultralytics `.pt` files are pickles even so: load only weights this workflow produced or that the
 user points at explicitly. Models are built from a yaml (`yolo11n.yaml` style) or a local weights
@@ -47,6 +49,7 @@ def setup(settings_dir: str | Path) -> Path:
         os.environ["YOLO_CONFIG_DIR"] = str(settings_dir)
     from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
 
+    _undo_pil_patch()
     _fonts(cfg)
     _fonts(Path(USER_CONFIG_DIR))
 
@@ -62,6 +65,18 @@ def setup(settings_dir: str | Path) -> Path:
         }
     )
     return cfg
+
+
+def _undo_pil_patch() -> None:
+    """Ultralytics replaces PIL.Image.open with a wrapper that, on an unidentified file, tries to
+    pip-install and import pi-heif; that turns our `not_an_image` rejections into import errors.
+    Put Pillow's own function back: our engine decodes, Ultralytics gets arrays."""
+    from PIL import Image
+    from ultralytics.utils import patches
+
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is not original:
+        Image.open = original
 
 
 def _fonts(folder: Path) -> None:
