@@ -244,7 +244,7 @@ def detect_shard_files(kind, ext):
 
 
 def detect_targets(uc):
-    """What `rule all` asks for a detection use case: model, evaluation, every campaign."""
+    """The targets of a detection use case (for all_targets): model, evaluation, every campaign."""
     base = f"{RESULTS}/{uc}"
     out = [f"{base}/model/model_card.json"]
     if trains(UC[uc]):
