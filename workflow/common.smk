@@ -199,6 +199,46 @@ def all_targets():
     return targets
 
 
+# --- issue 9: runs without a shared file system (rules in workflow/staging.smk) ---
+from snakemake_interface_executor_plugins.settings import SharedFSUsage  # noqa: E402
+
+
+def staging():
+    """True when jobs share no file system with this host (decided at DAG time, so the
+    executor's own setting, e.g. Kubernetes', counts)."""
+    return SharedFSUsage.INPUT_OUTPUT not in workflow.storage_settings.shared_fs_usage
+
+
+def shard_table(wildcards):
+    """What a shard reads its rows from: its staged bundle, or the campaign's input table."""
+    base = f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}"
+    if staging():
+        return f"{base}/staged/{wildcards.scatteritem}.zip"
+    return f"{base}/inputs.parquet"
+
+
+def staged_bundles(wildcards):
+    """Every staged bundle of a campaign (the images of its exports), or none."""
+    if not staging():
+        return []
+    base = f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}"
+    return gather.infer(f"{base}/staged/{{scatteritem}}.zip")
+
+
+# --- issue 13 (Keras backend) ---
+def keras_model_source(wildcards):
+    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
+    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
+
+
+# --- issue 8, pretrained backbones (helper branch issue8-pretrained) ---
+def uc_model_section(key):
+    """An input function returning UC[uc]["model"][key] (a narrow params slice)."""
+
+    def get(wildcards):
+        return UC[wildcards.uc]["model"][key]
+
+
 # --- issue 10: detection, instance segmentation, oriented boxes (rules in workflow/detect.smk) ---
 def is_detection(cfg):
     return cfg.get("task", "classify") != "classify"
@@ -218,6 +258,16 @@ def detection_section(key):
         return UC[wildcards.uc]["detection"][key]
 
     return get
+
+
+def pretrained_weights(wildcards):
+    """The fetched pretrained weights of a use case (rule fetch_pretrained), or [] for random init."""
+    from aquaflow.pretrained import file_name
+
+    spec = UC[wildcards.uc]["model"]["pretrained"]
+    if not spec:
+        return []
+    return f"{RESOURCES}/{wildcards.uc}/pretrained/{file_name(spec)}"
 
 
 def detection_training(wildcards):
