@@ -9,6 +9,8 @@ real batches of decoded arrays (`Detector.predict` / `predict_tiled`).
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -23,7 +25,8 @@ from tqdm import tqdm
 
 from .. import gather as shard_gather
 from .. import imaging
-from ..infer import CROP_COLUMNS, REJECTED_SCHEMA, _crop_of, _Items, _prefetched, run_identity, shard_slice
+from ..infer import CROP_COLUMNS, REJECTED_SCHEMA, _crop_of, _Items, _prefetched, shard_slice
+from ..inputs import source_paths
 from ..io import atomic_path, read_json, sha256_file, write_json, write_tsv
 from . import outputs, ultra
 from .predict import Detector
@@ -90,7 +93,7 @@ def run_shard(
     crops = [None] * len(inputs)
     if "crop_x" in inputs.columns:
         crops = [_crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
-    ds = _Frames(sources.tolist(), crops, None, settings["max_pixels"])
+    ds = _Frames(source_paths(inputs), crops, None, settings["max_pixels"])  # bytes for non-UTF-8 names
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
     reasons: collections.Counter[str] = collections.Counter()
     per_class: collections.Counter[str] = collections.Counter()
@@ -185,7 +188,7 @@ def run_shard_step(
     log.info(
         "shard %s: rows %d of %d, tiled %s", scatteritem, len(part), len(table), settings["tiling"]["enabled"]
     )
-    rid = run_identity(sha256_file(weights), inputs_path, {"settings": repr(sorted(settings.items()))})
+    rid = run_identity(sha256_file(weights), sha256_file(inputs_path), settings)
     return run_shard(
         part,
         weights,
@@ -197,6 +200,12 @@ def run_shard_step(
         run_id=rid,
         progress=log_stream,
     )
+
+
+def run_identity(model_id: str, inputs_sha256: str, settings: dict[str, Any]) -> str:
+    """Deterministic id of a detection run: model, input table and every prediction setting."""
+    blob = f"{model_id}:{inputs_sha256}:{json.dumps(settings, sort_keys=True, default=str)}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def gather(
