@@ -311,6 +311,8 @@ def detect_targets(uc):
             f"{c}/detections.json",
             f"{c}/summary.json",
             f"{c}/overlays",
+        ]
+    return out
 
 
 # --- issue 11: drift monitoring and MLflow inference runs -----------------------------------------
