@@ -4,12 +4,11 @@ from aquaflow import evaluate, runlog
 
 stream = runlog.setup(snakemake.log[0])
 evaluate.run(
-    usecase=snakemake.params.usecase,
+    settings=snakemake.params.settings,
     raw=snakemake.input.raw,
     manifest_path=snakemake.input.manifest,
     weights=snakemake.input.weights,
     card_path=snakemake.input.card,
-    history_path=snakemake.input.history,
     out=dict(snakemake.output.items()),
     mlflow_cfg=snakemake.params.mlflow,
     threads=snakemake.threads,

@@ -1,11 +1,11 @@
-"""Step: list every item to predict (see aquaflow.inputs)."""
+"""Step: list every item a campaign predicts (see aquaflow.inputs)."""
+
+from pathlib import Path
 
 from aquaflow import inputs, runlog
-from aquaflow.dataset import manifest_images_root
 from aquaflow.io import write_parquet
 
 runlog.setup(snakemake.log[0])
-uc = snakemake.params.usecase
-images = manifest_images_root(snakemake.input.raw, uc["dataset"])
-root = snakemake.input.raw if uc["preprocess"]["steps"] else None
-write_parquet(inputs.build(uc["inference"]["inputs"], images, root), snakemake.output[0])
+raw = snakemake.input.raw or None
+images = Path(raw, snakemake.params.images) if raw else None
+write_parquet(inputs.build(snakemake.params.inputs, images, raw), snakemake.output[0])

@@ -7,7 +7,7 @@ litter.run(
     predictions=snakemake.input.predictions,
     card=snakemake.input.card,
     raw=snakemake.input.raw,
-    cfg=snakemake.params.usecase["litter"],
+    cfg=snakemake.params.litter,
     table=snakemake.output.table,
     overlays=snakemake.output.overlays,
 )

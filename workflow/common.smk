@@ -1,5 +1,4 @@
 # Input functions and config loading only; rules live in the other .smk files.
-import json
 import sys
 from pathlib import Path
 
@@ -16,14 +15,22 @@ except ConfigError as err:
 RESULTS = CONFIG["results"]
 RESOURCES = CONFIG["resources"]
 ENVS = Path(workflow.basedir) / "envs"
+# Weights file of a model, by backend; the card is always model/model_card.json.
+MODEL_FILE = {"torch": "model.safetensors", "keras": "model.keras", "ultralytics": "model.pt"}
+NEVER = "(?!)"
+CAMPAIGN = f"{RESULTS}/{{uc}}/campaigns/{{campaign}}"  # a campaign's output folder (pattern)  # a regex that matches nothing: the constraint of a rule no use case needs
 
 
 wildcard_constraints:
-    uc="|".join(UC),
+    uc="|".join(UC) or NEVER,
+    campaign="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-def uc_config(wildcards):
-    return UC[wildcards.uc]
+def ucs_where(predicate):
+    """A regex matching exactly the use cases whose config satisfies predicate (for per-rule
+    wildcard_constraints, so backend-specific rules never compete for the same file)."""
+    names = [uc for uc, cfg in UC.items() if predicate(cfg)]
+    return "|".join(names) or NEVER
 
 
 def uc_section(section):
@@ -35,8 +42,44 @@ def uc_section(section):
     return get
 
 
+def campaign_section(key):
+    """An input function returning one key of a campaign's config."""
+
+    def get(wildcards):
+        return UC[wildcards.uc]["campaigns"][wildcards.campaign][key]
+
+    return get
+
+
+def campaigns(uc):
+    return list(UC[uc]["campaigns"])
+
+
+def trains(cfg):
+    return cfg["model"]["source"] == "train"
+
+
+def backend(cfg):
+    if cfg["task"] != "classify":
+        return "ultralytics"
+    return cfg["model"].get("backend", "torch")
+
+
+def has_labels(uc):
+    """Labelled data to evaluate on: the use case describes a dataset."""
+    return "dataset" in UC[uc] and "source" in UC[uc]
+
+
 def has_preprocess(uc):
     return bool(UC[uc]["preprocess"]["steps"])
+
+
+def model_weights(wildcards):
+    return f"{RESULTS}/{wildcards.uc}/model/{MODEL_FILE[backend(UC[wildcards.uc])]}"
+
+
+def model_card(wildcards):
+    return f"{RESULTS}/{wildcards.uc}/model/model_card.json"
 
 
 def dataset_root(wildcards):
@@ -47,16 +90,53 @@ def dataset_root(wildcards):
     return f"{RESOURCES}/{wildcards.uc}/raw"
 
 
-def preprocess_targets(uc):
-    out = []
-    if has_preprocess(uc):
-        out += [
-            f"{RESULTS}/{uc}/preprocess/before_after.png",
-            f"{RESULTS}/{uc}/preprocess/examples.png",
-        ]
-    if UC[uc]["litter"]["enabled"]:
-        out += [f"{RESULTS}/{uc}/litter/summary.tsv", f"{RESULTS}/{uc}/litter/overlays"]
-    return out
+def images_folder(wildcards):
+    """The dataset's `images` folder setting (where class folders / EcoTaxa images sit)."""
+    return UC[wildcards.uc].get("dataset", {}).get("images", ".")
+
+
+def campaign_raw(wildcards):
+    """The dataset folder, for campaigns that predict the use case's own images."""
+    kinds = {i["kind"] for i in UC[wildcards.uc]["campaigns"][wildcards.campaign]["inputs"]}
+    return dataset_root(wildcards) if kinds & {"dataset", "preprocessed"} else []
+
+
+def training_settings(wildcards):
+    """What training reads: images folder, model architecture settings, training settings.
+    Model-source keys, descriptions, inference and export settings are left out on purpose."""
+    cfg = UC[wildcards.uc]
+    given = {"source", "path", "package", "subdir", "uri", "sha256"}
+    return {
+        "images": images_folder(wildcards),
+        "model": {k: v for k, v in cfg["model"].items() if k not in given},
+        "training": cfg["training"],
+        "data": {k: v for k, v in cfg["source"].items() if k not in ("license", "citation")},
+    }
+
+
+def model_source(wildcards):
+    given = ("source", "path", "package", "subdir", "uri", "sha256")
+    return {k: UC[wildcards.uc]["model"].get(k) for k in given}
+
+
+def evaluation_settings(wildcards):
+    cfg = UC[wildcards.uc]
+    return {
+        **cfg["evaluation"],
+        "images": images_folder(wildcards),
+        "device": cfg["inference"]["device"],
+    }
+
+
+def ecotaxa_settings(wildcards):
+    cfg = UC[wildcards.uc]
+    return {
+        **cfg["export"]["ecotaxa"],
+        "top_k": cfg["inference"]["top_k"],
+        "instrument": cfg["instrument"],
+        "metadata": cfg["campaigns"][wildcards.campaign]["metadata"],
+        "default_sample_id": f"{wildcards.uc}_{wildcards.campaign}",
+    }
 
 
 def mlflow_settings(wildcards):
@@ -64,37 +144,53 @@ def mlflow_settings(wildcards):
 
 
 def shard_files(kind, ext):
-    """All shard outputs of one kind (predictions, rejected, summary) for a use case."""
+    """All shard outputs of one kind (shards, rejected_shards, summaries) of a campaign."""
 
     def get(wildcards):
-        return gather.infer(f"{RESULTS}/{wildcards.uc}/predictions/{kind}/{{scatteritem}}.{ext}")
+        base = f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}"
+        return gather.infer(f"{base}/{kind}/{{scatteritem}}.{ext}")
 
     return get
 
 
-def ecotaxa_targets(uc):
-    cfg = UC[uc]["export"]["ecotaxa"]
-    if not cfg["enabled"]:
+def campaign_summaries(wildcards):
+    return [f"{RESULTS}/{wildcards.uc}/campaigns/{c}/summary.json" for c in campaigns(wildcards.uc)]
+
+
+def preprocess_targets(uc):
+    if not has_preprocess(uc):
         return []
-    out = [f"{RESULTS}/{uc}/export/ecotaxa/ecotaxa_{uc}.tsv"]
-    if cfg["images"]:
-        out.append(f"{RESULTS}/{uc}/export/ecotaxa_{uc}.zip")
+    return [
+        f"{RESULTS}/{uc}/preprocess/before_after.png",
+        f"{RESULTS}/{uc}/preprocess/examples.png",
+    ]
+
+
+def campaign_targets(uc, campaign):
+    cfg = UC[uc]
+    base = f"{RESULTS}/{uc}/campaigns/{campaign}"
+    out = [f"{base}/predictions.parquet", f"{base}/summary.json"]
+    if cfg["export"]["ecotaxa"]["enabled"]:
+        out.append(f"{base}/export/ecotaxa_{uc}_{campaign}.tsv")
+        if cfg["export"]["ecotaxa"]["images"]:
+            out.append(f"{base}/export/ecotaxa_{uc}_{campaign}.zip")
+    if cfg["litter"]["enabled"]:
+        out += [f"{base}/litter/summary.tsv", f"{base}/litter/overlays"]
     return out
 
 
 def all_targets():
     targets = []
-    for uc in UC:
+    for uc, cfg in UC.items():
         base = f"{RESULTS}/{uc}"
-        targets += [
-            f"{base}/prepared/manifest.parquet",
-            f"{base}/model/model.safetensors",
-            f"{base}/eval/metrics.json",
-            f"{base}/eval/confusion_matrix.png",
-            f"{base}/eval/training_curve.png",
-            f"{base}/predictions/predictions.parquet",
-            f"{base}/predictions/summary.json",
-        ]
-        targets += ecotaxa_targets(uc)
+        targets.append(f"{base}/model/model_card.json")
+        if trains(cfg):
+            targets.append(f"{base}/model/training_curve.png")
+        if has_labels(uc):
+            targets += [f"{base}/eval/metrics.json", f"{base}/eval/confusion_matrix.png"]
+        for campaign in campaigns(uc):
+            targets += campaign_targets(uc, campaign)
+        if campaigns(uc):
+            targets.append(f"{base}/campaigns/summary.tsv")
         targets += preprocess_targets(uc)
     return targets

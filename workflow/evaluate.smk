@@ -2,9 +2,8 @@ rule evaluate:
     input:
         raw=dataset_root,
         manifest=rules.prepare.output.manifest,
-        weights=rules.train.output.weights,
-        card=rules.train.output.card,
-        history=rules.train.output.history,
+        weights=model_weights,
+        card=model_card,
     output:
         metrics=f"{RESULTS}/{{uc}}/eval/metrics.json",
         summary=report(
@@ -28,17 +27,12 @@ rule evaluate:
             subcategory="Evaluation",
             labels={"use case": "{uc}", "figure": "confusion matrix"},
         ),
-        curve=report(
-            f"{RESULTS}/{{uc}}/eval/training_curve.png",
-            caption="report/training_curve.rst",
-            category="{uc}",
-            subcategory="Training",
-            labels={"use case": "{uc}", "figure": "training curve"},
-        ),
     log:
         f"{RESULTS}/{{uc}}/logs/evaluate.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/evaluate.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: cfg["task"] == "classify"),
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -46,7 +40,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        usecase=uc_config,
+        settings=evaluation_settings,
         mlflow=mlflow_settings,
     script:
         "../scripts/evaluate.py"

@@ -2,14 +2,13 @@ rule export_ecotaxa:
     input:
         predictions=rules.infer_gather.output.predictions,
     output:
-        tsv=f"{RESULTS}/{{uc}}/export/ecotaxa/ecotaxa_{{uc}}.tsv",
+        tsv=f"{CAMPAIGN}/export/ecotaxa_{{uc}}_{{campaign}}.tsv",
     log:
-        f"{RESULTS}/{{uc}}/logs/export_ecotaxa.log",
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_ecotaxa.log",
     conda:
         "../envs/data.yaml"
     params:
-        usecase=uc_config,
-        name="{uc}",
+        ecotaxa=ecotaxa_settings,
     script:
         "../scripts/export_ecotaxa.py"
 
@@ -19,9 +18,9 @@ rule export_ecotaxa_bundle:
         predictions=rules.infer_gather.output.predictions,
         tsv=rules.export_ecotaxa.output.tsv,
     output:
-        f"{RESULTS}/{{uc}}/export/ecotaxa_{{uc}}.zip",
+        f"{CAMPAIGN}/export/ecotaxa_{{uc}}_{{campaign}}.zip",
     log:
-        f"{RESULTS}/{{uc}}/logs/export_ecotaxa_bundle.log",
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_ecotaxa_bundle.log",
     conda:
         "../envs/data.yaml"
     script:

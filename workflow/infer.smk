@@ -1,14 +1,18 @@
+# Bulk inference, one campaign at a time: list the inputs, predict in shards, gather.
+
+
 rule infer_inputs:
     input:
-        raw=dataset_root,
+        raw=campaign_raw,
     output:
-        f"{RESULTS}/{{uc}}/predictions/inputs.parquet",
+        f"{CAMPAIGN}/inputs.parquet",
     log:
-        f"{RESULTS}/{{uc}}/logs/infer_inputs.log",
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/infer_inputs.log",
     conda:
         "../envs/data.yaml"
     params:
-        usecase=uc_config,
+        inputs=campaign_section("inputs"),
+        images=images_folder,
     script:
         "../scripts/infer_inputs.py"
 
@@ -16,16 +20,18 @@ rule infer_inputs:
 rule infer_shard:
     input:
         inputs=rules.infer_inputs.output[0],
-        weights=rules.train.output.weights,
-        card=rules.train.output.card,
+        weights=model_weights,
+        card=model_card,
     output:
-        predictions=f"{RESULTS}/{{uc}}/predictions/shards/{{scatteritem}}.parquet",
-        rejected=f"{RESULTS}/{{uc}}/predictions/rejected_shards/{{scatteritem}}.parquet",
-        summary=f"{RESULTS}/{{uc}}/predictions/summaries/{{scatteritem}}.json",
+        predictions=f"{CAMPAIGN}/shards/{{scatteritem}}.parquet",
+        rejected=f"{CAMPAIGN}/rejected_shards/{{scatteritem}}.parquet",
+        summary=f"{CAMPAIGN}/summaries/{{scatteritem}}.json",
     log:
-        f"{RESULTS}/{{uc}}/logs/infer_shard/{{scatteritem}}.log",
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/infer_shard/{{scatteritem}}.log",
     benchmark:
-        f"{RESULTS}/{{uc}}/benchmarks/infer_shard/{{scatteritem}}.tsv"
+        f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/infer_shard/{{scatteritem}}.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: cfg["task"] == "classify"),
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -45,20 +51,49 @@ rule infer_gather:
         rejected=shard_files("rejected_shards", "parquet"),
         summaries=shard_files("summaries", "json"),
     output:
-        predictions=f"{RESULTS}/{{uc}}/predictions/predictions.parquet",
-        rejected=f"{RESULTS}/{{uc}}/predictions/rejected.parquet",
-        dataset=directory(f"{RESULTS}/{{uc}}/predictions/dataset"),
-        summary=f"{RESULTS}/{{uc}}/predictions/summary.json",
+        predictions=f"{CAMPAIGN}/predictions.parquet",
+        rejected=f"{CAMPAIGN}/rejected.parquet",
+        dataset=directory(f"{CAMPAIGN}/dataset"),
+        summary=f"{CAMPAIGN}/summary.json",
         table=report(
-            f"{RESULTS}/{{uc}}/predictions/summary.tsv",
+            f"{CAMPAIGN}/summary.tsv",
             caption="report/inference_summary.rst",
             category="{uc}",
-            subcategory="Predictions",
-            labels={"use case": "{uc}", "figure": "inference summary"},
+            subcategory="Campaign {campaign}",
+            labels={"use case": "{uc}", "campaign": "{campaign}", "figure": "inference summary"},
         ),
     log:
-        f"{RESULTS}/{{uc}}/logs/infer_gather.log",
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/infer_gather.log",
     conda:
         "../envs/data.yaml"
     script:
         "../scripts/infer_gather.py"
+
+
+# Counts per class per campaign: the time series across years / cruises / runs.
+rule campaign_summary:
+    input:
+        campaign_summaries,
+    output:
+        table=report(
+            f"{RESULTS}/{{uc}}/campaigns/summary.tsv",
+            caption="report/campaign_summary.rst",
+            category="{uc}",
+            subcategory="Campaigns",
+            labels={"use case": "{uc}", "figure": "counts per class per campaign"},
+        ),
+        plot=report(
+            f"{RESULTS}/{{uc}}/campaigns/per_class_per_campaign.png",
+            caption="report/campaign_summary.rst",
+            category="{uc}",
+            subcategory="Campaigns",
+            labels={"use case": "{uc}", "figure": "counts per class per campaign (plot)"},
+        ),
+    log:
+        f"{RESULTS}/{{uc}}/logs/campaign_summary.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        campaigns=lambda wc: campaigns(wc.uc),
+    script:
+        "../scripts/campaign_summary.py"

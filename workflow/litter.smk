@@ -2,28 +2,28 @@ rule litter_summary:
     input:
         raw=rules.fetch.output[0],
         predictions=rules.infer_gather.output.predictions,
-        card=rules.train.output.card,
+        card=model_card,
     output:
         table=report(
-            f"{RESULTS}/{{uc}}/litter/summary.tsv",
+            f"{CAMPAIGN}/litter/summary.tsv",
             caption="report/litter_summary.rst",
             category="{uc}",
             subcategory="Litter",
-            labels={"use case": "{uc}", "figure": "litter per image"},
+            labels={"use case": "{uc}", "campaign": "{campaign}", "figure": "litter per image"},
         ),
         overlays=report(
-            directory(f"{RESULTS}/{{uc}}/litter/overlays"),
+            directory(f"{CAMPAIGN}/litter/overlays"),
             patterns=["{name}.png"],
             caption="report/litter_overlay.rst",
             category="{uc}",
             subcategory="Litter",
-            labels={"use case": "{uc}", "image": "{name}"},
+            labels={"use case": "{uc}", "campaign": "{campaign}", "image": "{name}"},
         ),
     log:
-        f"{RESULTS}/{{uc}}/logs/litter_summary.log",
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/litter_summary.log",
     conda:
         "../envs/data.yaml"
     params:
-        usecase=uc_config,
+        litter=uc_section("litter"),
     script:
         "../scripts/litter_summary.py"

@@ -7,10 +7,19 @@ rule train:
         weights=f"{RESULTS}/{{uc}}/model/model.safetensors",
         card=f"{RESULTS}/{{uc}}/model/model_card.json",
         history=f"{RESULTS}/{{uc}}/model/history.tsv",
+        curve=report(
+            f"{RESULTS}/{{uc}}/model/training_curve.png",
+            caption="report/training_curve.rst",
+            category="{uc}",
+            subcategory="Training",
+            labels={"use case": "{uc}", "figure": "training curve"},
+        ),
     log:
         f"{RESULTS}/{{uc}}/logs/train.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/train.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: trains(cfg) and backend(cfg) == "torch"),
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -19,7 +28,25 @@ rule train:
         mem_mb=8000,
         runtime=240,
     params:
-        usecase=uc_config,
+        settings=training_settings,
         mlflow=mlflow_settings,
     script:
         "../scripts/train.py"
+
+
+# A model trained elsewhere (path, package, MLflow registry): copied in, card and hash checked.
+rule import_model:
+    output:
+        weights=f"{RESULTS}/{{uc}}/model/model.safetensors",
+        card=f"{RESULTS}/{{uc}}/model/model_card.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/import_model.log",
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: not trains(cfg) and backend(cfg) == "torch"),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        source=model_source,
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/import_model.py"

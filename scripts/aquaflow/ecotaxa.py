@@ -167,12 +167,19 @@ def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path) -> 
             zf.writestr(name, data)
 
 
-def export(predictions: str | Path, tsv: str | Path, usecase: dict[str, Any], name: str) -> int:
-    """The export step: predictions.parquet -> ecotaxa_<name>.tsv; returns the row count."""
-    cfg = dict(usecase["export"]["ecotaxa"])
-    cfg["sample_id"] = cfg.get("sample_id") or name
-    cfg["acq_id"] = cfg.get("acq_id") or name
+def export(predictions: str | Path, tsv: str | Path, settings: dict[str, Any]) -> int:
+    """The export step: a campaign's predictions.parquet -> EcoTaxa TSV; returns the row count.
+
+    `settings`: export.ecotaxa plus top_k, instrument, the campaign's metadata and default_sample_id.
+    """
+    meta = settings["metadata"]
+    cfg = dict(settings)
+    cfg["sample_id"] = str(meta.get("sample_id") or settings["default_sample_id"])
+    cfg["acq_id"] = str(meta.get("acq_id") or cfg["sample_id"])
     preds = pd.read_parquet(predictions)
-    df = table(preds, usecase["inference"]["top_k"], cfg, usecase["instrument"], cfg.get("categories"))
+    for key, value in meta.items():  # constant campaign metadata (cruise, station): sample level
+        if key not in ("sample_id", "acq_id"):
+            preds[key if key.startswith(PREFIXES) else f"sample_{key}"] = value
+    df = table(preds, settings["top_k"], cfg, settings["instrument"], cfg.get("categories"))
     write_tsv(df, tsv)
     return len(df)

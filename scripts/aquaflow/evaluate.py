@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from . import plots, tracking
-from .dataset import manifest_images_root
 from .infer import Predictor, iter_batches
 from .io import read_json, write_json, write_tsv
 from .metrics import classification_metrics
@@ -41,33 +40,36 @@ def summary_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def run(
     *,
-    usecase: dict[str, Any],
+    settings: dict[str, Any],
     raw: str | Path,
     manifest_path: str | Path,
     weights: str | Path,
     card_path: str | Path,
-    history_path: str | Path,
     out: dict[str, str | Path],
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
     log_stream=None,
 ) -> dict[str, Any]:
-    """Evaluate on the configured split; write metrics.json, tables and PNGs; log to MLflow."""
+    """Evaluate on the configured split; write metrics.json, tables and PNGs; log to MLflow.
+
+    `settings`: the evaluation section plus `images` (dataset folder) and `device`.
+    """
     card = read_json(card_path)
-    split = usecase["evaluation"]["split"]
+    split = settings["split"]
     manifest = pd.read_parquet(manifest_path)
     part = manifest[manifest["split"] == split].reset_index(drop=True)
     if part.empty:
         raise ValueError(f"the manifest has no '{split}' images to evaluate on")
     classes = card["classes"]
+    unknown = sorted(set(part["label"]) - set(classes))
+    if unknown:
+        raise ValueError(
+            f"the {split} split has labels the model does not know: {unknown} (model classes: {classes})"
+        )
     index = {c: i for i, c in enumerate(classes)}
-    predictor = Predictor.load(weights, card, usecase["inference"]["device"], threads)
+    predictor = Predictor.load(weights, card, settings["device"], threads)
     probs, _ = predict_split(
-        part,
-        manifest_images_root(raw, usecase["dataset"]),
-        predictor,
-        usecase["evaluation"]["batch_size"],
-        log_stream,
+        part, Path(raw) / settings["images"], predictor, settings["batch_size"], log_stream
     )
     y = part["label"].map(index).to_numpy()
     m = classification_metrics(y, probs, classes)
@@ -81,12 +83,16 @@ def run(
         out["confusion"],
         title=f"Confusion matrix, {split} split (n={m['n']})",
     )
-    plots.training_curve(pd.read_csv(history_path, sep="\t"), out["curve"])
 
     uri = tracking.tracking_uri(mlflow_cfg["tracking_uri"], mlflow_cfg["results"])
-    run_id = card.get("mlflow", {}).get("run_id")
+    # the training run when the model was trained against this store, else an evaluation run of its own
+    trained_here = card.get("mlflow", {}).get("tracking_uri") == uri
+    run_id = card["mlflow"]["run_id"] if trained_here else None
+    run_name = None if trained_here else f"{card.get('usecase', 'model')}-evaluate"
     try:
-        with tracking.run(uri, mlflow_cfg["experiment"], run_id=run_id):
+        with tracking.run(uri, mlflow_cfg["experiment"], run_name=run_name, run_id=run_id):
+            if run_id is None:  # a model trained elsewhere: its own evaluation run
+                mlflow.set_tags({"step": "evaluate", "model_id": card["id"]})
             mlflow.log_metrics(
                 {f"{split}_{k}": v for k, v in m.items() if isinstance(v, float) and np.isfinite(v)}
             )

@@ -61,6 +61,7 @@ def merge_summaries(paths: list[str | Path], out: str | Path) -> dict[str, Any]:
         raise RuntimeError(f"counts do not reconcile: {total}")
     summary = {
         **total,
+        "model_id": ",".join(sorted({s.get("model_id", "") for s in shards.values()} - {""})),
         "rejected_by_reason": dict(sorted(reasons.items())),
         "per_class": dict(sorted(classes.items())),
         "shards": shards,

@@ -271,6 +271,8 @@ def write_outputs(
     card = {
         "id": sha256_file(weights_path),
         "format": "safetensors",
+        "weights": Path(weights_path).name,
+        "backend": "torch",
         "task": "classify",
         "arch": model_cfg["arch"],
         "classes": classes,
@@ -318,63 +320,54 @@ def log_run_artifacts(card_path: Path, result: TrainResult, classes: list[str], 
 def run(
     *,
     name: str,
-    usecase: dict[str, Any],
+    settings: dict[str, Any],
     raw: str | Path,
     manifest_path: str | Path,
     classes_path: str | Path,
-    weights_path: str | Path,
-    card_path: str | Path,
-    history_path: str | Path,
+    out: dict[str, str | Path],
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
     log_stream=None,
 ) -> dict[str, Any]:
-    """The train step: fit, write weights + card + history, track everything in one MLflow run."""
+    """The train step: fit, write weights + card + history + curve, track it all in one MLflow run.
+
+    `settings`: {images (folder of the dataset), model, training, data (source identity)}.
+    `out`: weights, card, history, curve paths.
+    """
     from . import tracking
-    from .dataset import manifest_images_root
     from .io import read_json
 
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
-    images_root = manifest_images_root(raw, usecase["dataset"])
+    images_root = Path(raw) / settings["images"]
+    model_cfg, train_cfg = settings["model"], settings["training"]
     uri = tracking.tracking_uri(mlflow_cfg["tracking_uri"], mlflow_cfg["results"])
     with tracking.run(uri, mlflow_cfg["experiment"], run_name=f"{name}-train") as active:
         mlflow.set_tags({"usecase": name, "step": "train"})
         tracking.log_params(
-            {
-                "model": usecase["model"],
-                "training": usecase["training"],
-                "classes": len(classes),
-                "images": len(manifest),
-            }
+            {"model": model_cfg, "training": train_cfg, "classes": len(classes), "images": len(manifest)}
         )
-        result, best = train(
-            manifest, images_root, classes, usecase["model"], usecase["training"], threads, log_stream
-        )
-        src = usecase["source"]
+        result, best = train(manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream)
         extra = {
             "usecase": name,
             "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id},
-            "data": {
-                "source": {k: v for k, v in src.items() if k not in ("license", "citation")},
-                "license": src.get("license"),
-                "citation": src.get("citation"),
-            },
+            "data": {"source": settings["data"]},
         }
         card = write_outputs(
             best,
             result,
             manifest,
             classes,
-            usecase["model"],
-            usecase["training"],
-            Path(weights_path),
-            Path(card_path),
-            Path(history_path),
+            model_cfg,
+            train_cfg,
+            Path(out["weights"]),
+            Path(out["card"]),
+            Path(out["history"]),
             extra,
         )
+        plots.training_curve(result.history, out["curve"])
         mlflow.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch})
         mlflow.set_tag("model_id", card["id"])
         with tempfile.TemporaryDirectory() as work:
-            log_run_artifacts(Path(card_path), result, classes, Path(work))
+            log_run_artifacts(Path(out["card"]), result, classes, Path(work))
     return card

@@ -157,7 +157,7 @@ def manifests(s3, tmp_path_factory):
                 "results/flowcam/model/model.safetensors",
                 "results/flowcam/model/model_card.json",
                 "results/flowcam/model/history.tsv",
-                "results/flowcam/predictions/inputs.parquet",
+                "results/flowcam/campaigns/demo/inputs.parquet",
             ],
         )
         runs.append(snakemake_k8s(work, endpoint, prefix, *args, env=env))

@@ -122,7 +122,7 @@ def runs(tmp_path_factory, slurm_cluster, demo_zip_server):
 def test_slurm_run_completes(runs):
     assert runs["rc"] == 0, runs["text"][-8000:]
     assert runs["jobs"], "no Slurm job of this run is known to slurmctld"
-    assert (runs["slurm"] / "results/flowcam/export/ecotaxa_flowcam.zip").is_file()
+    assert (runs["slurm"] / "results/flowcam/campaigns/demo/export/ecotaxa_flowcam_demo.zip").is_file()
 
 
 def test_every_rule_ran_as_a_slurm_job(runs):
@@ -161,7 +161,12 @@ def test_tiny_steps_after_inference_are_one_grouped_job(runs):
     assert len(grouped) == 1, [j["Comment"] for j in runs["jobs"]]
     logs = list((runs["slurm"] / ".snakemake/slurm_logs").glob("group_collect*/**/*.log"))
     assert len(logs) == 1
-    assert rules_in_log(logs[0].read_text()) == {"infer_gather", "export_ecotaxa", "export_ecotaxa_bundle"}
+    assert rules_in_log(logs[0].read_text()) == {
+        "infer_gather",
+        "export_ecotaxa",
+        "export_ecotaxa_bundle",
+        "campaign_summary",
+    }
 
 
 def test_failed_download_is_retried_by_the_profile(runs):
@@ -183,9 +188,9 @@ def test_outputs_equal_the_local_run(runs):
         (local / "eval/metrics.json").read_text()
     )
     for name in ("predictions.parquet", "rejected.parquet"):
-        a = pd.read_parquet(local / "predictions" / name)
-        b = pd.read_parquet(slurm / "predictions" / name)
+        a = pd.read_parquet(local / "campaigns/demo" / name)
+        b = pd.read_parquet(slurm / "campaigns/demo" / name)
         # every column, run_id included: it hashes model, input table and settings only
         pd.testing.assert_frame_equal(a, b)
-    tsv = "export/ecotaxa/ecotaxa_flowcam.tsv"
+    tsv = "campaigns/demo/export/ecotaxa_flowcam_demo.tsv"
     assert (slurm / tsv).read_text() == (local / tsv).read_text()

@@ -16,7 +16,7 @@ from ..conftest import run_snakemake, tiny_usecase, workflow_cmd, write_workdir
 
 pytestmark = pytest.mark.workflow
 SCATTER = ("--set-scatter", "infer=4")
-TARGET = "results/flowcam/predictions/predictions.parquet"
+TARGET = "results/flowcam/campaigns/bulk/predictions.parquet"
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,8 @@ def trained(tmp_path_factory):
         package_root("planktonclas") / "resources" / "demo-images", work / "incoming", 3000, seed=3
     )
     uc = tiny_usecase()
-    uc["inference"] = {
-        "inputs": [{"kind": "dataset"}, {"kind": "folder", "path": "incoming"}],
-        "batch_size": 64,
-    }
+    uc["inference"] = {"batch_size": 64}
+    uc["campaigns"] = {"bulk": {"inputs": [{"kind": "dataset"}, {"kind": "folder", "path": "incoming"}]}}
     write_workdir(work, {"flowcam": uc})
     run_snakemake(work, "results/flowcam/model/model.safetensors")
     return work
@@ -41,7 +39,7 @@ def test_kill_and_resume_gives_identical_output(trained, tmp_path):
     run_snakemake(reference, TARGET, *SCATTER)
 
     work = shutil.copytree(trained, tmp_path / "killed", symlinks=True)
-    shards = work / "results/flowcam/predictions/shards"
+    shards = work / "results/flowcam/campaigns/bulk/shards"
     cmd = workflow_cmd(
         work,
         TARGET,

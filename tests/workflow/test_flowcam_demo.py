@@ -25,10 +25,19 @@ def demo(tmp_path_factory):
     # a folder listing descends into directories: a directory named *.jpg is not an item
     expected = {k: v for k, v in expected.items() if not (work / "incoming" / k).is_dir()}
     uc = tiny_usecase()
-    uc["inference"] = {"inputs": [{"kind": "dataset"}, {"kind": "folder", "path": "incoming"}], "top_k": 3}
+    uc["inference"] = {"top_k": 3}
+    uc["campaigns"] = {
+        "demo": {
+            "inputs": [{"kind": "dataset"}, {"kind": "folder", "path": "incoming"}],
+            "metadata": {"sample_id": "planktonclas_demo", "station": "W07"},
+        }
+    }
     write_workdir(work, {"flowcam": uc})
     proc = run_snakemake(work)
     return work, work / "results" / "flowcam", expected, proc
+
+
+CAMPAIGN = "campaigns/demo"
 
 
 def test_manifest(demo):
@@ -46,7 +55,9 @@ def test_model_and_card(demo):
     assert card["id"] == sha256_file(res / "model/model.safetensors")
     assert card["format"] == "safetensors" and card["input_size"] == 64
     assert len(card["classes"]) == 6 and card["training"]["epochs_run"] == 3
-    assert card["data"]["license"] == "Apache-2.0" and card["data"]["source"]["kind"] == "package"
+    assert card["data"]["source"] == {"kind": "package", "package": "planktonclas", "subdir": "resources"}
+    assert card["weights"] == "model.safetensors" and card["backend"] == "torch"
+    assert (res / "model/training_curve.png").stat().st_size > 0
 
 
 def test_evaluation(demo):
@@ -60,16 +71,16 @@ def test_evaluation(demo):
     per_class = pd.read_csv(res / "eval/per_class.tsv", sep="\t")
     assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"]
     assert per_class["support"].sum() == 8 and len(per_class) == 6
-    for png in ("confusion_matrix.png", "training_curve.png"):
-        with Image.open(res / "eval" / png) as im:
+    for png in ("eval/confusion_matrix.png", "model/training_curve.png"):
+        with Image.open(res / png) as im:
             assert im.format == "PNG" and im.width > 300
 
 
 def test_predictions_reconcile_with_inputs(demo):
     _, res, expected, _ = demo
-    inputs = pd.read_parquet(res / "predictions/inputs.parquet")
-    pred = pd.read_parquet(res / "predictions/predictions.parquet")
-    rej = pd.read_parquet(res / "predictions/rejected.parquet")
+    inputs = pd.read_parquet(res / CAMPAIGN / "inputs.parquet")
+    pred = pd.read_parquet(res / CAMPAIGN / "predictions.parquet")
+    rej = pd.read_parquet(res / CAMPAIGN / "rejected.parquet")
     assert len(inputs) == 105 + len(expected)
     assert len(pred) + len(rej) == len(inputs)
     assert set(pred["seq"]).isdisjoint(rej["seq"]) and set(pred["seq"]) | set(rej["seq"]) == set(
@@ -83,17 +94,17 @@ def test_predictions_reconcile_with_inputs(demo):
     reasons = dict(zip(rej["source"].str.rsplit("/", n=1).str[-1], rej["reason"], strict=True))
     assert reasons == {name: r for name, r in expected.items() if r is not None}
     assert rej["detail"].notna().all()
-    summary = json.loads((res / "predictions/summary.json").read_text())
+    summary = json.loads((res / CAMPAIGN / "summary.json").read_text())
     assert summary["seen"] == len(inputs) and summary["rejected"] == len(rej)
     assert sum(summary["per_class"].values()) == len(pred)
     # the gathered dataset folder reads back as the same rows
-    ds = pd.read_parquet(res / "predictions/dataset").sort_values("seq").reset_index(drop=True)
+    ds = pd.read_parquet(res / CAMPAIGN / "dataset").sort_values("seq").reset_index(drop=True)
     pd.testing.assert_frame_equal(ds, pred)
 
 
 def test_ecotaxa_export(demo):
     _, res, _, _ = demo
-    tsv = res / "export/ecotaxa/ecotaxa_flowcam.tsv"
+    tsv = res / CAMPAIGN / "export/ecotaxa_flowcam_demo.tsv"
     lines = tsv.read_text().splitlines()
     header, types = lines[0].split("\t"), lines[1].split("\t")
     assert header[:4] == [
@@ -106,14 +117,17 @@ def test_ecotaxa_export(demo):
     typed = dict(zip(header, types, strict=True))
     assert typed["object_score_top1"] == "[f]" and typed["object_pred_top2"] == "[t]"
     df, _ = ecotaxa.read_tsv(tsv)
-    pred = pd.read_parquet(res / "predictions/predictions.parquet")
+    pred = pd.read_parquet(res / CAMPAIGN / "predictions.parquet")
     assert len(df) == len(pred)
     assert (df["object_annotation_status"] == "predicted").all()
     assert set(df["object_annotation_category"]) <= set(pred["top1_label"])
     assert all(c.startswith(ecotaxa.PREFIXES) for c in header)
-    with zipfile.ZipFile(res / "export/ecotaxa_flowcam.zip") as zf:
+    assert set(df["sample_id"]) == {"planktonclas_demo"} and set(df["acq_id"]) == {"planktonclas_demo"}
+    assert set(df["sample_station"]) == {"W07"}
+    assert set(df["process_model_id"]) == {pred["model_id"].iloc[0]}
+    with zipfile.ZipFile(res / CAMPAIGN / "export/ecotaxa_flowcam_demo.zip") as zf:
         names = set(zf.namelist())
-        assert "ecotaxa_flowcam.tsv" in names
+        assert "ecotaxa_flowcam_demo.tsv" in names
         assert set(df["img_file_name"]) <= names
         first = df["img_file_name"].iloc[-1]
         assert imaging.decode(zf.read(first)).image.ndim == 3

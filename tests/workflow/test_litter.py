@@ -45,7 +45,7 @@ def litter_run(tmp_path_factory):
 
 def test_every_image_of_the_zip_is_tiled_and_summarised(litter_run):
     wd, truth, seconds = litter_run
-    summary = pd.read_csv(wd / "results/litter/litter/summary.tsv", sep="\t")
+    summary = pd.read_csv(wd / "results/litter/campaigns/survey/litter/summary.tsv", sep="\t")
     images = sorted(truth["image"].unique())
     assert sorted(summary["image"].unique()) == images  # all 6, not just the first
     classes = sorted(synth.CLASSES)
@@ -56,9 +56,9 @@ def test_every_image_of_the_zip_is_tiled_and_summarised(litter_run):
     assert per_image["area"].to_numpy() == pytest.approx(30 * TILE_M2)
     assert summary["area_m2"].to_numpy() == pytest.approx(summary["tiles"].to_numpy() * TILE_M2)
     assert summary.loc[summary["category"].isin(synth.LITTER), "litter"].all()
-    overlays = sorted(p.stem for p in (wd / "results/litter/litter/overlays").glob("*.png"))
+    overlays = sorted(p.stem for p in (wd / "results/litter/campaigns/survey/litter/overlays").glob("*.png"))
     assert overlays == images
-    img = cv2.imread(str(wd / f"results/litter/litter/overlays/{images[0]}.png"))
+    img = cv2.imread(str(wd / f"results/litter/campaigns/survey/litter/overlays/{images[0]}.png"))
     assert img.shape[0] > 5 * TILE and img.shape[1] == 6 * TILE  # image + legend band
     print(f"litter workflow: {seconds:.0f} s")
 
@@ -68,8 +68,8 @@ def test_counts_and_area_match_the_truth(litter_run):
     accuracy 0.93): per image, litter tiles within 3 of the truth (of 30); over all images, litter
     area within 25 % and tile accuracy >= 0.8. Pixel-exact area is checked in the first test."""
     wd, truth, _ = litter_run
-    summary = pd.read_csv(wd / "results/litter/litter/summary.tsv", sep="\t")
-    preds = pd.read_parquet(wd / "results/litter/predictions/predictions.parquet")
+    summary = pd.read_csv(wd / "results/litter/campaigns/survey/litter/summary.tsv", sep="\t")
+    preds = pd.read_parquet(wd / "results/litter/campaigns/survey/predictions.parquet")
     merged = preds.merge(
         truth.rename(columns={"row": "tile_row", "col": "tile_col", "label": "truth"}),
         on=["image", "tile_row", "tile_col"],

@@ -79,7 +79,7 @@ def test_every_object_is_segmented_and_measured(zooscan_run):
 
 def test_ecotaxa_tsv_has_features_category_and_multiple_score(zooscan_run):
     wd, truth, _ = zooscan_run
-    tsv = wd / "results/zooscan/export/ecotaxa/ecotaxa_zooscan.tsv"
+    tsv = wd / "results/zooscan/campaigns/scans/export/ecotaxa_zooscan_scans.tsv"
     header = tsv.read_text(encoding="utf-8-sig").splitlines()[:2]
     cols, types = header[0].split("\t"), header[1].split("\t")
     assert len(cols) == len(types) and set(types) <= {"[t]", "[f]"}

@@ -1,0 +1,10 @@
+"""Step: counts per class per campaign, as a table and a plot (see aquaflow.campaigns)."""
+
+from aquaflow import campaigns, runlog
+
+runlog.setup(snakemake.log[0])
+campaigns.summarise(
+    dict(zip(snakemake.params.campaigns, snakemake.input, strict=True)),
+    snakemake.output.table,
+    snakemake.output.plot,
+)
