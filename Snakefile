@@ -26,9 +26,11 @@ include: "workflow/evaluate.smk"
 include: "workflow/infer.smk"
 include: "workflow/export.smk"
 include: "workflow/litter.smk"
+include: "workflow/standards.smk"
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
+        standards_targets(),
