@@ -47,14 +47,20 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
-def _file_entity(crate: ROCrate, path: Path, dest: str, role: str) -> Any:
+def _file_entity(crate: ROCrate, path: Path, dest: str, role: str, max_copy_bytes: int) -> Any:
+    """A File in the crate; a file larger than max_copy_bytes (predictions with embeddings of a
+    year's campaign) is described by name, size and sha256 but not copied."""
+    size = path.stat().st_size
     props = {
         "name": path.name,
         "description": role,
-        "contentSize": str(path.stat().st_size),
+        "contentSize": str(size),
         "sha256": sha256_file(path),
         "dateModified": _iso(path.stat().st_mtime),
     }
+    if size > max_copy_bytes:
+        props["description"] = f"{role}; not copied ({size} bytes): {path}"
+        return crate.add_jsonld({"@id": f"#{dest}", "@type": "CreativeWork", **props})
     return crate.add_file(str(path), dest_path=dest, properties=props)
 
 
@@ -71,10 +77,12 @@ def build(
     start: float | None = None,
     end: float | None = None,
     software: dict[str, str] | None = None,
+    max_copy_mb: float = 200,
 ) -> ROCrate:
     """The crate object. `config_path`: the resolved `config` as a file; `inputs`/`outputs`: role ->
     file; start/end: epoch seconds (default: the oldest input's and newest output's modification
-    time, i.e. when the run's files were made). Files are read when the crate is written."""
+    time, i.e. when the run's files were made). Files are read when the crate is written; files
+    over `max_copy_mb` are described (size, sha256, path) but not copied."""
     crate = ROCrate(version="1.1")
     # the WRROC term for file checksums, defined inline so the crate reads without fetching contexts
     crate.metadata.extra_contexts.append({"sha256": SHA256_TERM})
@@ -102,11 +110,12 @@ def build(
         dest_path="config/resolved_config.yaml",
         properties={"name": "resolved use-case config (defaults filled)", "encodingFormat": "text/yaml"},
     )
+    limit = int(max_copy_mb * 1e6)
     in_entities = [cfg_entity] + [
-        _file_entity(crate, Path(p), f"inputs/{Path(p).name}", role) for role, p in inputs.items()
+        _file_entity(crate, Path(p), f"inputs/{Path(p).name}", role, limit) for role, p in inputs.items()
     ]
     out_entities = [
-        _file_entity(crate, Path(p), f"outputs/{Path(p).name}", role) for role, p in outputs.items()
+        _file_entity(crate, Path(p), f"outputs/{Path(p).name}", role, limit) for role, p in outputs.items()
     ]
     t0 = start if start is not None else min(Path(p).stat().st_mtime for p in inputs.values())
     t1 = end if end is not None else max(Path(p).stat().st_mtime for p in outputs.values())

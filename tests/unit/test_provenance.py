@@ -72,3 +72,25 @@ def test_validator_catches_a_broken_crate(tmp_path):
     del crate.root_dataset["conformsTo"]
     crate.write_zip(tmp_path / "bad.zip")
     assert validate_rocrate(tmp_path / "bad.zip", tmp_path / "http-cache") != []
+
+
+def test_large_files_are_described_not_copied(tmp_path):
+    (tmp_path / "card.json").write_text("{}")
+    (tmp_path / "big.parquet").write_bytes(b"x" * 5000)
+    provenance.write(
+        tmp_path / "crate.zip",
+        name="big",
+        snakefile=REPO / "Snakefile",
+        rule_files=[],
+        config={},
+        inputs={"model card": tmp_path / "card.json"},
+        outputs={"predictions": tmp_path / "big.parquet"},
+        mlflow_runs=[],
+        max_copy_mb=0.001,
+    )
+    names = zipfile.ZipFile(tmp_path / "crate.zip").namelist()
+    assert "outputs/big.parquet" not in names and "inputs/card.json" in names
+    meta = json.loads(zipfile.ZipFile(tmp_path / "crate.zip").read("ro-crate-metadata.json"))
+    big = next(e for e in meta["@graph"] if e["@id"] == "#outputs/big.parquet")
+    assert big["sha256"] == sha256_file(tmp_path / "big.parquet") and big["contentSize"] == "5000"
+    assert validate_rocrate(tmp_path / "crate.zip", tmp_path / "http-cache") == []
