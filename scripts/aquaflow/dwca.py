@@ -314,8 +314,9 @@ def build(preds: pd.DataFrame, samples: pd.DataFrame, taxa_table: dict[str, Taxo
     report: dict[str, Any] = {
         "objects": len(objs),
         "labels": {lb: {"status": t.status, "objects": int(counts.get(lb, 0))} for lb, t in taxa.items()},
-        "excluded_not_a_taxon": split_status(taxa)["not_a_taxon"],
-        "excluded_unverified": [] if s.unverified == "include" else split_status(taxa)["unverified"],
+        # what this table never publishes, whether or not the campaign has such objects
+        "excluded_not_a_taxon": split_status(taxa_table)["not_a_taxon"],
+        "excluded_unverified": [] if s.unverified == "include" else split_status(taxa_table)["unverified"],
         "below_min_score": int((~objs["keep"]).sum()),
         "min_score": s.min_score,
     }
