@@ -249,9 +249,17 @@ def rocrate_products(wildcards):
     return out
 
 
-def resolved_config(wildcards):
-    """The whole validated use case (defaults filled): provenance records all of it."""
-    return UC[wildcards.uc]
+def provenance_config(wildcards):
+    """The validated config that made this campaign's results (defaults filled): everything but
+    descriptions and the other campaigns, so that editing those reruns nothing."""
+    cfg = UC[wildcards.uc]
+    out = {k: v for k, v in cfg.items() if k not in ("description", "campaigns")}
+    campaign = cfg["campaigns"][wildcards.campaign]
+    out["campaign"] = {
+        "name": wildcards.campaign,
+        **{k: v for k, v in campaign.items() if k != "description"},
+    }
+    return out
 
 
 def standards_targets():

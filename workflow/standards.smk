@@ -40,7 +40,7 @@ rule export_rocrate:
     conda:
         "../envs/data.yaml"
     params:
-        config=resolved_config,
+        config=provenance_config,
         name="{uc} campaign {campaign}",
         snakefile=str(Path(workflow.basedir) / "Snakefile"),
         rule_files=sorted(str(p) for p in (Path(workflow.basedir) / "workflow").glob("*.smk")),

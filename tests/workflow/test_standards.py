@@ -117,7 +117,7 @@ def test_rocrate_loads_and_validates(demo, tmp_path):
     assert f"mlflow-run:{card['mlflow']['run_id']}" in str(action["identifier"])
     assert action["startTime"] <= action["endTime"]
     cfg = yaml.safe_load((tmp_path / "crate/config/resolved_config.yaml").read_text())
-    assert cfg["training"]["epochs"] == 3 and cfg["campaigns"]["demo"]["samples"]["column"] == "sample_id"
+    assert cfg["training"]["epochs"] == 3 and cfg["campaign"]["samples"]["column"] == "sample_id"
     assert validate_rocrate(crate_zip, tmp_path / "http-cache") == []
 
 
