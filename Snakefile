@@ -29,6 +29,12 @@ include: "workflow/litter.smk"
 include: "workflow/standards.smk"
 
 
+# Given models are copied in on the host that sees their path / registry (also without a shared
+# file system); the jobs then read the copy under results/.
+localrules:
+    import_model,
+
+
 rule all:
     default_target: True
     input:

@@ -31,9 +31,11 @@ def test_shipped_configs_validate_and_get_defaults(repo):
     uc = ucs["flowcam"]
     assert uc["training"]["optimizer"] == "adamw"
     assert uc["evaluation"]["split"] == "test"  # filled from the schema default
-    assert uc["inference"]["inputs"] == [
-        {"kind": "dataset", "column": "path", "extensions": uc["inference"]["inputs"][0]["extensions"]}
+    demo = uc["campaigns"]["demo"]
+    assert demo["inputs"] == [
+        {"kind": "dataset", "column": "path", "extensions": demo["inputs"][0]["extensions"]}
     ]
+    assert uc["model"]["source"] == "train" and uc["model"]["sha256"] is None
     assert cfg["mlflow"]["experiment"] == "aquaflow"
 
 
@@ -66,3 +68,26 @@ def test_source_kind_requires_its_keys(flowcam, repo):
     with pytest.raises(ConfigError) as err:
         check(flowcam, repo)
     assert "sha256" in str(err.value)
+
+
+def test_given_model_needs_no_dataset_but_its_own_keys(flowcam, repo):
+    given = {"model": {"source": "path", "path": "models/2025"}, "campaigns": flowcam["campaigns"]}
+    assert check(given, repo)["model"]["source"] == "path"
+    with pytest.raises(ConfigError) as err:
+        check({"model": {"source": "mlflow"}}, repo)
+    assert "uri" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        check({"model": {"source": "train"}}, repo)  # training needs data
+    assert "source" in str(err.value) or "dataset" in str(err.value)
+
+
+def test_campaign_names_and_inputs_are_checked(flowcam, repo):
+    flowcam["campaigns"]["bad name"] = {"inputs": [{"kind": "dataset"}]}
+    with pytest.raises(ConfigError) as err:
+        check(flowcam, repo)
+    assert "bad name" in str(err.value)
+    del flowcam["campaigns"]["bad name"]
+    flowcam["campaigns"]["2026"] = {"inputs": [{"kind": "folder"}]}  # a folder needs its path
+    with pytest.raises(ConfigError) as err:
+        check(flowcam, repo)
+    assert "campaigns.2026.inputs.0" in str(err.value) and "path" in str(err.value)

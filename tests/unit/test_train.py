@@ -28,15 +28,20 @@ def prepared(planktonclas_resources, tmp_path_factory):
 def run_training(prepared, out, uc):
     root, raw = prepared
     mlcfg = {"tracking_uri": f"sqlite:///{out}/mlflow.db", "experiment": "t", "results": str(out)}
+    settings = {
+        "images": uc["dataset"]["images"],
+        "model": uc["model"],
+        "training": uc["training"],
+        "data": {"kind": "package", "package": "planktonclas"},
+    }
+    names = {"weights": "m.safetensors", "card": "card.json", "history": "history.tsv", "curve": "curve.png"}
     card = train.run(
         name="flowcam",
-        usecase=uc,
+        settings=settings,
         raw=raw,
         manifest_path=root / "manifest.parquet",
         classes_path=root / "classes.json",
-        weights_path=out / "m.safetensors",
-        card_path=out / "card.json",
-        history_path=out / "history.tsv",
+        out={k: out / v for k, v in names.items()},
         mlflow_cfg=mlcfg,
         threads=2,
     )
