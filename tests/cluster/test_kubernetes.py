@@ -157,6 +157,7 @@ def manifests(s3, tmp_path_factory):
                 "results/flowcam/model/model.safetensors",
                 "results/flowcam/model/model_card.json",
                 "results/flowcam/model/history.tsv",
+                "results/flowcam/model/training_curve.png",
                 "results/flowcam/campaigns/demo/inputs.parquet",
             ],
         )

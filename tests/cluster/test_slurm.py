@@ -28,6 +28,7 @@ WORKFLOW_RULES = {
     "prepare",
     "train",
     "evaluate",
+    "campaign_summary",
     "infer_inputs",
     "infer_shard",
     "infer_gather",
