@@ -31,7 +31,7 @@ XSD = REPO / "tests/data/xsd/tdwg_dwc_text.xsd"
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("standards")
     uc = tiny_usecase()
-    uc["campaigns"]["demo"]["samples"]["path"] = str(REPO / "config/samples/flowcam_demo.csv")
+    uc["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
     uc["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
     write_workdir(work, {"flowcam": uc})
     run_snakemake(work)
