@@ -27,6 +27,7 @@ include: "workflow/infer.smk"
 include: "workflow/export.smk"
 include: "workflow/litter.smk"
 include: "workflow/standards.smk"
+include: "workflow/keras.smk"
 
 
 # Given models are copied in on the host that sees their path / registry (also without a shared

@@ -273,3 +273,9 @@ def standards_targets():
                     f"{RESULTS}/{uc}/campaigns/{campaign}/export/rocrate_{uc}_{campaign}.zip"
                 )
     return out
+
+
+# --- issue 13 (Keras backend) ---
+def keras_model_source(wildcards):
+    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
+    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}

@@ -211,6 +211,14 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
+def stretch(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size ignoring the aspect ratio, bilinear (cv2.INTER_LINEAR): what
+    planktonclas (albumentations Resize) feeds its Keras models."""
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
 def encode(image: np.ndarray, fmt: str = ".png") -> bytes:
     """Encode an RGB uint8 array (PNG by default, lossless)."""
     ok, buf = cv2.imencode(fmt, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import imaging
 from . import model as models
-from .io import atomic_path, write_json
+from .io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,19 @@ def _crop_of(row: dict[str, Any]) -> tuple[int, int, int, int] | None:
 class _Items(Dataset):
     """Rows of an inputs table -> decoded, letterboxed uint8 arrays or rejection records."""
 
-    def __init__(self, sources: list[str], crops: list[tuple | None], size: int, max_pixels: int):
+    def __init__(
+        self,
+        sources: list[str],
+        crops: list[tuple | None],
+        size: int,
+        max_pixels: int,
+        resize: str = "letterbox",
+    ):
         self.sources, self.crops = sources, crops
         self.size, self.max_pixels = size, max_pixels
+        # the model card's `resize`: letterbox (ours) or stretch (e.g. planktonclas Keras models)
+        self.resize = imaging.stretch if resize == "stretch" else imaging.letterbox
+        self.draft = size if resize == "letterbox" else None  # exact pixels for stretch models
         self._collage: tuple[str, np.ndarray | imaging.Rejected] | None = None
 
     def __len__(self) -> int:
@@ -59,7 +69,7 @@ class _Items(Dataset):
 
     def _whole(self, src: str) -> tuple[np.ndarray, str]:
         data = imaging.read_bytes(src)
-        dec = imaging.decode(data, self.max_pixels, draft=self.size)
+        dec = imaging.decode(data, self.max_pixels, draft=self.draft)
         return dec.image, hashlib.sha256(data).hexdigest()
 
     def _crop(self, src: str, box: tuple[int, int, int, int]) -> tuple[np.ndarray, str]:
@@ -84,7 +94,7 @@ class _Items(Dataset):
         src, box = self.sources[i], self.crops[i]
         try:
             img, digest = self._crop(src, box) if box else self._whole(src)
-            return i, imaging.letterbox(img, self.size), digest[:16], "", ""
+            return i, self.resize(img, self.size), digest[:16], "", ""
         except imaging.Rejected as rej:
             return i, None, "", rej.reason, rej.detail
         except Exception as exc:  # a shard never crashes on one bad file
@@ -132,6 +142,11 @@ class Predictor:
     ) -> Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"unknown inference backend {backend!r}; allowed: {BACKENDS}")
+        card = card if isinstance(card, dict) else read_json(card)
+        if card.get("backend") == "keras" or card.get("format") == "keras":
+            from .keras_backend import KerasPredictor  # TensorFlow only when a Keras model is used
+
+            return KerasPredictor.load(weights, card, device, threads)  # type: ignore[return-value]
         torch.set_num_threads(max(1, threads))
         base, card = models.load(weights, card)
         dev = models.pick_device(device)
@@ -224,7 +239,14 @@ def iter_batches(
     crops = [None] * len(inputs)
     if "crop_x" in inputs.columns:
         crops = [_crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
-    ds = _Items(inputs["source"].astype(str).tolist(), crops, predictor.card["input_size"], max_pixels)
+    card = predictor.card
+    ds = _Items(
+        inputs["source"].astype(str).tolist(),
+        crops,
+        card["input_size"],
+        max_pixels,
+        card.get("resize", "letterbox"),
+    )
     loader = DataLoader(
         ds,
         batch_size=batch_size,

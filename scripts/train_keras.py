@@ -1,0 +1,15 @@
+"""Step: fine-tune a Keras application backbone (see aquaflow.keras_train.run)."""
+
+from aquaflow import keras_train, runlog
+
+runlog.setup(snakemake.log[0])
+keras_train.run(
+    name=snakemake.wildcards.uc,
+    settings=snakemake.params.settings,
+    raw=snakemake.input.raw,
+    manifest_path=snakemake.input.manifest,
+    classes_path=snakemake.input.classes,
+    out=dict(snakemake.output.items()),
+    mlflow_cfg=snakemake.params.mlflow,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,124 @@
+"""Keras backend library: safe loading, cards, preprocessing, class weights."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:  # the optional extra; `make test` installs it
+    pytest.skip("TensorFlow is not installed (pip install '.[keras]')", allow_module_level=True)
+
+from aquaflow import keras_backend as kb
+from aquaflow.io import write_json
+
+keras = kb.tf_setup(1)
+
+
+def _lambda_model(path, h5: bool = False):
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inp)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="times_two")(x)
+    out = keras.layers.Dense(2, activation="softmax")(x)
+    keras.Model(inp, out).save(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_lambda_layer_is_refused_by_default_and_the_message_names_the_option(tmp_path, suffix):
+    path = _lambda_model(tmp_path / f"m{suffix}")
+    with pytest.raises(kb.KerasModelError) as err:
+        kb.load_model(path)
+    assert "model.safe_mode: false" in str(err.value) and "times_two" in str(err.value)
+    assert "Lambda" in str(err.value)
+    # the same refusal through the import step (what the workflow runs)
+    write_json(
+        {
+            "format": "keras",
+            "arch": "x",
+            "classes": ["a", "b"],
+            "input_size": 16,
+            "normalization": {"preprocess": "scale"},
+        },
+        tmp_path / "model_card.json",
+    )
+    spec = {"source": "path", "path": str(path), "safe_mode": True}
+    with pytest.raises(kb.KerasModelError, match=r"model\.safe_mode"):
+        kb.import_model(spec, tmp_path / "out" / "model.keras", tmp_path / "out" / "model_card.json")
+    assert not (tmp_path / "out" / "model.keras").exists()
+    # explicit opt-in: loads, and the card carries the opt-in to inference
+    card = kb.import_model(
+        {**spec, "safe_mode": False}, tmp_path / "out" / "model.keras", tmp_path / "out" / "card.json"
+    )
+    assert card["safe_mode"] is False
+    pred = kb.KerasPredictor.load(tmp_path / "out" / "model.keras", card, "cpu")
+    probs, feats = pred.predict_numpy(np.full((2, 16, 16, 3), 128, np.uint8))
+    assert probs.shape == (2, 2) and feats.shape == (2, 3)
+
+
+def test_planktonclas_preprocessing_matches_its_formula():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(2, 5, 5, 3), dtype=np.uint8)
+    mean, std = [100.0, 110.0, 120.0], [30.0, 40.0, 50.0]
+    base = {"preprocess": "planktonclas", "mean_rgb": mean, "std_rgb": std}
+    centred = x.astype(np.float64) - np.array(mean)
+    np.testing.assert_array_equal(
+        kb.preprocess(x, {**base, "mode": "tf"}), (centred / 127.5).astype(np.float32)
+    )
+    np.testing.assert_array_equal(
+        kb.preprocess(x, {**base, "mode": "torch"}), (centred / np.array(std)).astype(np.float32)
+    )
+    np.testing.assert_array_equal(
+        kb.preprocess(x, {**base, "mode": "caffe"}), centred[..., ::-1].astype(np.float32)
+    )
+    app = kb.preprocess(x, {"preprocess": "keras_applications", "module": "mobilenet"})
+    np.testing.assert_allclose(app, x / 127.5 - 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"classes": []}, "classes"),
+        ({"input_size": 8}, "input_size"),
+        ({"resize": "crop"}, "resize"),
+        ({"normalization": {"preprocess": "magic"}}, "normalization.preprocess"),
+        ({"normalization": {"preprocess": "mean_std", "mean": [0.5]}}, "normalization.mean"),
+        ({"normalization": {"preprocess": "keras_applications", "module": "nope"}}, "normalization.module"),
+    ],
+)
+def test_card_errors_name_the_key(change, key):
+    card = {
+        "format": "keras",
+        "arch": "x",
+        "classes": ["a"],
+        "input_size": 32,
+        "normalization": {"preprocess": "none"},
+    }
+    with pytest.raises(kb.KerasModelError, match=key.replace(".", r"\.")):
+        kb.validate_card({**card, **change})
+
+
+def test_planktonclas_folder_needs_its_config_keys(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "dataset_files").mkdir()
+    (tmp_path / "ckpts").mkdir()
+    (tmp_path / "dataset_files" / "classes.txt").write_text("a\nb\n")
+    write_json(
+        {"model": {"image_size": 64, "modelname": "Xception"}, "dataset": {}}, tmp_path / "conf" / "conf.json"
+    )
+    with pytest.raises(kb.KerasModelError, match=r"best_model\.keras"):
+        kb.planktonclas_folder(tmp_path)
+    (tmp_path / "ckpts" / "best_model.keras").write_bytes(b"")
+    with pytest.raises(kb.KerasModelError, match=r"model\.preprocess_mode"):
+        kb.planktonclas_folder(tmp_path)
+
+
+def test_class_weights_are_a_dict_for_keras_fit():
+    from aquaflow.keras_train import class_weight_dict
+
+    cfg = {"balancing": "weights", "class_weights": {"b": 2.0}}
+    w = class_weight_dict(np.array([0, 0, 0, 1]), ["a", "b"], cfg)
+    assert isinstance(w, dict) and set(w) == {0, 1}
+    assert w[1] / w[0] == pytest.approx(3 * 2.0)
+    assert class_weight_dict(np.array([0, 1]), ["a", "b"], {"balancing": "none", "class_weights": {}}) is None

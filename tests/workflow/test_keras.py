@@ -1,0 +1,253 @@
+"""Keras backend through the real workflow: a planktonclas model folder, a small Keras classifier
+and a fine-tuned Keras application, compared with Keras's / planktonclas's own predict paths."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:  # the optional extra; `make test` installs it
+    pytest.skip("TensorFlow is not installed (pip install '.[keras]')", allow_module_level=True)
+
+from aquaflow import imaging
+from aquaflow import keras_backend as kb
+from aquaflow.io import read_json, write_json
+
+from ..conftest import REPO, run_snakemake, write_workdir
+
+keras = kb.tf_setup(2)  # loads triton before TensorFlow (the reverse order segfaults)
+# step scripts import this checkout's aquaflow, not an editable install of another checkout
+ENV = {"PYTHONPATH": str(REPO / "scripts")}
+
+
+def _planktonclas_albumentations_shim() -> None:
+    """planktonclas.data_utils imports albumentations (not installed beside us). Its predict path
+    with augmentation off uses only A.Resize, i.e. cv2.resize with INTER_LINEAR on uint8 images:
+    give it exactly that, so the rest of its predict path is its own code."""
+    if "albumentations" in sys.modules:
+        return
+    import cv2
+
+    class Resize:
+        def __init__(self, height, width, interpolation=cv2.INTER_LINEAR):
+            self.size, self.interpolation = (width, height), interpolation
+
+        def __call__(self, image):
+            return {"image": cv2.resize(image, self.size, interpolation=self.interpolation)}
+
+    shim = types.ModuleType("albumentations")
+    shim.Resize = Resize
+    sys.modules["albumentations"] = shim
+
+
+def make_planktonclas_folder(root: Path, classes: list[str], size: int, files: list[str]) -> tuple:
+    """A model folder written by planktonclas's own code: model_utils.create_model (ImageNet download
+    swapped for weights=None, its only network access), model.save, model_utils.save_conf.
+    DenseNet121: its "torch" preprocessing uses both mean_RGB and std_RGB. Random weights give
+    nearly the same features for every image, so the head is scaled and centred on `files`' mean
+    feature: the top-1 labels then differ between images and the label comparison bites."""
+    _planktonclas_albumentations_shim()
+    from planktonclas import config, model_utils, paths
+
+    conf = config.get_conf_dict()
+    conf["general"]["base_directory"] = str(root)
+    conf["model"].update(
+        {
+            "modelname": "DenseNet121",
+            "image_size": size,
+            "num_classes": len(classes),
+            "preprocess_mode": "torch",
+        }
+    )
+    conf["dataset"].update({"mean_RGB": [131.2, 127.9, 120.4], "std_RGB": [44.1, 47.3, 50.2]})
+    conf["augmentation"]["val_mode"] = None
+    conf["training"]["l2_reg"] = 0
+    paths.CONF, paths.timestamp = conf, "2026-11-27_080000"
+    offline = types.SimpleNamespace(
+        DenseNet121=lambda **kw: keras.applications.DenseNet121(**{**kw, "weights": None})
+    )
+    real = model_utils.applications
+    model_utils.applications = offline
+    try:
+        keras.utils.set_random_seed(3)
+        model, _, info = model_utils.create_model(conf)
+    finally:
+        model_utils.applications = real
+    assert info["source"] == "keras_applications"
+    x = np.stack([imaging.stretch(imaging.load(f).image, size) for f in files])
+    norm = {"preprocess": "planktonclas", "mode": "torch"}
+    norm.update({"mean_rgb": conf["dataset"]["mean_RGB"], "std_rgb": conf["dataset"]["std_RGB"]})
+    feats = keras.Model(model.input, model.layers[-1].input).predict(kb.preprocess(x, norm), verbose=0)
+    kernel, _ = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * 100.0, -100.0 * feats.mean(0) @ kernel])
+    folder = Path(paths.get_timestamped_dir())
+    for sub in ("ckpts", "conf", "dataset_files"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    model.save(folder / "ckpts" / "best_model.keras")
+    conf["testing"]["ckpt_name"] = "best_model.keras"
+    model_utils.save_conf(conf)
+    (folder / "dataset_files" / "classes.txt").write_text("\n".join(classes) + "\n")
+    return folder, conf
+
+
+def make_images(root: Path, classes: list[str], per_class: int, seed: int = 0) -> list[Path]:
+    """Class folders of synthetic PNGs whose colour and shape depend on the class (learnable)."""
+    rng = np.random.default_rng(seed)
+    files = []
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = rng.integers(40, 90, size=2)
+            img = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
+            img[..., k % 3] += np.uint8(150)
+            img[h // 4 : h // 2, :: (k + 2)] = 255
+            path = root / name / f"{name}_{i:03d}.png"
+            path.write_bytes(imaging.encode(img))
+            files.append(path)
+    return files
+
+
+def given_usecase(model_path: Path, images: Path, **model) -> dict:
+    return {
+        "model": {"source": "path", "path": str(model_path), "backend": "keras", **model},
+        "inference": {"top_k": 3, "embeddings": True, "device": "cpu"},
+        "campaigns": {"run1": {"inputs": [{"kind": "folder", "path": str(images)}]}},
+        "export": {"ecotaxa": {"enabled": False}},
+    }
+
+
+def predictions_by_name(workdir: Path, uc: str) -> pd.DataFrame:
+    df = pd.read_parquet(workdir / "results" / uc / "campaigns" / "run1" / "predictions.parquet")
+    df["name"] = df["source"].map(lambda s: Path(s).name)
+    return df.set_index("name")
+
+
+@pytest.mark.timeout(600)
+def test_given_keras_models_predict_as_their_own_predict_paths(tmp_path, planktonclas_resources):
+    """planktonclas folder and a small trained .keras + card, both through import_keras_model ->
+    infer_shard -> infer_gather; compared with planktonclas.test_utils.predict and model.predict."""
+    # 1. planktonclas: 3 real FlowCam classes, 4 images each, its own predict path (1 crop, no TTA)
+    demo = planktonclas_resources / "demo-images"
+    classes = sorted(p.name for p in demo.iterdir() if p.is_dir())[:3]
+    flowcam = tmp_path / "flowcam"
+    for c in classes:
+        (flowcam / c).mkdir(parents=True)
+        for f in sorted((demo / c).iterdir())[:4]:
+            shutil.copy(f, flowcam / c / f.name)
+    files = sorted(str(p) for p in flowcam.rglob("*.jpg"))
+    folder, conf = make_planktonclas_folder(tmp_path / "plankton", classes, 64, files)
+
+    # 2. a small Keras classifier trained a few steps on images made here, saved with its card
+    tiny_classes = ["ciliate", "diatom", "detritus"]
+    made = make_images(tmp_path / "made", tiny_classes, 6)
+    x = np.stack([imaging.letterbox(imaging.load(p).image, 48) for p in made])
+    y = np.repeat(np.arange(3), 6)
+    inp = keras.Input((48, 48, 3))
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    h = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    h = keras.layers.Dense(12, activation="relu", name="embed")(h)
+    out = keras.layers.Dense(3, name="logits")(h)  # logits: the backend applies the softmax
+    tiny = keras.Model(inp, out)
+    tiny.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    norm = {"preprocess": "mean_std", "mean": [0.4, 0.45, 0.5], "std": [0.25, 0.2, 0.22]}
+    tiny.fit(kb.preprocess(x, norm), y, epochs=3, batch_size=6, verbose=0)
+    tiny_dir = tmp_path / "tiny"
+    tiny_dir.mkdir()
+    tiny.save(tiny_dir / "model.keras")
+    card = {"format": "keras", "weights": "model.keras", "arch": "tiny_cnn", "classes": tiny_classes}
+    write_json({**card, "input_size": 48, "normalization": norm}, tiny_dir / "model_card.json")
+
+    wd = write_workdir(
+        tmp_path / "wd",
+        {
+            "plankton": given_usecase(folder, flowcam),
+            "tiny": given_usecase(tiny_dir, tmp_path / "made"),
+        },
+    )
+    run_snakemake(wd, "--set-scatter", "infer=1", env=ENV)
+
+    # planktonclas: same top-1 labels and probabilities as its own predict (10-crop TTA off)
+    from planktonclas import test_utils
+
+    model = keras.saving.load_model(folder / "ckpts" / "best_model.keras", compile=False)
+    lab, prob = test_utils.predict(model, files, conf, top_K=3, crop_num=1)
+    got = predictions_by_name(wd, "plankton").loc[[Path(f).name for f in files]]
+    assert len(got) == len(files) == 12
+    assert got["top1_label"].tolist() == [classes[i] for i in lab[:, 0]]
+    assert got["top1_label"].nunique() > 1  # the model tells images apart
+    np.testing.assert_allclose(got["top1_prob"], prob[:, 0], atol=1e-5)
+    np.testing.assert_allclose(got["top2_prob"], prob[:, 1], atol=1e-5)
+    pcard = read_json(wd / "results/plankton/model/model_card.json")
+    assert pcard["resize"] == "stretch" and pcard["normalization"]["mean_rgb"] == conf["dataset"]["mean_RGB"]
+    assert pcard["classes"] == classes and pcard["input_size"] == 64 and pcard["backend"] == "keras"
+
+    # tiny: model.predict on the same images with the same preprocessing, within 1e-5
+    ref = keras.activations.softmax(tiny.predict(kb.preprocess(x, norm), verbose=0)).numpy()
+    got = predictions_by_name(wd, "tiny").loc[[p.name for p in made]]
+    assert got["top1_label"].tolist() == [tiny_classes[i] for i in ref.argmax(1)]
+    assert got["top1_label"].nunique() > 1
+    np.testing.assert_allclose(got["top1_prob"], ref.max(1), atol=1e-5)
+    embed = keras.Model(tiny.input, tiny.get_layer("embed").output).predict(kb.preprocess(x, norm), verbose=0)
+    np.testing.assert_allclose(np.stack(got["embedding"].to_numpy()), embed, atol=1e-5)
+    tcard = read_json(wd / "results/tiny/model/model_card.json")
+    assert tcard["id"] == read_json(tiny_dir / "model_card.json").get("id", tcard["id"])
+    assert got["model_id"].unique().tolist() == [tcard["id"]]
+
+
+@pytest.mark.timeout(600)
+def test_train_keras_one_epoch_is_tracked_in_mlflow(tmp_path):
+    """train_keras fine-tunes a keras.applications backbone (weights from disk) for one epoch,
+    evaluate runs on it (Keras predictor), and the MLflow run holds the metrics and the model folder."""
+    classes = ["a", "b"]
+    make_images(tmp_path / "data", classes, 8, seed=1)
+    backbone = keras.applications.MobileNetV3Small(
+        include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg"
+    )
+    backbone.save_weights(tmp_path / "backbone.weights.h5")
+    uc = {
+        "source": {"kind": "path", "path": str(tmp_path / "data")},
+        "dataset": {"layout": "class_folders", "split": {"val": 0.25, "test": 0.25}},
+        "model": {
+            "backend": "keras",
+            "arch": "MobileNetV3Small",
+            "input_size": 64,
+            "pretrained_weights": str(tmp_path / "backbone.weights.h5"),
+        },
+        "training": {
+            "epochs": 1,
+            "batch_size": 4,
+            "lr": 0.001,
+            "warmup_epochs": 0,
+            "augmentation": ["hflip", "rot90"],
+            "class_weights": {"b": 2.0},
+        },
+        "inference": {"device": "cpu"},
+    }
+    wd = write_workdir(tmp_path / "wd", {"kt": uc})
+    run_snakemake(wd, "--set-scatter", "infer=1", env=ENV)
+    card = read_json(wd / "results/kt/model/model_card.json")
+    assert card["backend"] == "keras" and card["format"] == "keras" and card["weights"] == "model.keras"
+    assert card["normalization"] == {"preprocess": "keras_applications", "module": "mobilenet_v3"}
+    assert card["training"]["epochs_run"] == 1
+    history = pd.read_csv(wd / "results/kt/model/history.tsv", sep="\t")
+    assert history["epoch"].tolist() == [1]
+    metrics = read_json(wd / "results/kt/eval/metrics.json")
+    assert metrics["model_id"] == card["id"] and 0.0 <= metrics["accuracy"] <= 1.0
+
+    import mlflow
+
+    mlflow.set_tracking_uri(card["mlflow"]["tracking_uri"])
+    run = mlflow.get_run(card["mlflow"]["run_id"])
+    assert run.data.tags["backend"] == "keras" and run.data.tags["model_id"] == card["id"]
+    assert "val_macro_f1" in run.data.metrics and run.data.params["model.arch"] == "MobileNetV3Small"
+    assert run.data.params["training.class_weights.b"] == "2.0"
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "model")}
+    assert logged == {"model/model.keras", "model/model_card.json"}
