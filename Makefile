@@ -10,7 +10,7 @@ PIP_INSTALL := $(PIP) install --quiet --constraint envs/constraints.txt
 DEMO_DATA := planktonclas==0.2.4
 CORES ?= all
 
-.PHONY: demo test lint setup setup-test report clean
+.PHONY: demo test lint setup setup-test setup-cluster report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,16 @@ $(VENV)/.setup-test: $(VENV)/.setup
 	$(ONE_OPENCV)
 	touch $@
 
+# Cluster setup adds the executor/storage plugins that jobs need on Kubernetes and Slurm
+# (envs/Containerfile and envs/aquaflow.def build their images with this target).
+$(VENV)/.setup-cluster: $(VENV)/.setup
+	$(PIP_INSTALL) --editable ".[cluster]"
+	$(ONE_OPENCV)
+	touch $@
+
 setup: $(VENV)/.setup
 setup-test: $(VENV)/.setup-test
+setup-cluster: $(VENV)/.setup-cluster
 
 ## demo: set up, run the FlowCam workflow on the embedded images, write the HTML report
 demo: setup

@@ -18,11 +18,18 @@ scattergather:
 
 
 include: "workflow/common.smk"
+
+
+# Every rule runs in this image under --sdm apptainer (config key `container`; null: none).
+container: CONFIG["container"]
+
+
 include: "workflow/fetch.smk"
 include: "workflow/preprocess.smk"
 include: "workflow/prepare.smk"
 include: "workflow/train.smk"
 include: "workflow/evaluate.smk"
+include: "workflow/staging.smk"
 include: "workflow/infer.smk"
 include: "workflow/export.smk"
 include: "workflow/litter.smk"

@@ -2,7 +2,11 @@
 
 import pandas as pd
 
-from aquaflow import ecotaxa, runlog
+from aquaflow import ecotaxa, runlog, staging
 
 runlog.setup(snakemake.log[0])
-ecotaxa.write_bundle(pd.read_parquet(snakemake.input.predictions), snakemake.input.tsv, snakemake.output[0])
+# without a shared file system the images come from the campaign's staged shard bundles
+read = staging.BundleReader(snakemake.input.staged).read_bytes if snakemake.input.staged else None
+ecotaxa.write_bundle(
+    pd.read_parquet(snakemake.input.predictions), snakemake.input.tsv, snakemake.output[0], read
+)

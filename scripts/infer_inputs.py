@@ -3,9 +3,11 @@
 from pathlib import Path
 
 from aquaflow import inputs, runlog
-from aquaflow.io import write_parquet
 
 runlog.setup(snakemake.log[0])
 raw = snakemake.input.raw or None
 images = Path(raw, snakemake.params.images) if raw else None
-write_parquet(inputs.build(snakemake.params.inputs, images, raw), snakemake.output[0])
+table = inputs.build(snakemake.params.inputs, images, raw)
+if raw:  # without a shared file system `raw` is a local copy: keep the workflow's own path
+    table = inputs.relocate(table, raw, snakemake.params.raw_name)
+inputs.write(table, snakemake.output[0])  # what the listings skipped goes into the file's metadata

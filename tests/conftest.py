@@ -73,11 +73,7 @@ def run_snakemake(
         "gpu=1",
     )
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    # step scripts run in their own Python: make them import this checkout's library, not the
-    # copy an editable install of another checkout would put first on sys.path
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO / "scripts"), os.environ.get("PYTHONPATH")])
-    )
+    full_env["PYTHONPATH"] = str(REPO / "scripts")  # this checkout's library, whatever is installed
     full_env.update(env or {})
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and proc.returncode != 0:

@@ -275,6 +275,32 @@ def standards_targets():
     return out
 
 
+# --- issue 9: runs without a shared file system (rules in workflow/staging.smk) ---
+from snakemake_interface_executor_plugins.settings import SharedFSUsage  # noqa: E402
+
+
+def staging():
+    """True when jobs share no file system with this host (decided at DAG time, so the
+    executor's own setting, e.g. Kubernetes', counts)."""
+    return SharedFSUsage.INPUT_OUTPUT not in workflow.storage_settings.shared_fs_usage
+
+
+def shard_table(wildcards):
+    """What a shard reads its rows from: its staged bundle, or the campaign's input table."""
+    base = f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}"
+    if staging():
+        return f"{base}/staged/{wildcards.scatteritem}.zip"
+    return f"{base}/inputs.parquet"
+
+
+def staged_bundles(wildcards):
+    """Every staged bundle of a campaign (the images of its exports), or none."""
+    if not staging():
+        return []
+    base = f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}"
+    return gather.infer(f"{base}/staged/{{scatteritem}}.zip")
+
+
 # --- issue 13 (Keras backend) ---
 def keras_model_source(wildcards):
     """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""

@@ -17,6 +17,7 @@ rule export_ecotaxa_bundle:
     input:
         predictions=rules.infer_gather.output.predictions,
         tsv=rules.export_ecotaxa.output.tsv,
+        staged=staged_bundles,  # the images, without a shared file system
     output:
         f"{CAMPAIGN}/export/ecotaxa_{{uc}}_{{campaign}}.zip",
     log:

@@ -13,13 +13,14 @@ rule infer_inputs:
     params:
         inputs=campaign_section("inputs"),
         images=images_folder,
+        raw_name=campaign_raw,
     script:
         "../scripts/infer_inputs.py"
 
 
 rule infer_shard:
     input:
-        inputs=rules.infer_inputs.output[0],
+        inputs=shard_table,  # inputs.parquet, or the shard's staged bundle (workflow/staging.smk)
         weights=model_weights,
         card=model_card,
     output:

@@ -79,6 +79,76 @@ def validate(data: dict[str, Any], schema_path: str | Path, origin: str) -> dict
     return data
 
 
+def _input_specs(uc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(key path, spec) of every inference input: `inference.inputs` and/or `campaigns.<c>.inputs`."""
+    out = [(f"inference.inputs[{i}]", s) for i, s in enumerate(uc.get("inference", {}).get("inputs") or [])]
+    for name, camp in (uc.get("campaigns") or {}).items():
+        out += [(f"campaigns.{name}.inputs[{i}]", s) for i, s in enumerate(camp.get("inputs") or [])]
+    return out
+
+
+def known_classes(uc: dict[str, Any]) -> tuple[list[str], str] | None:
+    """The class names, when they are known before any job runs, and the key they come from:
+    `dataset.classes`, or `dataset.classes_file` in a local or packaged source. None otherwise
+    (a URL/DOI source is only read by the fetch job; labels made by preprocess steps)."""
+    dataset, source = uc.get("dataset") or {}, uc.get("source") or {}
+    if dataset.get("classes"):
+        return list(dataset["classes"]), "dataset.classes"
+    if not dataset.get("classes_file"):
+        return None
+    root: Path | None = None
+    if source.get("kind") == "path" and Path(source["path"]).is_dir():
+        root = Path(source["path"])
+    elif source.get("kind") == "package":
+        from .fetch import FetchError, package_root
+
+        try:
+            root = package_root(source["package"]) / source.get("subdir", "")
+        except (FetchError, ImportError):
+            return None
+    file = root / dataset["classes_file"] if root else None
+    if file is None or not file.is_file():
+        return None
+    names = [c.strip() for c in file.read_text().splitlines() if c.strip()]
+    return names, f"dataset.classes_file ({file})"
+
+
+def check_usecase(uc: dict[str, Any], origin: str) -> None:
+    """Checks that involve two keys, run before any job; the message names both keys."""
+    problems = []
+    inference = uc.get("inference") or {}
+    if inference.get("backend") == "onnx" and str(inference.get("device", "auto")).startswith("cuda"):
+        problems.append(
+            f"'inference.backend: onnx' runs on the CPU but 'inference.device' is "
+            f"{inference['device']!r}: use backend eager or compile on a GPU, or device cpu"
+        )
+    steps = (uc.get("preprocess") or {}).get("steps") or []
+    if (uc.get("litter") or {}).get("enabled") and "patchify" not in steps:
+        problems.append(
+            "'litter.enabled: true' assesses tiles, but 'preprocess.steps' has no patchify "
+            f"(steps: {steps}): add patchify or disable litter"
+        )
+    for key, spec in _input_specs(uc):
+        if spec.get("kind") == "preprocessed" and not steps:
+            problems.append(
+                f"'{key}.kind: preprocessed' reads the preprocess output, but 'preprocess.steps' is empty"
+            )
+    classes = known_classes(uc)
+    if classes is not None:
+        names, where = classes
+        ecotaxa = (uc.get("export") or {}).get("ecotaxa") or {}
+        for key, used in (
+            ("export.ecotaxa.class_scores", ecotaxa.get("class_scores") or []),
+            ("export.ecotaxa.categories", list(ecotaxa.get("categories") or {})),
+            ("litter.categories", (uc.get("litter") or {}).get("categories") or []),
+        ):
+            unknown = [c for c in used if c not in names]
+            if unknown:
+                problems.append(f"'{key}' names {unknown}, not classes of '{where}': {names}")
+    if problems:
+        raise ConfigError(f"{origin}: inconsistent config: " + "; ".join(problems))
+
+
 def load_workflow_config(
     config: dict[str, Any], schema_dir: str | Path, origin: str = "config"
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -89,4 +159,5 @@ def load_workflow_config(
     for name, path in main["usecases"].items():
         uc = load_yaml(path)
         usecases[name] = validate(uc, schema_dir / "usecase.schema.yaml", f"{path}")
+        check_usecase(usecases[name], f"{path}")
     return main, usecases

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +22,74 @@ MANIFEST_COLUMNS = ["id", "path", "sha256", "label", "width", "height", "split"]
 REJECTED_COLUMNS = ["path", "reason", "detail"]
 
 
-def list_images(root: str | Path, extensions: tuple[str, ...] = imaging.IMAGE_EXTENSIONS) -> list[str]:
-    """Image paths under `root`, relative and sorted, via os.scandir (no per-file stat calls)."""
+# Why a listing passed over a file (the `reason` of Listing.skipped).
+SKIP_HIDDEN = "hidden"  # .DS_Store, ._name.jpg (macOS resource forks), .thumbnails ...
+SKIP_EXTENSION = "extension"  # not one of the configured extensions (.lst, .csv, Thumbs.db ...)
+SKIP_NOT_REGULAR = "not_a_regular_file"  # FIFO, socket, device: reading would block or never end
+
+
+@dataclass
+class Listing:
+    """The image paths found under a folder (relative, sorted) and what was passed over, and why."""
+
+    paths: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    def skipped_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(r for _, r in self.skipped).items()))
+
+
+def scan_folder(root: str | Path, extensions: tuple[str, ...] = imaging.IMAGE_EXTENSIONS) -> Listing:
+    """Walk `root` with os.scandir (no per-file stat for regular entries).
+
+    Every entry that is not a folder is either listed or skipped with a reason, so the files
+    under `root` always number len(paths) + len(skipped). A hidden folder (.snapshot, .thumbnails)
+    is skipped as one entry, not entered. Symbolic links are listed by name, never followed into
+    folders (a dangling link is listed, then rejected as broken_link when read). File names that
+    are not valid UTF-8 come back surrogate-escaped (os.fsencode gives the original bytes back).
+    """
     root = Path(root)
     exts = tuple(e.lower() for e in extensions)
-    out: list[str] = []
+    out = Listing()
     stack = [root]
     while stack:
         d = stack.pop()
         with os.scandir(d) as it:
             for entry in it:
+                rel = os.path.relpath(entry.path, root)
                 if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
+                    out.skipped.append((rel, SKIP_HIDDEN))
+                elif entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.name.lower().endswith(exts):
-                    out.append(os.path.relpath(entry.path, root))
-    return sorted(out)
+                elif not entry.name.lower().endswith(exts):
+                    out.skipped.append((rel, SKIP_EXTENSION))
+                elif not (entry.is_symlink() or entry.is_file(follow_symlinks=False)):
+                    out.skipped.append((rel, SKIP_NOT_REGULAR))
+                else:
+                    out.paths.append(rel)
+    out.paths.sort()
+    out.skipped.sort()
+    return out
+
+
+def list_images(root: str | Path, extensions: tuple[str, ...] = imaging.IMAGE_EXTENSIONS) -> list[str]:
+    """Image paths under `root`, relative and sorted (see scan_folder for what is skipped)."""
+    return scan_folder(root, extensions).paths
+
+
+NO_LABEL = "no_label_folder"  # an image at the root of a class-folder dataset
 
 
 def scan_class_folders(root: str | Path, extensions: tuple[str, ...]) -> pd.DataFrame:
-    """Images in <root>/<label>/**; the first folder level is the label."""
-    paths = list_images(root, extensions)
-    rows = [(p, Path(p).parts[0]) for p in paths if len(Path(p).parts) > 1]
+    """Images in <root>/<label>/**; the first folder level is the label.
+
+    Images directly under <root> have no label folder: they are kept with label "" so that
+    build_manifest rejects them with the reason no_label_folder instead of dropping them unseen.
+    """
+    listing = scan_folder(root, extensions)
+    if listing.skipped:
+        log.info("%s: skipped %s", root, listing.skipped_counts())
+    rows = [(p, Path(p).parts[0] if len(Path(p).parts) > 1 else "") for p in listing.paths]
     return pd.DataFrame(rows, columns=["path", "label"])
 
 
@@ -127,6 +174,15 @@ def build_manifest(
 
     rows, rejected, seen = [], [], {}
     for rec in items.itertuples(index=False):
+        shown = imaging.display_path(rec.path)
+        if shown != rec.path:  # not valid UTF-8: the manifest (Parquet) can only hold UTF-8 paths
+            rejected.append((shown, imaging.BAD_FILE_NAME, "file name is not valid UTF-8; rename the file"))
+            continue
+        if not rec.label:
+            rejected.append(
+                (rec.path, NO_LABEL, "image at the root of the dataset: put it in a <label>/ folder")
+            )
+            continue
         try:
             data = imaging.read_bytes(images_root / rec.path)
             digest = sha256_bytes(data)

@@ -193,24 +193,38 @@ def read_tsv(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 @functools.lru_cache(maxsize=2)
-def _decoded(source: str) -> np.ndarray:
+def _decoded(source: str, read=imaging.read_bytes) -> np.ndarray:
     """Decoded image, cached: the crops of one FlowCam collage come one after another."""
-    return imaging.load(source).image
+    return imaging.decode(read(source)).image
 
 
-def item_image(source: str, crop: tuple[int, int, int, int] | None) -> tuple[bytes, bool]:
-    """The bytes to ship for one item: the original file when EcoTaxa accepts it, else a PNG."""
+def item_image(
+    source: str, crop: tuple[int, int, int, int] | None, read=imaging.read_bytes
+) -> tuple[bytes, bool]:
+    """The bytes to ship for one item: the original file when EcoTaxa accepts it, else a PNG.
+
+    `read(source) -> bytes`: how to get a file (aquaflow.staging.BundleReader without a shared
+    file system)."""
     if crop is None and Path(source).suffix.lower() in ECOTAXA_IMAGE_FORMATS:
-        return imaging.read_bytes(source), False
-    img = _decoded(source)
+        return read(source), False
+    img = _decoded(source, read)
     if crop is not None:
         x, y, w, h = crop
         img = img[y : y + h, x : x + w]
     return imaging.encode(img, ".png"), True
 
 
-def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path) -> None:
-    """A zip EcoTaxa can import: the TSV at the root and every image under images/."""
+def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path, read=None) -> None:
+    """A zip EcoTaxa can import: the TSV at the root and every image under images/.
+
+    `read(source) -> bytes` (default: the file at `source`, or its exact bytes from `source_hex`)."""
+    if read is None:
+        hexes = preds["source_hex"] if "source_hex" in preds else [""] * len(preds)
+        exact = {s: bytes.fromhex(h) for s, h in zip(preds["source"], hexes, strict=True) if h}
+
+        def read(source: str) -> bytes:
+            return imaging.read_bytes(exact.get(source, source))
+
     ecotaxa_df, _ = read_tsv(tsv)
     crops = preds[["crop_x", "crop_y", "crop_w", "crop_h"]].to_numpy() if "crop_w" in preds else None
     with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
@@ -219,7 +233,7 @@ def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path) -> 
             box = None
             if crops is not None and crops[i][2] > 0:
                 box = tuple(int(v) for v in crops[i])
-            data, _ = item_image(src, box)
+            data, _ = item_image(src, box, read)
             zf.writestr(name, data)
 
 

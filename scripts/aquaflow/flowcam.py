@@ -4,11 +4,13 @@ A run folder holds collage images (`<run>_000001.tif`, ...) and either the list 
 (format 017: version line, `num-fields|N`, N `name|type` lines, then `|`-separated rows) or the
 VisualSpreadsheet list-data CSV (`Image File`, `Image X`, `Image Y`, `Image Width`, `Image Height`,
 `Particle ID`, ...). Each particle becomes one input row: the collage path, the crop box and every
-per-particle field as a metadata column.
+per-particle field as a metadata column. A row whose crop box is missing or empty is kept (crop
+values -1 or 0) and rejected by the shard engine as bad_crop_box, never predicted on the whole collage.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -66,6 +68,15 @@ def read_csv_export(path: str | Path) -> pd.DataFrame:
     )
 
 
+def _collage_path(folder: Path, name: object) -> str:
+    """The collage file a row names. List files are read as Latin-1, so each character is one
+    byte of the name as the instrument PC wrote it: those bytes are the file name on disk
+    (surrogate-escaped where they are not UTF-8). An empty name gives "" (bad_file_name)."""
+    if name is None or pd.isna(name) or not str(name).strip():
+        return ""
+    return os.path.join(folder, os.fsdecode(str(name).strip().encode("latin-1")))
+
+
 def list_run(folder: str | Path) -> pd.DataFrame:
     """One row per particle: source (collage path), crop_x/y/w/h and per-particle metadata."""
     folder = Path(folder)
@@ -82,8 +93,8 @@ def list_run(folder: str | Path) -> pd.DataFrame:
         raise ValueError(f"{folder}: FlowCam list lacks column(s) {sorted(missing)}")
     df = df.rename(columns={"id": "particle_id", "particle_id": "particle_id"})
     meta = [c for c in df.columns if c not in ("collage", "crop_x", "crop_y", "crop_w", "crop_h")]
-    out = pd.DataFrame({"source": [str(folder / c) for c in df["collage"].astype(str)]})
-    for c in ("crop_x", "crop_y", "crop_w", "crop_h"):
+    out = pd.DataFrame({"source": [_collage_path(folder, c) for c in df["collage"]]})
+    for c in ("crop_x", "crop_y", "crop_w", "crop_h"):  # missing -> -1: rejected as bad_crop_box
         out[c] = pd.to_numeric(df[c], errors="coerce").fillna(-1).astype("int64")
     for c in meta:
         out[c if c not in RESERVED else f"meta_{c}"] = df[c].to_numpy()

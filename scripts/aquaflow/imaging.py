@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-Image.MAX_IMAGE_PIXELS = None  # we apply our own limit (max_pixels) before decoding
 cv2.setNumThreads(1)  # decode/resize run inside DataLoader workers: one thread each
 
-DEFAULT_MAX_PIXELS = 200_000_000
+# Pillow's own decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS is never changed here):
+# Pillow refuses more than 2 x MAX_IMAGE_PIXELS = 178,956,970 px while reading the header. Our
+# `max_pixels` (default: that same number) is checked from the header too, before any pixel is
+# decoded, by every decoder: Pillow, and the OpenCV fallback for TIFFs Pillow cannot read.
+PILLOW_LIMIT = 2 * int(Image.MAX_IMAGE_PIXELS or 0)
+DEFAULT_MAX_PIXELS = 178_956_970
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 
 # Rejection reasons (the `reason` column of rejected.parquet).
@@ -27,6 +31,8 @@ TRUNCATED = "truncated"
 TOO_LARGE = "too_large"
 UNSUPPORTED_MODE = "unsupported_mode"
 DECODE_ERROR = "decode_error"
+BAD_FILE_NAME = "bad_file_name"  # empty, or holding a NUL byte: no file can have that name
+BAD_CROP_BOX = "bad_crop_box"  # a crop row (FlowCam) whose box is missing, empty or off the image
 REASONS = (
     MISSING,
     BROKEN_LINK,
@@ -37,6 +43,8 @@ REASONS = (
     TOO_LARGE,
     UNSUPPORTED_MODE,
     DECODE_ERROR,
+    BAD_FILE_NAME,
+    BAD_CROP_BOX,
 )
 
 
@@ -57,15 +65,35 @@ class Decoded:
     mode: str  # original PIL mode, e.g. "L", "RGB", "I;16"
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """Read a file, turning every failure into a Rejected with a reason."""
-    p = Path(path)
+def display_path(path: str | bytes | os.PathLike) -> str:
+    """A path as valid UTF-8 text: undecodable bytes (a Latin-1 name from an old instrument PC,
+    surrogate-escaped by Python) become backslash escapes, e.g. b'caf\\xe9.jpg' -> 'caf\\\\xe9.jpg'."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_bytes(path: str | bytes | os.PathLike) -> bytes:
+    """Read a file, turning every failure into a Rejected with a reason.
+
+    The file is stat-ed first: only regular files are read (a FIFO named like an image would
+    block the reader forever; a device would never end).
+    """
+    raw = os.fsencode(path)
+    if not raw or b"\x00" in raw:
+        raise Rejected(BAD_FILE_NAME, "path holds a NUL byte" if raw else "empty path")
     try:
-        data = p.read_bytes()
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise Rejected(UNREADABLE, "is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise Rejected(UNREADABLE, f"not a regular file (mode {stat.filemode(st.st_mode)})")
+        with open(path, "rb") as fh:
+            data = fh.read()
     except FileNotFoundError as exc:
-        if p.is_symlink():
-            raise Rejected(BROKEN_LINK, f"link target {os.readlink(p)} does not exist") from exc
-        raise Rejected(MISSING, str(p)) from exc
+        if os.path.islink(path):
+            raise Rejected(
+                BROKEN_LINK, f"link target {display_path(os.readlink(path))} does not exist"
+            ) from exc
+        raise Rejected(MISSING, display_path(path)) from exc
     except IsADirectoryError as exc:
         raise Rejected(UNREADABLE, "is a directory") from exc
     except OSError as exc:
@@ -113,11 +141,38 @@ def _float_to_gray8(arr: np.ndarray) -> np.ndarray:
     )
 
 
-def _decode_cv2(data: bytes) -> Decoded | None:
-    """Second attempt for what Pillow cannot open (e.g. float or 32-bit TIFF); None if cv2 can't."""
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a TIFF's first image, read from its header only (tifffile)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tf:
+            page = tf.pages.first
+            return int(page.imagewidth), int(page.imagelength)
+    except Exception as exc:
+        raise _decode_failure(exc) from exc
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise Rejected(DECODE_ERROR, f"empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise Rejected(TOO_LARGE, f"{width}x{height} exceeds max_pixels={max_pixels}")
+
+
+def _decode_cv2(data: bytes, max_pixels: int) -> Decoded:
+    """Second attempt for TIFFs Pillow cannot open (float, 32-bit int, odd sample layouts).
+
+    The size comes from the TIFF header before OpenCV decodes a single pixel.
+    """
+    width, height = _tiff_size(data)
+    _check_size(width, height, max_pixels)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
-        return None
+        raise Rejected(DECODE_ERROR, "neither Pillow nor OpenCV can decode this TIFF")
     if arr.ndim == 2:
         arr = arr[:, :, None]
     h, w, ch = arr.shape
@@ -149,35 +204,38 @@ def _decode_failure(exc: Exception) -> Rejected:
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Decoded:
     """Decode encoded image bytes to RGB uint8; raise Rejected with a reason on failure.
 
-    Pillow first; what it cannot open gets a second try with OpenCV. 16-bit data maps to 8 bits
-    by a fixed division (0..65535 -> 0..255), so intensities stay comparable between images.
+    The size is checked from the header before decoding (Pillow's own guard, then `max_pixels`).
+    Pillow first; TIFFs it cannot open get a second try with OpenCV. EXIF orientation is applied
+    (the array is what a viewer shows). 16-bit data maps to 8 bits by a fixed division
+    (0..65535 -> 0..255), so intensities stay comparable between images.
     `draft`: for JPEGs, let the decoder down-scale by a power of two while staying >= draft px.
     """
     if not data:
         raise Rejected(ZERO_BYTES)
     try:
         im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise Rejected(TOO_LARGE, f"Pillow's decompression-bomb guard: {exc}") from exc
     except UnidentifiedImageError as exc:
-        fallback = _decode_cv2(data)
-        if fallback is None:
-            raise Rejected(NOT_AN_IMAGE, "neither Pillow nor OpenCV can read it") from exc
-        if fallback.width * fallback.height > max_pixels:
-            raise Rejected(
-                TOO_LARGE, f"{fallback.width}x{fallback.height} exceeds max_pixels={max_pixels}"
-            ) from None
-        return fallback
+        if data[:4] in TIFF_MAGIC:
+            return _decode_cv2(data, max_pixels)
+        raise Rejected(NOT_AN_IMAGE, "not an image format Pillow can read") from exc
     except Exception as exc:
         raise _decode_failure(exc) from exc
     width, height = im.size
-    if width <= 0 or height <= 0:
-        raise Rejected(DECODE_ERROR, f"empty size {width}x{height}")
-    if width * height > max_pixels:
-        raise Rejected(TOO_LARGE, f"{width}x{height} exceeds max_pixels={max_pixels}")
+    _check_size(width, height, max_pixels)
     mode = im.mode
     try:
         if draft and im.format == "JPEG":
             im.draft("RGB" if mode != "L" else "L", (draft, draft))
         im.load()
+        orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation
+        if orientation != 1:
+            im = ImageOps.exif_transpose(im)
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+    except Image.DecompressionBombError as exc:  # e.g. a GIF frame larger than its header said
+        raise Rejected(TOO_LARGE, f"Pillow's decompression-bomb guard: {exc}") from exc
     except Exception as exc:
         raise _decode_failure(exc) from exc
     try:
@@ -189,7 +247,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None 
     return Decoded(np.ascontiguousarray(arr), width, height, mode)
 
 
-def load(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+def load(path: str | bytes | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     return decode(read_bytes(path), max_pixels)
 
 

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from . import imaging
 from . import model as models
-from .io import atomic_path, read_json, write_json
+from .inputs import source_paths
+from .io import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +37,24 @@ ROW_GROUP = 8192
 
 
 def _crop_of(row: dict[str, Any]) -> tuple[int, int, int, int] | None:
-    if (
-        "crop_x" in row
-        and row["crop_x"] is not None
-        and not pd.isna(row["crop_x"])
-        and int(row["crop_w"]) > 0
-    ):
-        return tuple(int(row[c]) for c in CROP_COLUMNS)  # type: ignore[return-value]
-    return None
+    """The crop box of a row, or None for a whole-image row (no crop columns, or NaN: a row of a
+    folder input concatenated with a FlowCam one). A crop row's box is returned as it is, even
+    when missing (-1) or empty: _Items rejects it as bad_crop_box rather than predict the collage."""
+    if "crop_x" not in row or any(row[c] is None or pd.isna(row[c]) for c in CROP_COLUMNS):
+        return None
+    return tuple(int(row[c]) for c in CROP_COLUMNS)  # type: ignore[return-value]
 
 
 class _Items(Dataset):
-    """Rows of an inputs table -> decoded, letterboxed uint8 arrays or rejection records."""
+    """Rows of an inputs table -> decoded, letterboxed uint8 arrays or rejection records.
+
+    `sources` are paths as str, or bytes for file names that are not valid UTF-8 (see
+    aquaflow.inputs.source_paths).
+    """
 
     def __init__(
         self,
-        sources: list[str],
+        sources: list[str | bytes],
         crops: list[tuple | None],
         size: int,
         max_pixels: int,
@@ -62,17 +65,20 @@ class _Items(Dataset):
         # the model card's `resize`: letterbox (ours) or stretch (e.g. planktonclas Keras models)
         self.resize = imaging.stretch if resize == "stretch" else imaging.letterbox
         self.draft = size if resize == "letterbox" else None  # exact pixels for stretch models
-        self._collage: tuple[str, np.ndarray | imaging.Rejected] | None = None
+        self._collage: tuple[str | bytes, np.ndarray | imaging.Rejected] | None = None
 
     def __len__(self) -> int:
         return len(self.sources)
 
-    def _whole(self, src: str) -> tuple[np.ndarray, str]:
+    def _whole(self, src: str | bytes) -> tuple[np.ndarray, str]:
         data = imaging.read_bytes(src)
         dec = imaging.decode(data, self.max_pixels, draft=self.draft)
         return dec.image, hashlib.sha256(data).hexdigest()
 
-    def _crop(self, src: str, box: tuple[int, int, int, int]) -> tuple[np.ndarray, str]:
+    def _crop(self, src: str | bytes, box: tuple[int, int, int, int]) -> tuple[np.ndarray, str]:
+        x, y, w, h = box
+        if x < 0 or y < 0 or w <= 0 or h <= 0:
+            raise imaging.Rejected(imaging.BAD_CROP_BOX, f"crop box {box} is missing or empty")
         if self._collage is None or self._collage[0] != src:  # rows of a collage are contiguous
             try:
                 img: np.ndarray | imaging.Rejected = imaging.load(src, self.max_pixels).image
@@ -82,10 +88,9 @@ class _Items(Dataset):
         img = self._collage[1]
         if isinstance(img, imaging.Rejected):
             raise img
-        x, y, w, h = box
         H, W = img.shape[:2]
-        if x < 0 or y < 0 or x + w > W or y + h > H:
-            raise imaging.Rejected(imaging.DECODE_ERROR, f"crop {box} outside collage of size {W}x{H}")
+        if x + w > W or y + h > H:
+            raise imaging.Rejected(imaging.BAD_CROP_BOX, f"crop {box} outside collage of size {W}x{H}")
         crop = np.ascontiguousarray(img[y : y + h, x : x + w])
         digest = hashlib.sha256(f"{h}x{w}:".encode() + crop.tobytes()).hexdigest()
         return crop, digest
@@ -93,6 +98,8 @@ class _Items(Dataset):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str, str, str]:
         src, box = self.sources[i], self.crops[i]
         try:
+            if isinstance(src, imaging.Rejected):  # found while staging (aquaflow.staging)
+                raise src
             img, digest = self._crop(src, box) if box else self._whole(src)
             return i, self.resize(img, self.size), digest[:16], "", ""
         except imaging.Rejected as rej:
@@ -234,19 +241,17 @@ def iter_batches(
     workers: int,
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
     progress=None,
+    read_paths: list | None = None,
 ) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
-    """Yield (batch, probs, features) per DataLoader batch; rejected rows ride along in batch."""
+    """Yield (batch, probs, features) per DataLoader batch; rejected rows ride along in batch.
+
+    `read_paths`: where to read each row's file when it is not `source` (a staged copy)."""
     crops = [None] * len(inputs)
     if "crop_x" in inputs.columns:
         crops = [_crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
     card = predictor.card
-    ds = _Items(
-        inputs["source"].astype(str).tolist(),
-        crops,
-        card["input_size"],
-        max_pixels,
-        card.get("resize", "letterbox"),
-    )
+    reads = read_paths if read_paths is not None else source_paths(inputs)
+    ds = _Items(reads, crops, card["input_size"], max_pixels, card.get("resize", "letterbox"))
     loader = DataLoader(
         ds,
         batch_size=batch_size,
@@ -306,6 +311,7 @@ def run_shard(
     run_id: str = "",
     backend: str = "auto",
     progress=None,
+    read_paths: list | None = None,
 ) -> dict[str, Any]:
     """Predict every row of `inputs` (columns seq, source, [crop_*], metadata...) into Parquet."""
     t0 = time.perf_counter()
@@ -329,7 +335,9 @@ def run_shard(
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         schema = None
-        for batch, probs, feats in iter_batches(inputs, pred, batch_size, workers, max_pixels, progress):
+        for batch, probs, feats in iter_batches(
+            inputs, pred, batch_size, workers, max_pixels, progress, read_paths
+        ):
             if batch["rejected"]:
                 idx = np.array([r[0] for r in batch["rejected"]])
                 rwriter.write_table(
@@ -365,7 +373,11 @@ def run_shard(
             pending.append(
                 pa.RecordBatch.from_pydict(
                     {
-                        k: (v if isinstance(v, pa.Array) else pa.array(v, schema.field(k).type))
+                        k: (
+                            v
+                            if isinstance(v, pa.Array)
+                            else pa.array(v, schema.field(k).type, from_pandas=True)
+                        )
                         for k, v in cols.items()
                     },
                     schema=schema,
@@ -409,12 +421,13 @@ def shard_slice(n_rows: int, scatteritem: str) -> slice:
     return slice(n_rows * (i - 1) // n, n_rows * i // n)
 
 
-def run_identity(model_id: str, inputs_path: str | Path, params: dict[str, Any]) -> str:
+def run_identity(
+    model_id: str, inputs_path: str | Path | None, params: dict[str, Any], inputs_sha256: str | None = None
+) -> str:
     """Deterministic id of an inference run: model, input table and prediction settings."""
-    from .io import sha256_file
-
     keys = ("top_k", "embeddings", "max_pixels", "backend")
-    blob = f"{model_id}:{sha256_file(inputs_path)}:" + repr([(k, params.get(k)) for k in keys])
+    digest = inputs_sha256 or sha256_file(inputs_path)
+    blob = f"{model_id}:{digest}:" + repr([(k, params.get(k)) for k in keys])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -444,10 +457,27 @@ def run_shard_step(
     threads: int,
     log_stream=None,
 ) -> dict[str, Any]:
-    """One Snakemake shard: its block of the input table through run_shard."""
+    """One Snakemake shard: its block of the input table through run_shard.
+
+    `inputs_path` is the campaign's inputs.parquet, or the shard's staged bundle (.zip, see
+    aquaflow.staging) when jobs share no file system with the images.
+    """
+    if str(inputs_path).endswith(".zip"):
+        import tempfile
+
+        from . import staging
+
+        with tempfile.TemporaryDirectory(dir=Path(out["predictions"]).parent, prefix=".staged-") as tmp:
+            part, reads, digest = staging.open_bundle(inputs_path, tmp)
+            log.info("shard %s: %d rows from bundle %s", scatteritem, len(part), inputs_path)
+            return _run_part(part, weights, card, out, params, threads, log_stream, reads, digest)
     table = pd.read_parquet(inputs_path)
     part = table.iloc[shard_slice(len(table), scatteritem)].reset_index(drop=True)
     log.info("shard %s: rows %d of %d", scatteritem, len(part), len(table))
+    return _run_part(part, weights, card, out, params, threads, log_stream, None, sha256_file(inputs_path))
+
+
+def _run_part(part, weights, card, out, params, threads, log_stream, reads, inputs_sha256) -> dict[str, Any]:
     batch_size, workers = loader_settings(params, threads)
     log.info("batch size %d, %d decode worker(s), %d thread(s)", batch_size, workers, threads)
     return run_shard(
@@ -465,6 +495,7 @@ def run_shard_step(
         embeddings=params["embeddings"],
         max_pixels=params["max_pixels"],
         backend=params["backend"],
-        run_id=run_identity(models.model_id(weights), inputs_path, params),
+        run_id=run_identity(models.model_id(weights), None, params, inputs_sha256),
         progress=log_stream,
+        read_paths=reads,
     )

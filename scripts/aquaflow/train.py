@@ -152,7 +152,13 @@ def train(
         )
 
     train_ds = subset("train", augment.build(cfg["augmentation"], size))
-    val_ds = subset("val") if (manifest["split"] == "val").any() else subset("train")
+    has_val = bool((manifest["split"] == "val").any())
+    if not has_val:  # nothing to watch: no early stopping, the last epoch is kept
+        log.warning(
+            "no validation split: early stopping is off and the last epoch is kept; "
+            "the val_* columns of the history are measured on the training set"
+        )
+    val_ds = subset("val") if has_val else subset("train")
     if len(train_ds) == 0:
         raise ValueError("the manifest has no training images")
     y_train = np.array(train_ds.labels)
@@ -234,12 +240,12 @@ def train(
         history.append(row)
         mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
-        if val_f1 > best_f1 + es["min_delta"]:
+        if val_f1 > best_f1 + es["min_delta"] or not has_val:
             best_f1, best_epoch, stale = float(val_f1), epoch, 0
             best_state = copy.deepcopy(base.state_dict())
         else:
             stale += 1
-            if es["patience"] and stale >= es["patience"]:
+            if es["patience"] and stale >= es["patience"] and has_val:
                 log.info("early stopping at epoch %d (best %d, macro-F1 %.4f)", epoch, best_epoch, best_f1)
                 break
     epochs.close()

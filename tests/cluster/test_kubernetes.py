@@ -119,13 +119,15 @@ def test_dry_run_plans_the_dag_against_s3(s3, workdir):
     out = proc.stdout + proc.stderr
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert stats["train"] == "1" and stats["infer_shard"] == "16", stats  # set-scatter of the profile
+    assert stats["infer_stage"] == "1", stats  # no shared file system: images staged per shard
     assert re.search(r"gpu=1.*gpu_manufacturer=nvidia", out), out[-3000:]
     assert "This was a dry-run" in out
 
 
 @pytest.fixture(scope="module")
 def manifests(s3, tmp_path_factory):
-    """Job manifests for two waves: (train, infer_inputs), then (evaluate, infer_shard x2)."""
+    """Job manifests for two waves: train, then (evaluate, infer_shard x2). infer_inputs and
+    infer_stage run on the host (workflow/staging.smk), never as pods."""
     endpoint, client = s3
     work = write_workdir(tmp_path_factory.mktemp("k8s"), {"flowcam": tiny_usecase()})
     prefix = "k8s"
@@ -158,7 +160,6 @@ def manifests(s3, tmp_path_factory):
                 "results/flowcam/model/model_card.json",
                 "results/flowcam/model/history.tsv",
                 "results/flowcam/model/training_curve.png",
-                "results/flowcam/campaigns/demo/inputs.parquet",
             ],
         )
         runs.append(snakemake_k8s(work, endpoint, prefix, *args, env=env))
@@ -170,7 +171,10 @@ def manifests(s3, tmp_path_factory):
 def test_the_plugin_submitted_both_waves(manifests):
     rules = sorted(rule_of(j) for j in manifests["jobs"])
     detail = "\n".join(r.stderr[-3000:] for r in manifests["runs"])
-    assert rules == ["evaluate", "infer_inputs", "infer_shard", "infer_shard", "train"], detail
+    assert rules == ["evaluate", "infer_shard", "infer_shard", "train"], detail
+    # the host listed the images and staged one bundle per shard into S3 in the first run
+    assert "localrule infer_inputs" in manifests["runs"][0].stderr + manifests["runs"][0].stdout, detail
+    assert "localrule infer_stage" in manifests["runs"][0].stderr + manifests["runs"][0].stdout, detail
     # the fake API reported every job failed: each run ends with an error, as it should
     assert all(r.returncode != 0 for r in manifests["runs"])
 

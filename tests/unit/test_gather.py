@@ -56,3 +56,14 @@ def test_gather_refuses_counts_that_do_not_reconcile(tmp_path):
     s.write_text(json.dumps(bad))
     with pytest.raises(RuntimeError, match="reconcile"):
         gather.merge_summaries([s], tmp_path / "x.json")
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    import os
+
+    from aquaflow.io import write_json
+
+    write_json({"a": 1}, tmp_path / "x.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -39,6 +39,9 @@ from . import tiles as tilemod
 log = logging.getLogger(__name__)
 
 STEPS = ("dedup", "background", "segment", "patchify")
+# Ledger reasons besides imaging.REASONS and near_duplicate:
+BAD_SCAN = "bad_scan"  # the scan reader failed (not a grayscale scan, corrupt TIFF, ...)
+MISSING_BLANK = "missing_blank"  # background.blanks is set but matches no file for this image
 
 
 def _safe(name: str) -> str:
@@ -123,6 +126,18 @@ def _tile_labels(ctx: _Ctx, stem: str, grid: pd.DataFrame) -> list[str | None]:
     return [truth.get((r, c)) for r, c in zip(grid["row"], grid["col"], strict=True)]
 
 
+def _reject(ctx: _Ctx, item: dict, exc: Exception) -> None:
+    """One image that cannot be processed goes to the ledger; the step goes on with the others."""
+    if isinstance(exc, imaging.Rejected):
+        reason, detail = exc.reason, exc.detail
+    elif isinstance(exc, FileNotFoundError) and "blank" in str(exc):
+        reason, detail = MISSING_BLANK, str(exc)
+    else:
+        reason, detail = BAD_SCAN, f"{type(exc).__name__}: {exc}"
+    log.warning("%s rejected (%s): %s", item["image_file"], reason, detail)
+    ctx.rejected.append((item["image_file"], reason, detail))
+
+
 def _keep(item: dict) -> dict:
     """The metadata an item passes to what is cut from it (not its file or pixels)."""
     return {k: v for k, v in item.items() if not k.startswith("_")}
@@ -130,19 +145,26 @@ def _keep(item: dict) -> dict:
 
 def _step_dedup(ctx: _Ctx, items: list[dict]) -> list[dict]:
     cfg = ctx.cfg["dedup"]
+    good: list[dict] = []  # the items that decoded, in order: what `decisions` refer to
 
     def frames():
         for it in items:
-            yield imaging.load(it["_file"]).image
+            try:
+                img = imaging.load(it["_file"]).image
+            except Exception as exc:
+                _reject(ctx, it, exc)
+                continue
+            good.append(it)
+            yield img
 
     decisions = dedupmod.near_duplicates(frames(), cfg["threshold"], cfg["window"], cfg["hash"])
     kept = []
-    for it, d in zip(items, decisions, strict=True):
+    for it, d in zip(good, decisions, strict=True):
         if d.keep:
             kept.append(it)
         else:
             ctx.rejected.append(
-                (it["image"], "near_duplicate", f"{items[d.duplicate_of]['image']} (distance {d.distance})")
+                (it["image"], "near_duplicate", f"{good[d.duplicate_of]['image']} (distance {d.distance})")
             )
     return kept
 
@@ -152,12 +174,24 @@ def _step_background_only(ctx: _Ctx, items: list[dict]) -> list[dict]:
     cfg = ctx.cfg["background"]
     (ctx.out / "corrected").mkdir(parents=True, exist_ok=True)
     out = []
+    good: list[dict] = []  # the items that could be read, in order: what `corrected` yields for
+
+    def read(fn):
+        for it in items:
+            try:
+                img = fn(it)
+            except Exception as exc:
+                _reject(ctx, it, exc)
+                continue
+            good.append(it)
+            yield img
+
     if cfg["method"] == "rolling_median":
-        frames = (_read_gray(Path(it["_file"])) for it in items)
-        corrected = bgmod.subtract_rolling(frames, cfg["window"])
+        corrected = bgmod.subtract_rolling(read(lambda it: _read_gray(Path(it["_file"]))), cfg["window"])
     else:
-        corrected = (_blank_corrected(ctx, Path(it["_file"]), it["image"]) for it in items)
-    for it, img in zip(items, corrected, strict=True):
+        corrected = read(lambda it: _blank_corrected(ctx, Path(it["_file"]), it["image"]))
+    for k, img in enumerate(corrected):
+        it = good[k]
         path = ctx.out / "corrected" / f"{_safe(it['image'])}.png"
         cv2.imwrite(str(path), seg.to_uint8(img))
         out.append({**it, "_file": str(path)})
@@ -176,7 +210,10 @@ def _blanks(ctx: _Ctx, stem: str) -> tuple[list[Path], Path | None]:
 def _blank_corrected(ctx: _Ctx, path: Path, stem: str) -> np.ndarray:
     blanks, flat = _blanks(ctx, stem)
     scan = _read_gray(path)
-    bg = bgmod.combine_blanks([_read_gray(b) for b in blanks]) if blanks else np.full(scan.shape, 1.0)
+    if blanks:
+        bg = bgmod.combine_blanks([_read_gray(b) for b in blanks])
+    else:  # no blank scan: a white background, so only the flat field (if any) changes the scan
+        bg = np.full(scan.shape, bgmod.white_of(scan.dtype), scan.dtype)
     gain = bgmod.flat_gain(_read_gray(flat)) if flat else None
     return bgmod.subtract(scan, bg, ctx.cfg["background"]["method"], gain)
 
@@ -196,7 +233,6 @@ def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool) -> list[d
     out = []
     for it in items:
         stem = it["image"]
-        blanks, flat = _blanks(ctx, stem) if with_background else ([], None)
         method = ctx.cfg["background"]["method"] if with_background else "difference"
         vigs: list[tuple[dict, np.ndarray]] = []
         masks: list[tuple[dict, np.ndarray]] = []
@@ -205,18 +241,23 @@ def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool) -> list[d
             vigs.append((row, vig))
             masks.append((row, own))
 
-        res = scanmod.process_scan(
-            it["_file"],
-            blanks,
-            params,
-            method=method,
-            flat_path=flat,
-            strip_rows=c["strip_rows"],
-            max_object_px=max_px,
-            padding=c["padding_px"],
-            on_object=keep,
-            preview_side=ctx.cfg["preview_side"] if ctx.before_after is None else 0,
-        )
+        try:
+            blanks, flat = _blanks(ctx, stem) if with_background else ([], None)
+            res = scanmod.process_scan(
+                it["_file"],
+                blanks,
+                params,
+                method=method,
+                flat_path=flat,
+                strip_rows=c["strip_rows"],
+                max_object_px=max_px,
+                padding=c["padding_px"],
+                on_object=keep,
+                preview_side=ctx.cfg["preview_side"] if ctx.before_after is None else 0,
+            )
+        except Exception as exc:  # one bad scan never stops the others
+            _reject(ctx, it, exc)
+            continue
         if res.previews:
             ctx.before_after = np.hstack(
                 [
@@ -246,7 +287,11 @@ def _step_patchify(ctx: _Ctx, items: list[dict]) -> list[dict]:
     for it in items:
         img = it.get("_array")
         if img is None:
-            img = imaging.load(it["_file"]).image
+            try:
+                img = imaging.load(it["_file"]).image
+            except imaging.Rejected as exc:
+                _reject(ctx, it, exc)
+                continue
         tiles, grid = tilemod.patchify(img, c["tile"], c["overlap"], c["pad_mode"])
         labels = _tile_labels(ctx, it["image"], grid) if ctx.labels["kind"] == "tiles" else [None] * len(grid)
         if ctx.before_after is None:
@@ -307,8 +352,15 @@ def run(
     if not files:
         raise FileNotFoundError(f"{root}: no image matches preprocess.images={cfg['images']!r}")
     ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [])
+    # names as valid UTF-8 text (Parquet needs it; undecodable bytes become backslash escapes);
+    # `_file` keeps the exact path to open
     items: list[dict] = [
-        {"image": f.stem, "image_file": str(f.relative_to(root)), "_file": str(f)} for f in files
+        {
+            "image": imaging.display_path(f.stem),
+            "image_file": imaging.display_path(f.relative_to(root)),
+            "_file": str(f),
+        }
+        for f in files
     ]
     stems = pd.Series([it["image"] for it in items])
     if stems.duplicated().any():
@@ -336,7 +388,12 @@ def run(
         log.info("step %s: %d -> %d items", step, n_in, len(items))
         i += 1
     # write the final items: labelled ones into train/<label>/, the rest into unlabelled/
-    table = [it if "path" in it else ctx.write(it) for it in items]
+    table = []
+    for it in items:
+        try:
+            table.append(it if "path" in it else ctx.write(it))
+        except imaging.Rejected as exc:
+            _reject(ctx, it, exc)
     items_df = pd.DataFrame(table)
     if not items_df.empty:
         items_df = items_df[["path"] + [c for c in items_df.columns if c != "path"]]

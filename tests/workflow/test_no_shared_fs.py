@@ -1,0 +1,182 @@
+"""The FlowCam demo with no shared file system: S3 storage (moto, 127.0.0.1), every job in a
+fresh empty directory (cluster-generic executor), the same predictions as a local run.
+
+What this mirrors of Kubernetes: `--shared-fs-usage none`, S3 default storage, workflow sources
+deployed to jobs through S3 (`--job-deploy-sources`, as the Kubernetes executor does), jobs that
+see nothing but their fetched inputs. What it does not: pods, images, a real cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+
+from ..conftest import REPO, run_snakemake, tiny_usecase, workflow_cmd, write_workdir
+
+pytestmark = pytest.mark.workflow
+BUCKET = "aquaflow-nofs"
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=BUCKET)
+    yield endpoint, client
+    server.stop()
+
+
+def checkout(dest: Path) -> Path:
+    """A user's copy of the workflow (sources are deployed relative to the working directory)."""
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("Snakefile", "workflow", "scripts", "envs"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    # a clone: snakemake ships git-tracked files (schemas, report captions) with the job sources
+    subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    subprocess.run(["git", "-C", str(dest), "add", "."], check=True)
+    return dest
+
+
+def demo_usecase() -> dict:
+    uc = tiny_usecase()
+    uc["inference"] = {"top_k": 3}
+    return uc
+
+
+def remote_cmd(work: Path, endpoint: str, *targets: str) -> list[str]:
+    """snakemake with no shared file system: S3 storage, jobs in fresh dirs via cluster-generic."""
+    cmd = workflow_cmd(
+        work,
+        *targets,
+        "--executor",
+        "cluster-generic",
+        "--cluster-generic-submit-cmd",
+        f"bash {HERE / 'fresh_dir_submit.sh'}",
+        "--cluster-generic-status-cmd",
+        f"bash {HERE / 'fresh_dir_status.sh'}",
+        "--shared-fs-usage",
+        "none",
+        "--job-deploy-sources",  # as the Kubernetes executor: sources reach jobs through S3
+        "--default-storage-provider",
+        "s3",
+        "--default-storage-prefix",
+        f"s3://{BUCKET}/run",
+        "--storage-s3-endpoint-url",
+        endpoint,
+        "--jobs",
+        "2",
+        "--seconds-between-status-checks",
+        "1",
+        "--set-resources",
+        "infer_shard:gpu=0",
+        "train:gpu=0",
+    )
+    # run from the checkout (cwd), as a user does: no --directory, which snakemake would hand on
+    # to the jobs and so send them back into this directory
+    i = cmd.index("--directory")
+    del cmd[i : i + 2]
+    cmd[cmd.index("--snakefile") + 1] = "Snakefile"  # the checkout's own, relative to the workdir
+    return cmd
+
+
+TARGETS = (
+    "results/flowcam/campaigns/demo/predictions.parquet",
+    "results/flowcam/campaigns/demo/export/ecotaxa_flowcam_demo.zip",
+)
+
+
+def test_demo_without_shared_file_system_matches_a_local_run(s3, tmp_path):
+    """Remote: the demo from fetch to the EcoTaxa zip, training included, every job in a fresh
+    empty directory. Local: the same use case on a shared file system, given the model the remote
+    run trained (so it does not train twice). Predictions and the zip must be identical."""
+    endpoint, client = s3
+    # this checkout's library first (an editable install elsewhere would otherwise win in script jobs)
+    pythonpath = {"PYTHONPATH": str(REPO / "scripts")}
+    remote = write_workdir(checkout(tmp_path / "remote"), {"flowcam": demo_usecase()})
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    env |= pythonpath | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # as in an image
+        "AQUAFLOW_JOBS": str(jobs),
+        "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "testing",
+        "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "testing",
+    }
+    t0 = time.perf_counter()
+    cmd = remote_cmd(remote, endpoint, *TARGETS)
+    proc = subprocess.run(cmd, cwd=remote, capture_output=True, text=True, env=env, timeout=900)
+    logs = "\n".join(p.read_text()[-1500:] for p in jobs.glob("*/job.log"))
+    assert proc.returncode == 0, proc.stderr[-5000:] + logs
+    print(f"no-shared-fs run: {time.perf_counter() - t0:.1f} s")
+
+    def fetch(key: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(client.get_object(Bucket=BUCKET, Key=f"run/{key}")["Body"].read())
+        return dest
+
+    model = tmp_path / "model_from_s3"
+    for name in ("model_card.json", "model.safetensors"):
+        fetch(f"results/flowcam/model/{name}", model / name)
+    for target in TARGETS:
+        fetch(target, tmp_path / "remote_out" / target)
+
+    t0 = time.perf_counter()
+    uc = demo_usecase()
+    uc["model"] |= {"source": "path", "path": str(model)}
+    local = write_workdir(checkout(tmp_path / "local"), {"flowcam": uc})
+    run_snakemake(local, *TARGETS, env=pythonpath)
+    print(f"local run (given model): {time.perf_counter() - t0:.1f} s")
+
+    a = pd.read_parquet(local / TARGETS[0])
+    b = pd.read_parquet(tmp_path / "remote_out" / TARGETS[0])
+    assert len(a) == 105
+    pd.testing.assert_frame_equal(a, b)  # every column: ids, sources, labels, probabilities, run id
+    zips = local / TARGETS[1], tmp_path / "remote_out" / TARGETS[1]
+    with zipfile.ZipFile(zips[0]) as za, zipfile.ZipFile(zips[1]) as zb:
+        assert za.namelist() == zb.namelist() and len(za.namelist()) == 106  # TSV + 105 images
+        assert all(za.read(n) == zb.read(n) for n in za.namelist())
+
+    key = "run/results/flowcam/campaigns/demo"
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{key}/staged/")["Contents"]
+    assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == ["1-of-2.zip", "2-of-2.zip"]
+    # remote jobs (prepare, train, shards, exports) each ran in their own empty directory, and the
+    # run left its results only in S3
+    ran = [re.search(r"^(?:local)?rule (\w+):", p.read_text(), re.M)[1] for p in jobs.glob("*/job.log")]
+    assert {"prepare", "train", "infer_shard", "export_ecotaxa_bundle"} <= set(ran), ran
+    assert not (remote / "results").exists()
