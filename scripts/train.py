@@ -9,6 +9,7 @@ train.run(
     raw=snakemake.input.raw,
     manifest_path=snakemake.input.manifest,
     classes_path=snakemake.input.classes,
+    pretrained_file=snakemake.input.get("pretrained") or None,
     out=dict(snakemake.output.items()),
     mlflow_cfg=snakemake.params.mlflow,
     threads=snakemake.threads,

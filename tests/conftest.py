@@ -33,8 +33,19 @@ def planktonclas_resources() -> Path:
 def tiny_usecase(**overrides) -> dict:
     """The FlowCam use case with a tiny training budget (CPU, seconds)."""
     uc = yaml.safe_load((REPO / "config/usecases/flowcam.yaml").read_text())
-    uc["training"].update({"epochs": 3, "batch_size": 16, "early_stopping": {"patience": 0}})
-    uc["model"].update({"arch": "lcnet_050", "input_size": 64})
+    uc["training"].update(
+        {
+            "epochs": 3,
+            "batch_size": 16,
+            "early_stopping": {"patience": 0},
+            "freeze_epochs": 0,
+            "backbone_lr_scale": 1.0,
+        }
+    )
+    # random init (tests never depend on the demo's pretrained weights), schema-default mean/std
+    uc["model"].update({"arch": "lcnet_050", "input_size": 64, "pretrained": None})
+    uc["model"].pop("mean", None)
+    uc["model"].pop("std", None)
     for campaign in uc.get("campaigns", {}).values():  # the DwC-A needs a sample table (test_standards)
         campaign.pop("samples", None)
     for key, value in overrides.items():

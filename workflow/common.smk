@@ -305,3 +305,23 @@ def staged_bundles(wildcards):
 def keras_model_source(wildcards):
     """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
     return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
+
+
+# --- issue 8, pretrained backbones (helper branch issue8-pretrained) ---
+def uc_model_section(key):
+    """An input function returning UC[uc]["model"][key] (a narrow params slice)."""
+
+    def get(wildcards):
+        return UC[wildcards.uc]["model"][key]
+
+    return get
+
+
+def pretrained_weights(wildcards):
+    """The fetched pretrained weights of a use case (rule fetch_pretrained), or [] for random init."""
+    from aquaflow.pretrained import file_name
+
+    spec = UC[wildcards.uc]["model"]["pretrained"]
+    if not spec:
+        return []
+    return f"{RESOURCES}/{wildcards.uc}/pretrained/{file_name(spec)}"

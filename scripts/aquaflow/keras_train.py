@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from . import augment, balance, imaging, plots, tracking
+from . import augment, balance, imaging, plots, pretrained, tracking
 from . import keras_backend as kb
 from .io import atomic_path, read_json, sha256_file, write_json, write_tsv
 from .metrics import classification_metrics
@@ -43,7 +43,7 @@ def build(keras: Any, arch: str, num_classes: int, size: int, weights: str | Non
     if weights:
         path = Path(weights)
         if not path.is_file():
-            raise kb.KerasModelError(f"key 'model.pretrained_weights': {path} not found")
+            raise kb.KerasModelError(f"key 'model.pretrained': {path} not found")
         if path.name.endswith(".weights.h5"):
             base.load_weights(path, skip_mismatch=True)
         else:
@@ -165,7 +165,9 @@ def train(
     xt, yt = _load_split(images_root, train_part, index, size)
     xv, yv = _load_split(images_root, val_part, index, size)
     safe = model_cfg.get("safe_mode", True) is not False
-    model = build(keras, model_cfg["arch"], len(classes), size, model_cfg.get("pretrained_weights"), safe)
+    spec = model_cfg.get("pretrained")
+    start = pretrained.resolve(spec)  # kind package/path: the file where it lies, sha256-checked
+    model = build(keras, model_cfg["arch"], len(classes), size, start, safe)
     train_ds = _batches(keras, xt, yt, cfg, len(classes), norm, train=True)
     xv_in = kb.preprocess(xv, norm)
     model.compile(
@@ -221,6 +223,7 @@ def train(
         "epochs_run": len(rows),
         "val_metrics": classification_metrics(yv, probs, classes),
         "normalization": norm,
+        "pretrained": pretrained.provenance(spec, start, None),
     }
     return model, pd.DataFrame(rows), summary
 
@@ -274,7 +277,7 @@ def run(
             "preprocessing": "RGB uint8, letterbox to square (median border colour), resize, "
             "keras.applications preprocess_input of the architecture",
             "normalization": summary["normalization"],
-            "pretrained_weights": model_cfg.get("pretrained_weights"),
+            "pretrained": summary["pretrained"],
             "training": {
                 "manifest_sha256": manifest_hash(manifest),
                 "images": {str(k): int(v) for k, v in counts.items()},

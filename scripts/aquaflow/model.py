@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build(arch: str, num_classes: int, pretrained_weights: str | None = None) -> torch.nn.Module:
-    """A timm model with a fresh head; never downloads (pretrained weights come from a path)."""
+def build(
+    arch: str, num_classes: int, pretrained: str | Path | None = None, keys: str = "auto"
+) -> torch.nn.Module:
+    """A timm model with a fresh head for `num_classes`; never downloads.
+
+    `pretrained`: a local weights file (see aquaflow.pretrained) loaded by load_backbone.
+    """
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-    if pretrained_weights:
-        load_backbone(model, pretrained_weights)
+    if pretrained:
+        load_backbone(model, pretrained, keys)
     return model
 
 
@@ -39,18 +45,96 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_backbone(model: torch.nn.Module, path: str | Path) -> None:
-    """Load pretrained weights, skipping tensors whose shape differs (e.g. a classifier head)."""
+# EfficientNet-PyTorch (lukemelas, and the EfficientNet-Lite ports built on it) -> timm EfficientNet.
+_EFFNET_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_EFFNET_IR = {  # inverted residual block: expand, depthwise, project
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_EFFNET_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_EFFNET_SE = {"_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
+_EFFNET_BLOCK = re.compile(r"^_blocks\.(\d+)\.(_\w+)\.(\w+)$")
+
+
+def key_style(state: dict[str, torch.Tensor]) -> str:
+    """`efficientnet_pytorch` when the keys use EfficientNet-PyTorch names, else `timm`."""
+    return "efficientnet_pytorch" if any(k.startswith("_conv_stem.") for k in state) else "timm"
+
+
+def efficientnet_pytorch_to_timm(
+    state: dict[str, torch.Tensor], model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """Rename EfficientNet-PyTorch keys (`_blocks.N._expand_conv.weight`) to the timm EfficientNet
+    `model`'s (`blocks.S.I.conv_pw.weight`): block N is the N-th block of timm's stages in order."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise ValueError(f"{type(model).__name__} is not a timm EfficientNet: no `blocks` to map onto")
+    names = [f"blocks.{s}.{i}" for s, stage in enumerate(blocks) for i in range(len(stage))]
+    kinds = [type(b).__name__ for stage in blocks for b in stage]
+    out = {}
+    for key, value in state.items():
+        m = _EFFNET_BLOCK.match(key)
+        if m is None:
+            top, rest = key.split(".", 1)
+            if top not in _EFFNET_TOP:
+                raise ValueError(f"unexpected EfficientNet-PyTorch key {key!r}")
+            out[f"{_EFFNET_TOP[top]}.{rest}"] = value
+            continue
+        n, part, leaf = int(m[1]), m[2], m[3]
+        if n >= len(names):
+            raise ValueError(f"{key!r}: the weights have more blocks than {len(names)} of the architecture")
+        table = {**(_EFFNET_DS if kinds[n] == "DepthwiseSeparableConv" else _EFFNET_IR), **_EFFNET_SE}
+        if part not in table or kinds[n] not in ("DepthwiseSeparableConv", "InvertedResidual"):
+            raise ValueError(f"{key!r} has no counterpart: block {n} of the architecture is a {kinds[n]}")
+        out[f"{names[n]}.{table[part]}.{leaf}"] = value
+    return out
+
+
+def load_backbone(model: torch.nn.Module, path: str | Path, keys: str = "auto") -> dict[str, Any]:
+    """Load pretrained weights into every tensor of `model` except its classifier head.
+
+    keys: `timm` names, `efficientnet_pytorch` names (renamed onto timm's EfficientNet), or `auto`.
+    Raises ValueError naming the tensors when any backbone tensor is missing or has another shape;
+    the head keeps its fresh initialisation (its shape depends on our classes). Returns counts.
+    """
     state = read_state_dict(path)
+    style = key_style(state) if keys == "auto" else keys
+    if style == "efficientnet_pytorch":
+        state = efficientnet_pytorch_to_timm(state, model)
     own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(state) - set(usable))
-    if not usable:
-        raise ValueError(f"{path}: no tensor matches the architecture")
-    model.load_state_dict(usable, strict=False)
+    head_module = model.get_classifier()
+    prefix = next(name for name, mod in model.named_modules() if mod is head_module)
+    head = {k for k in own if k.startswith(f"{prefix}.")}
+    backbone = [k for k in own if k not in head]
+    missing = [k for k in backbone if k not in state]
+    wrong = [k for k in backbone if k in state and state[k].shape != own[k].shape]
+    if missing or wrong:
+        detail = "; ".join(
+            f"{label} {len(ks)}: {', '.join(ks[:5])}"
+            for label, ks in (("missing", missing), ("wrong shape", wrong))
+            if ks
+        )
+        raise ValueError(f"{path}: weights do not fit {type(model).__name__} (keys: {style}): {detail}")
+    unused = sorted(set(state) - set(backbone))
+    model.load_state_dict({k: state[k] for k in backbone}, strict=False)
     log.info(
-        "loaded %d tensors from %s (skipped %d: %s)", len(usable), path, len(skipped), ", ".join(skipped[:6])
+        "loaded %d backbone tensors from %s (%s keys); head re-initialised; unused: %s",
+        len(backbone),
+        path,
+        style,
+        ", ".join(unused) or "none",
     )
+    return {"tensors_loaded": len(backbone), "keys": style, "unused": unused, "head": sorted(head)}
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:

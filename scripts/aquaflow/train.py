@@ -21,7 +21,7 @@ from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from . import augment, balance, imaging, plots
+from . import augment, balance, imaging, plots, pretrained
 from . import model as models
 from .io import atomic_path, sha256_file, write_json, write_tsv
 from .metrics import classification_metrics
@@ -66,6 +66,7 @@ class TrainResult:
     epochs_run: int
     history: pd.DataFrame
     val_metrics: dict[str, Any] = field(default_factory=dict)
+    pretrained: dict[str, Any] | None = None  # provenance of the starting weights; None = random init
 
 
 def _lr_lambda(cfg: dict[str, Any], steps_per_epoch: int):
@@ -85,6 +86,12 @@ def _lr_lambda(cfg: dict[str, Any], steps_per_epoch: int):
         return 1.0
 
     return f
+
+
+def _set_stage(backbone: list[torch.nn.Parameter], frozen: bool) -> None:
+    """Head-only (frozen backbone) or full fine-tuning."""
+    for p in backbone:
+        p.requires_grad_(not frozen)
 
 
 def _make_optimizer(params, cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -131,10 +138,13 @@ def train(
     cfg: dict[str, Any],
     threads: int = 1,
     log_stream=None,
+    pretrained_file: str | Path | None = None,
 ) -> tuple[TrainResult, torch.nn.Module]:
     """Train; return the result and the backbone holding the best epoch's weights.
 
     Best = highest validation macro-F1. The caller owns the MLflow run; per-epoch metrics go to it.
+    `pretrained_file`: the fetched `model.pretrained` weights (fetch_pretrained rule); without it a
+    package/path source is read where it lies. The first `freeze_epochs` train the head only.
     """
     seed_everything(cfg["seed"])
     torch.set_num_threads(max(1, threads))
@@ -191,7 +201,10 @@ def train(
     )
     val_loader = DataLoader(val_ds, batch_size=cfg["batch_size"] * 2, shuffle=False, **common)
 
-    base = models.build(model_cfg["arch"], len(classes), model_cfg.get("pretrained_weights"))
+    spec = model_cfg.get("pretrained")
+    start = pretrained.resolve(spec, pretrained_file)
+    base = models.build(model_cfg["arch"], len(classes))
+    load_report = models.load_backbone(base, start, spec.get("keys", "auto")) if start else None
     net = models.Normalized(base, model_cfg["mean"], model_cfg["std"]).to(device)
     net = net.to(memory_format=torch.channels_last)
     loss_weight = None
@@ -200,7 +213,11 @@ def train(
     if w is not None:
         loss_weight = torch.tensor(w, dtype=torch.float32, device=device)
     criterion = torch.nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=cfg["label_smoothing"])
-    optimizer = _make_optimizer(net.parameters(), cfg)
+    head = list(base.get_classifier().parameters())
+    head_ids = {id(p) for p in head}
+    backbone = [p for p in base.parameters() if id(p) not in head_ids]
+    groups = [{"params": backbone, "lr": cfg["lr"] * cfg["backbone_lr_scale"]}, {"params": head}]
+    optimizer = _make_optimizer(groups, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, len(train_loader)))
 
     history, best_state = [], None
@@ -209,7 +226,13 @@ def train(
     epochs = tqdm(range(1, cfg["epochs"] + 1), desc="epochs", file=log_stream, mininterval=10.0)
     for epoch in epochs:
         t0 = time.perf_counter()
+        frozen = epoch <= cfg["freeze_epochs"]
+        _set_stage(backbone, frozen)
         net.train()
+        if frozen:  # BatchNorm statistics of the backbone stay as pretrained
+            for m in base.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in train_loader:
             x = x.to(device, non_blocking=True).to(memory_format=torch.channels_last)
@@ -234,7 +257,8 @@ def train(
             "val_loss": val_loss,
             "val_acc": float((val_pred == yv).mean()),
             "val_macro_f1": float(val_f1),
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": optimizer.param_groups[1]["lr"],
+            "frozen": int(frozen),
             "seconds": time.perf_counter() - t0,
         }
         history.append(row)
@@ -254,7 +278,8 @@ def train(
     hist = pd.DataFrame(history)
     probs, yv, _ = predict_loader(net, val_loader, device, amp)
     val_metrics = classification_metrics(yv, probs, classes)
-    return TrainResult(best_epoch, best_f1, len(history), hist, val_metrics), base
+    record = pretrained.provenance(spec, start, load_report)
+    return TrainResult(best_epoch, best_f1, len(history), hist, val_metrics, record), base
 
 
 def write_outputs(
@@ -285,7 +310,7 @@ def write_outputs(
         "input_size": model_cfg["input_size"],
         "preprocessing": "RGB uint8, letterbox to square (median border colour), resize",
         "normalization": {"mean": list(model_cfg["mean"]), "std": list(model_cfg["std"])},
-        "pretrained_weights": model_cfg.get("pretrained_weights"),
+        "pretrained": result.pretrained,
         "training": {
             "manifest_sha256": manifest_hash(manifest),
             "images": {s: int(counts[s].sum()) for s in counts.index.get_level_values(0).unique()},
@@ -331,6 +356,7 @@ def run(
     manifest_path: str | Path,
     classes_path: str | Path,
     out: dict[str, str | Path],
+    pretrained_file: str | Path | None = None,
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
     log_stream=None,
@@ -353,7 +379,9 @@ def run(
         tracking.log_params(
             {"model": model_cfg, "training": train_cfg, "classes": len(classes), "images": len(manifest)}
         )
-        result, best = train(manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream)
+        result, best = train(
+            manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream, pretrained_file
+        )
         extra = {
             "usecase": name,
             "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id},

@@ -104,7 +104,7 @@ def test_pretrained_weights_are_loaded_from_a_path(prepared, tmp_path, repo):
     uc = validated(tiny_usecase(), repo)
     uc["training"]["epochs"] = 1
     _first, _ = run_training(prepared, tmp_path / "a", uc)
-    uc["model"]["pretrained_weights"] = str(tmp_path / "a" / "m.safetensors")
+    uc["model"]["pretrained"] = {"kind": "path", "path": str(tmp_path / "a" / "m.safetensors")}
     uc["training"]["lr"] = 1e-12  # practically no update: the result must equal the start
     uc["training"]["warmup_epochs"] = 0
     uc["training"]["augmentation"] = []

@@ -219,7 +219,7 @@ def test_train_keras_one_epoch_is_tracked_in_mlflow(tmp_path):
             "backend": "keras",
             "arch": "MobileNetV3Small",
             "input_size": 64,
-            "pretrained_weights": str(tmp_path / "backbone.weights.h5"),
+            "pretrained": {"kind": "path", "path": str(tmp_path / "backbone.weights.h5")},
         },
         "training": {
             "epochs": 1,
