@@ -35,12 +35,14 @@ include: "workflow/export.smk"
 include: "workflow/litter.smk"
 include: "workflow/standards.smk"
 include: "workflow/keras.smk"
+include: "workflow/detect.smk"
 
 
 # Given models are copied in on the host that sees their path / registry (also without a shared
 # file system); the jobs then read the copy under results/.
 localrules:
     import_model,
+    import_detect_model,
 
 
 rule all:

@@ -182,6 +182,9 @@ def campaign_targets(uc, campaign):
 def all_targets():
     targets = []
     for uc, cfg in UC.items():
+        if cfg["task"] != "classify":  # detection, segmentation, obb: workflow/detect.smk
+            targets += detect_targets(uc)
+            continue
         base = f"{RESULTS}/{uc}"
         targets.append(f"{base}/model/model_card.json")
         if trains(cfg):
@@ -314,6 +317,25 @@ def uc_model_section(key):
     def get(wildcards):
         return UC[wildcards.uc]["model"][key]
 
+
+# --- issue 10: detection, instance segmentation, oriented boxes (rules in workflow/detect.smk) ---
+def is_detection(cfg):
+    return cfg.get("task", "classify") != "classify"
+
+
+DETECT_UCS = ucs_where(is_detection)
+
+
+def detection_task(wildcards):
+    return UC[wildcards.uc]["task"]
+
+
+def detection_section(key):
+    """An input function returning one key of the use case's `detection` section."""
+
+    def get(wildcards):
+        return UC[wildcards.uc]["detection"][key]
+
     return get
 
 
@@ -325,3 +347,46 @@ def pretrained_weights(wildcards):
     if not spec:
         return []
     return f"{RESOURCES}/{wildcards.uc}/pretrained/{file_name(spec)}"
+
+
+def detection_training(wildcards):
+    d = UC[wildcards.uc]["detection"]
+    return {"model": d["model"], "imgsz": d["imgsz"], "train": d["train"]}
+
+
+def detection_evaluation(wildcards):
+    d = UC[wildcards.uc]["detection"]
+    return {"imgsz": d["imgsz"], "predict": d["predict"], "evaluate": d["evaluate"]}
+
+
+def detection_prediction(wildcards):
+    d = UC[wildcards.uc]["detection"]
+    return {**d["predict"], "imgsz": d["imgsz"], "pixel_size": d["pixel_size"]}
+
+
+def detect_shard_files(kind, ext):
+    def get(wildcards):
+        base = CAMPAIGN.format(uc=wildcards.uc, campaign=wildcards.campaign)
+        return gather.infer(f"{base}/{kind}/{{scatteritem}}.{ext}")
+
+    return get
+
+
+def detect_targets(uc):
+    """The targets of a detection use case (for all_targets): model, evaluation, every campaign."""
+    base = f"{RESULTS}/{uc}"
+    out = [f"{base}/model/model_card.json"]
+    if trains(UC[uc]):
+        out += [f"{base}/model/training_curve.png", f"{base}/eval/metrics.json"]
+    if campaigns(uc):
+        out.append(f"{base}/campaigns/summary.tsv")
+    for campaign in campaigns(uc):
+        c = f"{base}/campaigns/{campaign}"
+        out += [
+            f"{c}/predictions.parquet",
+            f"{c}/counts.parquet",
+            f"{c}/detections.json",
+            f"{c}/summary.json",
+            f"{c}/overlays",
+        ]
+    return out

@@ -1,0 +1,15 @@
+"""Step: merge a campaign's detection shards; COCO results, counts, overlays (see aquaflow.detect.engine)."""
+
+from aquaflow import runlog
+from aquaflow.detect import engine
+
+runlog.setup(snakemake.log[0])
+engine.gather(
+    predictions=list(snakemake.input.predictions),
+    counts=list(snakemake.input.counts),
+    rejected=list(snakemake.input.rejected),
+    summaries=list(snakemake.input.summaries),
+    card_path=snakemake.input.card,
+    out=dict(snakemake.output.items()),
+    overlays=snakemake.params.overlays,
+)

@@ -1,0 +1,15 @@
+"""Step: train a YOLO model offline into model.pt + model_card.json (see aquaflow.detect.train)."""
+
+from aquaflow import runlog
+from aquaflow.detect import train
+
+runlog.setup(snakemake.log[0])
+train.run(
+    data_dir=snakemake.input.data,
+    spec=snakemake.params.spec,
+    task=snakemake.params.task,
+    out=dict(snakemake.output.items()),
+    work=snakemake.params.work,
+    ultralytics_dir=snakemake.params.ultralytics,
+    threads=snakemake.threads,
+)
