@@ -266,8 +266,11 @@ def provenance_config(wildcards):
 
 
 def standards_targets():
+    """DwC-A and RO-Crate per campaign of classification use cases (detection: not yet)."""
     out = []
     for uc, cfg in UC.items():
+        if cfg["task"] != "classify":
+            continue
         for campaign in campaigns(uc):
             if has_dwca(uc, campaign):
                 out.append(dwca_zip(uc, campaign))

@@ -15,6 +15,8 @@ rule export_dwca:
         f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_dwca.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/export_dwca.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: cfg["task"] == "classify"),
     conda:
         "../envs/data.yaml"
     params:
@@ -37,6 +39,8 @@ rule export_rocrate:
         f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_rocrate.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/export_rocrate.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: cfg["task"] == "classify"),
     conda:
         "../envs/data.yaml"
     params:
