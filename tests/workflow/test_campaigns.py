@@ -96,7 +96,7 @@ EDITS = {
     "export class scores": (set_in("export.ecotaxa.class_scores", ["Actinoptychus"]), EXPORT),
     "inference top_k": (set_in("inference.top_k", 2), {**AFTER_MODEL, "campaign_summary": 1}),
     "training lr": (
-        set_in("training.lr", 0.001),
+        set_in("training.lr", 0.0005),
         {"train": 1, "evaluate": 1, **AFTER_MODEL, "campaign_summary": 1},
     ),
     "model source": (given_model, {"import_model": 1, "evaluate": 1, **AFTER_MODEL, "campaign_summary": 1}),
@@ -110,7 +110,7 @@ def test_each_edit_reruns_exactly_what_it_changes(done, tmp_path, name):
 
 
 def test_rerun_reasons_are_readable(done, tmp_path):
-    work = edited(done, tmp_path, set_in("training.lr", 0.001))
+    work = edited(done, tmp_path, set_in("training.lr", 0.0005))
     proc = run_snakemake(work, "--dry-run")
     out = proc.stdout + proc.stderr
     assert "Params have changed" in out or "params" in out.lower()
