@@ -34,6 +34,7 @@ include: "workflow/infer.smk"
 include: "workflow/export.smk"
 include: "workflow/litter.smk"
 include: "workflow/drift.smk"
+include: "workflow/standards.smk"
 include: "workflow/keras.smk"
 include: "workflow/detect.smk"
 
@@ -49,3 +50,4 @@ rule all:
     default_target: True
     input:
         all_targets(),
+        standards_targets(),

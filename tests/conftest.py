@@ -46,6 +46,8 @@ def tiny_usecase(**overrides) -> dict:
     uc["model"].update({"arch": "lcnet_050", "input_size": 64, "pretrained": None})
     uc["model"].pop("mean", None)
     uc["model"].pop("std", None)
+    for campaign in uc.get("campaigns", {}).values():  # the DwC-A needs a sample table (test_standards)
+        campaign.pop("samples", None)
     for key, value in overrides.items():
         uc[key] = value
     return uc
@@ -97,3 +99,49 @@ def copy_tree():
         return dst
 
     return copy
+
+
+# --- issue 12 (standards): RO-Crate validation offline --------------------------------------------
+RO_CRATE_11_CONTEXT = "https://w3id.org/ro/crate/1.1/context"
+
+
+def validate_rocrate(crate_zip: Path, cache_dir: Path, profile: str = "workflow-run-crate-0.5") -> list[str]:
+    """roc-validator's issues (REQUIRED level) for a crate, with no network: the RO-Crate 1.1 JSON-LD
+    context (tests/data/jsonld, from ResearchObject/ro-crate docs/_specification/1.1) is put in the
+    validator's own HTTP cache and the validator runs in its offline mode."""
+    import io
+
+    import requests
+    from rocrate_validator import models, services
+    from rocrate_validator.utils.http import HttpRequester
+    from urllib3.response import HTTPResponse
+
+    requester = HttpRequester.initialize_cache(cache_path=str(cache_dir), offline=True)
+    body = (REPO / "tests/data/jsonld/ro-crate-1.1-context.jsonld").read_bytes()
+    headers = {"Content-Type": "application/ld+json"}
+    for accept in (
+        "application/ld+json, application/json",
+        "application/ld+json, application/json, */*;q=0.1",
+    ):
+        resp = requests.Response()
+        resp.status_code, resp.reason, resp.url, resp._content = 200, "OK", RO_CRATE_11_CONTEXT, body
+        resp.headers.update(headers)
+        resp.request = requests.Request("GET", RO_CRATE_11_CONTEXT, headers={"Accept": accept}).prepare()
+        resp.raw = HTTPResponse(
+            body=io.BytesIO(body),
+            status=200,
+            headers=headers,
+            preload_content=False,
+            request_url=RO_CRATE_11_CONTEXT,
+        )
+        requester.session.cache.save_response(resp)
+    settings = services.ValidationSettings(
+        rocrate_uri=str(crate_zip),
+        profile_identifier=profile,
+        requirement_severity=models.Severity.REQUIRED,
+        offline=True,
+        cache_path=cache_dir,
+        cache_max_age=-1,
+    )
+    result = services.validate(settings)
+    return [f"{i.severity.name}: {i.message}" for i in result.get_issues()]

@@ -201,6 +201,88 @@ def all_targets():
     return targets
 
 
+# --- issue 12 (standards: DwC-A, RO-Crate; rules in workflow/standards.smk) ---------------------
+
+
+def taxonomy_table(wildcards):
+    path = UC[wildcards.uc]["export"]["dwca"]["taxonomy"]
+    return path or f"config/taxonomy/{wildcards.uc}.tsv"
+
+
+def samples_table(wildcards):
+    return UC[wildcards.uc]["campaigns"][wildcards.campaign]["samples"]["path"]
+
+
+def dwca_settings(wildcards):
+    """What export_dwca reads: export.dwca, the instrument, the campaign's sample column/id."""
+    cfg = UC[wildcards.uc]
+    campaign = cfg["campaigns"][wildcards.campaign]
+    return {
+        "dwca": {
+            k: v for k, v in cfg["export"]["dwca"].items() if k not in ("enabled", "taxonomy")
+        },
+        "instrument": cfg["instrument"],
+        "sample_column": campaign["samples"]["column"],
+        "default_sample": str(
+            campaign["metadata"].get("sample_id") or f"{wildcards.uc}_{wildcards.campaign}"
+        ),
+        "package_id": f"{wildcards.uc}_{wildcards.campaign}",
+    }
+
+
+def has_dwca(uc, campaign):
+    cfg = UC[uc]
+    return cfg["export"]["dwca"]["enabled"] and bool(cfg["campaigns"][campaign]["samples"]["path"])
+
+
+def dwca_zip(uc, campaign):
+    return f"{RESULTS}/{uc}/campaigns/{campaign}/export/dwca_{uc}_{campaign}.zip"
+
+
+def rocrate_products(wildcards):
+    """The campaign's exports that exist in this configuration (outputs of the run, in the crate)."""
+    uc, campaign = wildcards.uc, wildcards.campaign
+    base = f"{RESULTS}/{uc}/campaigns/{campaign}"
+    out = {}
+    if UC[uc]["export"]["ecotaxa"]["enabled"]:
+        out["ecotaxa"] = f"{base}/export/ecotaxa_{uc}_{campaign}.tsv"
+    if has_dwca(uc, campaign):
+        out["dwca"] = dwca_zip(uc, campaign)
+        out["dwca_report"] = f"{base}/export/dwca_{uc}_{campaign}.json"
+        out["samples"] = samples_table(wildcards)
+        out["taxonomy"] = taxonomy_table(wildcards)
+    return out
+
+
+def provenance_config(wildcards):
+    """The validated config that made this campaign's results (defaults filled): everything but
+    descriptions and the other campaigns, so that editing those reruns nothing."""
+    cfg = UC[wildcards.uc]
+    out = {k: v for k, v in cfg.items() if k not in ("description", "campaigns")}
+    campaign = cfg["campaigns"][wildcards.campaign]
+    out["campaign"] = {
+        "name": wildcards.campaign,
+        **{k: v for k, v in campaign.items() if k != "description"},
+    }
+    return out
+
+
+def standards_targets():
+    """DwC-A and RO-Crate per campaign of classification use cases (detection: not yet)."""
+    out = []
+    for uc, cfg in UC.items():
+        if cfg["task"] != "classify":
+            continue
+        for campaign in campaigns(uc):
+            if has_dwca(uc, campaign):
+                out.append(dwca_zip(uc, campaign))
+            if cfg["export"]["rocrate"]["enabled"]:
+                out.append(
+                    f"{RESULTS}/{uc}/campaigns/{campaign}/export/rocrate_{uc}_{campaign}.zip"
+                )
+    return out
+
+
 # --- issue 9: runs without a shared file system (rules in workflow/staging.smk) ---
 from snakemake_interface_executor_plugins.settings import SharedFSUsage  # noqa: E402
 

@@ -38,9 +38,60 @@ def ecotaxa_name(column: str) -> str:
     return col if col.startswith(PREFIXES) else f"object_{col}"
 
 
-def image_name(row_id: str, source: str, cropped: bool) -> str:
+# ZooProcess writes sizes in pixels (areas in px²) with the pixel size in process_particle_pixel_size_mm;
+# our segmentation measures in mm. Lengths divide by the pixel size, areas by its square.
+ZOOPROCESS_LENGTHS = (
+    "object_x",
+    "object_y",
+    "object_bx",
+    "object_by",
+    "object_width",
+    "object_height",
+    "object_major",
+    "object_minor",
+    "object_perim",
+    "object_feret",
+    "object_esd",
+)
+ZOOPROCESS_NAMES = {"object_perim": "object_perim.", "object_circ": "object_circ."}
+
+
+def image_name(row_id: str, source: str, cropped: bool, folder: str = "images/") -> str:
     ext = Path(source).suffix.lower()
-    return f"images/{row_id}{ext if not cropped and ext in ECOTAXA_IMAGE_FORMATS else '.png'}"
+    return f"{folder}{row_id}{ext if not cropped and ext in ECOTAXA_IMAGE_FORMATS else '.png'}"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", str(text)).strip("_")
+
+
+def object_ids(preds: pd.DataFrame, sample_id: str) -> np.ndarray:
+    """Unique ids, stable across reruns of the same inputs: the object's own name where the
+    instrument gives one (ZooScan `<scan_id>_<item>` in object_name; FlowCam `<sample>_<particle id>`),
+    else `<sample>_<row number>`. Never the content hash: identical crops (the same particle
+    imaged twice, blank frames) are distinct objects."""
+    fallback = np.array([f"{_safe(sample_id)}_{int(q) + 1:06d}" for q in preds["seq"]], dtype=object)
+    if "object_name" in preds:
+        ids = preds["object_name"].astype(str).map(_safe).to_numpy(dtype=object)
+    elif "particle_id" in preds:
+        ids = np.array([f"{_safe(sample_id)}_{_safe(p)}" for p in preds["particle_id"]], dtype=object)
+    else:
+        return fallback
+    return ids if pd.Series(ids).is_unique else fallback
+
+
+def zooprocess_units(out: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
+    """ZooProcess feature units and names: lengths in px, area in px², `object_perim.`, `object_circ.`."""
+    if "process_particle_pixel_size_mm" not in preds:
+        raise ValueError("export.ecotaxa.convention zooprocess needs process_particle_pixel_size_mm")
+    px = pd.to_numeric(preds["process_particle_pixel_size_mm"]).to_numpy(float)
+    for col in ZOOPROCESS_LENGTHS:
+        if col in out:
+            out[col] = (out[col].astype(float) / px).round(3)
+    if "object_area" in out:
+        out["object_area"] = preds["area_px"].to_numpy() if "area_px" in preds else out["object_area"] / px**2
+    out = out.drop(columns=[c for c in ("object_area_px",) if c in out])
+    return out.rename(columns=ZOOPROCESS_NAMES)
 
 
 def table(
@@ -52,15 +103,19 @@ def table(
 ) -> pd.DataFrame:
     """The EcoTaxa object table for a predictions table (see config/README.md, export.ecotaxa)."""
     categories = categories or {}
+    zooprocess = cfg.get("convention") == "zooprocess"
     cropped = preds["crop_w"].fillna(-1).to_numpy() > 0 if "crop_w" in preds else np.zeros(len(preds), bool)
+    ids = object_ids(preds, cfg["sample_id"])
+    folder = "" if zooprocess else "images/"  # ZooProcess: img_file_name = <object_id>.<ext>
     out = pd.DataFrame(
         {
             "img_file_name": [
-                image_name(i, s, c) for i, s, c in zip(preds["id"], preds["source"], cropped, strict=True)
+                image_name(i, s, c, folder) for i, s, c in zip(ids, preds["source"], cropped, strict=True)
             ],
-            "object_id": preds["id"].to_numpy(),
+            "object_id": ids,
             "object_annotation_category": [categories.get(v, v) for v in preds["top1_label"]],
             "object_annotation_status": "predicted",
+            "object_sha256": preds["id"].to_numpy(),  # content hash: finds duplicate images
         }
     )
     for k in range(1, top_k + 1):
@@ -75,6 +130,7 @@ def table(
         "seq",
         "id",
         "source",
+        "object_name",
         "model_id",
         "run_id",
         "embedding",
@@ -93,7 +149,7 @@ def table(
     out["acq_instrument"] = instrument
     out["process_id"] = preds["run_id"].to_numpy() if "run_id" in preds else ""
     out["process_model_id"] = preds["model_id"].to_numpy() if "model_id" in preds else ""
-    return out
+    return zooprocess_units(out, preds) if zooprocess else out
 
 
 def class_probability(preds: pd.DataFrame, label: str, top_k: int) -> np.ndarray:

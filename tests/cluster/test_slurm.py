@@ -34,6 +34,7 @@ WORKFLOW_RULES = {
     "infer_gather",
     "export_ecotaxa",
     "export_ecotaxa_bundle",
+    "export_rocrate",
 }
 GPU_RULES = {"train", "infer_shard"}
 
@@ -166,6 +167,7 @@ def test_tiny_steps_after_inference_are_one_grouped_job(runs):
         "infer_gather",
         "export_ecotaxa",
         "export_ecotaxa_bundle",
+        "export_rocrate",
         "campaign_summary",
     }
 

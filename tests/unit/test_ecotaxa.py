@@ -1,4 +1,6 @@
+import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,3 +57,84 @@ def test_ascii_file_has_no_bom_and_keeps_original_jpegs(tmp_path, planktonclas_r
     with zipfile.ZipFile(tmp_path / "e.zip") as zf:
         names = [n for n in zf.namelist() if n.startswith("images/")]
         assert sorted(zf.read(n) for n in names) == sorted(p.read_bytes() for p in src)
+
+
+def reimport(path) -> pd.DataFrame:
+    """Read an EcoTaxa TSV the way EcoTaxa's importer does (not with our reader): latin-1 unless a
+    UTF-8 BOM, tab-separated, header names lower-cased, line 2 = [t]/[f] types; check its rules."""
+    raw = Path(path).read_bytes()[:3]
+    encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "latin-1"
+    types = pd.read_csv(path, sep="\t", nrows=1, dtype=str, encoding=encoding, quotechar='"')
+    df = pd.read_csv(path, sep="\t", skiprows=[1], dtype=str, keep_default_na=False, encoding=encoding)
+    df.columns = [c.strip().lower() for c in df.columns]
+    assert all(re.match(r"^(img|object|sample|acq|process)_.+", c) for c in df.columns), list(df.columns)
+    for col, t in zip(df.columns, types.iloc[0], strict=True):
+        assert t in ("[t]", "[f]"), (col, t)
+        if t == "[f]":
+            pd.to_numeric(df[col].replace("", np.nan), errors="raise")
+    assert {"img_file_name", "object_id"} <= set(df.columns)
+    assert df["object_id"].is_unique and not df.duplicated(["object_id", "img_file_name"]).any()
+    assert df["object_annotation_status"].isin(["predicted", "validated", "dubious"]).all()
+    assert (df["object_annotation_category"] != "").all()  # a status needs a category
+    for level in ("sample", "acq", "process"):
+        if any(c.startswith(f"{level}_") for c in df.columns):
+            assert f"{level}_id" in df.columns
+    return df
+
+
+def test_identical_crops_get_unique_stable_ids(tmp_path, planktonclas_resources):
+    """The same image twice (same content hash) stays two objects, in the TSV and in the ZIP."""
+    src = sorted((planktonclas_resources / "demo-images" / "Tripos").glob("*.jpg"))[:2]
+    paths = [str(src[0]), str(src[0]), str(src[1])]
+    pred = predictions(pd.DataFrame({"seq": range(3), "source": paths}))
+    pred["id"] = ["h0", "h0", "h1"]  # the content hash of the shard engine
+    df = ecotaxa.table(pred, 2, CFG, "FlowCam")
+    assert list(df["object_id"]) == ["s1_000001", "s1_000002", "s1_000003"]
+    assert df["img_file_name"].is_unique and list(df["object_sha256"]) == ["h0", "h0", "h1"]
+    assert df.equals(ecotaxa.table(pred, 2, CFG, "FlowCam"))  # stable across reruns
+    ecotaxa.write_tsv(df, tmp_path / "ecotaxa_t.tsv")
+    back = reimport(tmp_path / "ecotaxa_t.tsv")
+    ecotaxa.write_bundle(pred, tmp_path / "ecotaxa_t.tsv", tmp_path / "t.zip")
+    with zipfile.ZipFile(tmp_path / "t.zip") as zf:
+        assert len(zf.namelist()) == len(set(zf.namelist())) == 4  # 3 images + the TSV
+        assert set(back["img_file_name"]) <= set(zf.namelist())
+
+
+def test_flowcam_particle_ids_and_fallback(tmp_path):
+    write_run(tmp_path / "run", n_particles=5, per_collage=4)
+    table = list_run(tmp_path / "run")
+    table.insert(0, "seq", range(len(table)))
+    df = ecotaxa.table(predictions(table), 2, CFG, "FlowCam")
+    assert list(df["object_id"]) == [f"s1_{p}" for p in table["particle_id"]]
+    twice = pd.concat([table, table], ignore_index=True).assign(seq=range(2 * len(table)))
+    df2 = ecotaxa.table(predictions(twice), 2, CFG, "FlowCam")  # two runs, same particle ids
+    assert df2["object_id"].is_unique and df2["object_id"].iloc[0] == "s1_000001"
+
+
+def test_zooprocess_convention(tmp_path):
+    px = 0.0106
+    pred = predictions(
+        pd.DataFrame(
+            {
+                "seq": range(2),
+                "source": ["v1.png", "v2.png"],
+                "object_name": ["scan01_00001", "scan01_00002"],
+                "image": ["scan01", "scan01"],
+                "object_area": [100 * px * px, 400 * px * px],
+                "object_perim": [40 * px, 80 * px],
+                "object_circ": [0.7, 0.8],
+                "object_mean": [120.0, 130.0],
+                "area_px": [100, 400],
+                "process_particle_pixel_size_mm": [px, px],
+            }
+        )
+    )
+    df = ecotaxa.table(pred, 2, {**CFG, "convention": "zooprocess"}, "Zooscan")
+    assert list(df["object_id"]) == ["scan01_00001", "scan01_00002"]
+    assert list(df["img_file_name"]) == ["scan01_00001.png", "scan01_00002.png"]
+    assert list(df["object_area"]) == [100, 400] and list(df["object_perim."]) == [40, 80]
+    assert list(df["object_circ."]) == [0.7, 0.8] and list(df["object_mean"]) == [120.0, 130.0]
+    assert "object_perim" not in df and "object_area_px" not in df
+    ecotaxa.write_tsv(df, tmp_path / "ecotaxa_z.tsv")
+    back = reimport(tmp_path / "ecotaxa_z.tsv")
+    assert back["process_particle_pixel_size_mm"].astype(float).eq(px).all()

@@ -78,15 +78,17 @@ def given_model(uc, work):
 
 
 # track_inference (issue 11): the campaign's MLflow run, redone when its summary or model changes
+# export_rocrate (issue 12) records a campaign's provenance: it reruns with any of its outputs
 AFTER_MODEL = {
     "infer_shard": 2,
     "infer_gather": 1,
     "export_ecotaxa": 1,
     "export_ecotaxa_bundle": 1,
     "track_inference": 1,
+    "export_rocrate": 1,
 }
 INFERENCE = {"infer_inputs": 1, **AFTER_MODEL, "campaign_summary": 1}
-EXPORT = {"export_ecotaxa": 1, "export_ecotaxa_bundle": 1}
+EXPORT = {"export_ecotaxa": 1, "export_ecotaxa_bundle": 1, "export_rocrate": 1}
 
 EDITS = {
     "description": (set_in("description", "a new description"), {}),
@@ -96,7 +98,7 @@ EDITS = {
     "export class scores": (set_in("export.ecotaxa.class_scores", ["Actinoptychus"]), EXPORT),
     "inference top_k": (set_in("inference.top_k", 2), {**AFTER_MODEL, "campaign_summary": 1}),
     "training lr": (
-        set_in("training.lr", 0.001),
+        set_in("training.lr", 0.0005),
         {"train": 1, "evaluate": 1, **AFTER_MODEL, "campaign_summary": 1},
     ),
     "model source": (given_model, {"import_model": 1, "evaluate": 1, **AFTER_MODEL, "campaign_summary": 1}),
@@ -110,7 +112,7 @@ def test_each_edit_reruns_exactly_what_it_changes(done, tmp_path, name):
 
 
 def test_rerun_reasons_are_readable(done, tmp_path):
-    work = edited(done, tmp_path, set_in("training.lr", 0.001))
+    work = edited(done, tmp_path, set_in("training.lr", 0.0005))
     proc = run_snakemake(work, "--dry-run")
     out = proc.stdout + proc.stderr
     assert "Params have changed" in out or "params" in out.lower()

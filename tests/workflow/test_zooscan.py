@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -20,9 +21,9 @@ FEATURES = [
     "object_esd",
     "object_major",
     "object_minor",
-    "object_perim",
+    "object_perim.",
     "object_mean",
-    "object_circ",
+    "object_circ.",
 ]
 
 
@@ -32,6 +33,9 @@ def zooscan_usecase(data) -> dict:
     uc["model"].update({"arch": "lcnet_050", "input_size": 64})
     uc["training"].update({"epochs": 3, "batch_size": 32, "lr": 0.003, "early_stopping": {"patience": 0}})
     uc["preprocess"]["segment"]["strip_rows"] = 256  # several strips per scan
+    # the committed example sample table names scan01..scan03, as write_dataset(n_scans=3) does
+    uc["campaigns"]["scans"]["samples"]["path"] = str(REPO / "config/samples/zooscan_synthetic.csv")
+    uc["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/zooscan.tsv")
     return uc
 
 
@@ -95,9 +99,14 @@ def test_ecotaxa_tsv_has_features_category_and_multiple_score(zooscan_run):
     assert p.between(0, 1).all()
     # the category is the arg-max of the two probabilities
     assert ((p > 0.5) == (df["object_annotation_category"] == "multiple")).all()
-    area = df["object_area"].astype(float)
-    assert area.min() > 0 and area.max() < 1.0  # mm²: organisms of 0.3-0.9 mm
-    assert df["object_id"].is_unique
+    # ZooProcess conventions: <scan_id>_<item> ids, areas in pixels, lengths in pixels
+    items = pd.read_parquet(wd / "results/zooscan/preprocessed/items.parquet").set_index("object_name")
+    assert df["object_id"].is_unique and set(df["object_id"]) == set(items.index)
+    assert (df["img_file_name"] == df["object_id"] + ".png").all()
+    obj = items.loc[df["object_id"]]
+    assert (df["object_area"].astype(int).to_numpy() == obj["area_px"].to_numpy()).all()
+    px = zs.PIXEL_SIZE_UM / 1000
+    assert np.allclose(df["object_major"].astype(float), obj["object_major"] / px, atol=1e-3)
     # the object pixel size travels with the objects (ZooProcess process_particle_pixel_size_mm)
     assert np.allclose(df["process_particle_pixel_size_mm"].astype(float), zs.PIXEL_SIZE_UM / 1000)
 
@@ -108,3 +117,33 @@ def test_report_has_vignettes_and_before_after(zooscan_run):
     html = (wd / "report.html").read_text()
     assert "before_after.png" in html and "examples.png" in html
     assert "blank scan(s) subtracted" in html
+
+
+def test_dwca_counts_and_biovolume_per_scan(zooscan_run):
+    """One event per scan; `single` objects are Biota occurrences whose counts equal the predictions;
+    biovolume per m³ from the pixel areas, the pixel size and the sample volume."""
+    from dwca.read import DwCAReader
+
+    from aquaflow import dwca
+
+    wd, _, _ = zooscan_run
+    res = wd / "results/zooscan/campaigns/scans"
+    pred = pd.read_parquet(res / "predictions.parquet")
+    samples = pd.read_csv(REPO / "config/samples/zooscan_synthetic.csv").set_index("eventID")
+    with DwCAReader(str(res / "export/dwca_zooscan_scans.zip")) as dw:
+        assert sorted(row.id for row in dw) == sorted(set(pred["image"]))
+        occ = dw.pd_read("occurrence.txt", dtype=str, keep_default_na=False)
+        emof = dw.pd_read("extendedmeasurementorfact.txt", dtype=str, keep_default_na=False)
+    assert set(occ["scientificName"]) <= {"Biota"}
+    report = json.loads((res / "export/dwca_zooscan_scans.json").read_text())
+    assert report["excluded_not_a_taxon"] == ["multiple"]
+    singles = pred[pred["top1_label"] == "single"]
+    for scan, objs in singles.groupby("image"):
+        rows = emof[emof["occurrenceID"] == f"{scan}_P_1"]
+        value = dict(zip(rows["measurementTypeID"], rows["measurementValue"], strict=True))
+        assert int(value[dwca.COUNT[1]]) == len(objs)
+        vol = samples.loc[scan, "sampleSizeValue"]  # m³
+        r_mm = np.sqrt(objs["area_px"] * (zs.PIXEL_SIZE_UM / 1000) ** 2 / np.pi)
+        expect = float((4 / 3 * np.pi * r_mm**3).sum()) / vol
+        assert float(value[dwca.BIOVOLUME[1]]) == pytest.approx(expect, rel=1e-5)
+        assert float(value[dwca.ABUNDANCE[1]]) == pytest.approx(len(objs) / vol, rel=1e-5)

@@ -1,0 +1,84 @@
+"""Taxonomy tables: committed per use case, strict parsing, WoRMS fill logic (no network here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aquaflow import taxonomy
+from aquaflow.taxonomy import LSID_RE, Taxon, TaxonomyError
+
+from ..conftest import REPO
+
+
+def test_committed_tables_cover_every_class(planktonclas_resources):
+    flowcam = taxonomy.read_table(REPO / "config/taxonomy/flowcam.tsv")
+    classes = (planktonclas_resources / "dataset_files/classes.txt").read_text().split()
+    assert sorted(flowcam) == sorted(classes)
+    assert all(t.is_taxon for t in flowcam.values())
+    for t in flowcam.values():  # a verified row has an LSID, an unverified row never publishes one
+        assert bool(LSID_RE.match(t.lsid)) == (t.status == "verified")
+        assert t.aphia_id is None or t.status == "verified"
+    zooscan = taxonomy.read_table(REPO / "config/taxonomy/zooscan.tsv")
+    assert zooscan["multiple"].status == "not_a_taxon" and zooscan["single"].scientific_name == "Biota"
+
+
+def test_write_read_roundtrip_and_init_cli(tmp_path):
+    (tmp_path / "classes.txt").write_text("Acartia\ndetritus\n")
+    assert taxonomy.main(["init", str(tmp_path / "t.tsv"), str(tmp_path / "classes.txt")]) == 0
+    table = taxonomy.read_table(tmp_path / "t.tsv")
+    assert table["Acartia"] == Taxon("Acartia", "Acartia")
+    taxonomy.write_table([*table.values(), Taxon("bubble", status="not_a_taxon")], tmp_path / "t.tsv")
+    assert taxonomy.split_status(taxonomy.read_table(tmp_path / "t.tsv"))["not_a_taxon"] == ["bubble"]
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        ("A\tA\t12x\tGenus\tAnimalia\tverified", "aphiaID '12x'"),
+        ("A\tA\t\tGenus\tAnimalia\tverified", "needs its aphiaID"),
+        ("A\tA\t1\tGenus\tAnimalia\tok", "status 'ok'"),
+        ("A\t\t\t\t\tunverified", "no scientificName"),
+        ("A\tA\t\t\t\tnot_a_taxon", "must have no scientificName"),
+    ],
+)
+def test_bad_rows_name_file_and_row(tmp_path, row, needle):
+    path = tmp_path / "t.tsv"
+    path.write_text("\t".join(taxonomy.COLUMNS[:6]) + "\n" + row + "\n")
+    with pytest.raises(TaxonomyError) as err:
+        taxonomy.read_table(path)
+    assert needle in str(err.value) and "t.tsv row 2" in str(err.value)
+
+
+def test_missing_labels_and_missing_table(tmp_path):
+    with pytest.raises(TaxonomyError, match=r"no row for model label\(s\) \['B'\]"):
+        taxonomy.resolve(["A", "B"], {"A": Taxon("A", "A")}, "x.tsv")
+    with pytest.raises(TaxonomyError, match="does not exist"):
+        taxonomy.read_table(tmp_path / "none.tsv")
+
+
+def test_fill_marks_only_exact_accepted_matches():
+    """`fill` with the shape of WoRMS's AphiaRecordsByMatchNames answer (one list per name)."""
+    table = {
+        "Acartia": Taxon("Acartia", "Acartia"),
+        "Oithona": Taxon("Oithona", "Oithona"),
+        "blob": Taxon("blob", "Blobus"),
+        "ok": Taxon("ok", "Okia", 5, "Genus", "Animalia", "verified", "2020-01-01"),
+    }
+    asked = []
+
+    def match(names):
+        asked.extend(names)
+        acartia = {"AphiaID": 104108, "scientificname": "Acartia", "rank": "Genus", "kingdom": "Animalia"}
+        return [
+            [{**acartia, "match_type": "exact", "status": "accepted"}],
+            [{"AphiaID": 1, "scientificname": "Oithonax", "match_type": "phonetic", "status": "accepted"}],
+            [],
+        ]
+
+    out = taxonomy.fill(table, match, today="2026-11-27")
+    assert asked == ["Acartia", "Oithona", "Blobus"]  # verified rows are not looked up again
+    assert out["Acartia"].status == "verified" and out["Acartia"].lsid.endswith(":104108")
+    assert out["Acartia"].checked == "2026-11-27"
+    assert out["Oithona"].status == "unverified" and "Oithonax 1 (phonetic" in out["Oithona"].note
+    assert out["blob"].status == "unverified" and "no match" in out["blob"].note
+    assert out["ok"] == table["ok"]

@@ -1,0 +1,133 @@
+"""The FlowCam demo campaign's standard outputs, checked with tools that are not ours: a DwC-A
+(python-dwca-reader, TDWG text XSD, pyobistools), an EcoTaxa ZIP bundle (importer rules) and a
+Workflow Run RO-Crate (rocrate, roc-validator)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+import yaml
+from dwca.read import DwCAReader
+from lxml import etree
+from pyobistools.validation.check_eventids import check_extension_eventids
+from pyobistools.validation.check_fields import check_fields
+from pyobistools.validation.check_occurrence_core_and_extension import check_occurrence_core_and_extension
+from rocrate.rocrate import ROCrate
+
+from aquaflow import dwca
+from aquaflow.io import sha256_file
+
+from ..conftest import REPO, run_snakemake, tiny_usecase, validate_rocrate, write_workdir
+from ..unit.test_ecotaxa import reimport
+
+pytestmark = pytest.mark.workflow
+XSD = REPO / "tests/data/xsd/tdwg_dwc_text.xsd"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("standards")
+    uc = tiny_usecase()
+    uc["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
+    uc["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
+    write_workdir(work, {"flowcam": uc})
+    run_snakemake(work)
+    return work, work / "results/flowcam/campaigns/demo"
+
+
+def test_dwca_validates_and_counts_match_predictions(demo):
+    _, res = demo
+    archive = res / "export/dwca_flowcam_demo.zip"
+    pred = pd.read_parquet(res / "predictions.parquet")
+    schema = etree.XMLSchema(etree.parse(str(XSD), etree.XMLParser(no_network=True)))
+    assert schema.validate(etree.fromstring(zipfile.ZipFile(archive).read("meta.xml"))), schema.error_log
+    with DwCAReader(str(archive)) as dw:
+        events = [row.id for row in dw]
+        assert events == ["planktonclas_demo"]
+        occ = dw.pd_read("occurrence.txt", dtype=str, keep_default_na=False)
+        emof = dw.pd_read("extendedmeasurementorfact.txt", dtype=str, keep_default_na=False)
+        ev = dw.pd_read("event.txt", dtype=str, keep_default_na=False)
+        assert set(occ["coreid"]) <= set(events) and set(emof["coreid"]) <= set(events)
+        assert sum(len(r.extensions) for r in dw) == len(occ) + len(emof)
+    occ.columns = [c.rsplit("/", 1)[-1].replace("coreid", "eventID") for c in occ.columns]
+    emof.columns = [c.rsplit("/", 1)[-1].replace("coreid", "eventID") for c in emof.columns]
+    ev.columns = [
+        c.rsplit("/", 1)[-1].replace("id", "eventID") if c == "id" else c.rsplit("/", 1)[-1]
+        for c in ev.columns
+    ]
+    for result in (
+        check_fields(ev, analysis_type="event_core"),
+        check_fields(occ, analysis_type="occurrence_extension"),
+        check_extension_eventids(ev, occ),
+        check_extension_eventids(ev, emof),
+        check_occurrence_core_and_extension(occ),
+    ):
+        assert result.empty, result.to_dict("records")
+    # the taxonomy table verifies only Bacillariophyceae: it alone is published, with its exact count
+    report = json.loads((res / "export/dwca_flowcam_demo.json").read_text())
+    per_label = pred["top1_label"].value_counts().to_dict()
+    assert {k: v["objects"] for k, v in report["labels"].items()} == per_label
+    unverified = ["Actinoptychus", "Ciliophora", "Dinoflagellata", "Noctilucales", "Tripos"]
+    assert report["excluded_unverified"] == unverified
+    counts = emof[emof["measurementTypeID"] == dwca.COUNT[1]].merge(occ, on=["eventID", "occurrenceID"])
+    got = dict(zip(counts["scientificName"], counts["measurementValue"].astype(int), strict=True))
+    assert got == (
+        {"Bacillariophyceae": per_label["Bacillariophyceae"]} if "Bacillariophyceae" in per_label else {}
+    )
+    assert set(occ["basisOfRecord"]) <= {"MachineObservation"}
+    assert all(
+        card_id in r for r in occ["identificationReferences"] for card_id in [pred["model_id"].iloc[0]]
+    )
+    # abundance per m³ from the sample table's 5.2 mL
+    abundance = emof[emof["measurementTypeID"] == dwca.ABUNDANCE[1]]["measurementValue"].astype(float)
+    assert list(abundance) == pytest.approx([v / 5.2e-6 for v in got.values()], rel=1e-5)
+
+
+def test_ecotaxa_bundle_reimports(demo):
+    _, res = demo
+    tsv = res / "export/ecotaxa_flowcam_demo.tsv"
+    df = reimport(tsv)
+    pred = pd.read_parquet(res / "predictions.parquet")
+    assert len(df) == len(pred) and df["object_id"].str.startswith("planktonclas_demo_").all()
+    assert list(df["object_sha256"]) == list(pred["id"])
+    with zipfile.ZipFile(res / "export/ecotaxa_flowcam_demo.zip") as zf:
+        names = zf.namelist()
+        assert len(names) == len(set(names)) == len(df) + 1 and set(df["img_file_name"]) <= set(names)
+
+
+def test_rocrate_loads_and_validates(demo, tmp_path):
+    work, res = demo
+    crate_zip = res / "export/rocrate_flowcam_demo.zip"
+    with zipfile.ZipFile(crate_zip) as zf:
+        zf.extractall(tmp_path / "crate")
+    crate = ROCrate(tmp_path / "crate")
+    assert crate.mainEntity.id == "workflow/Snakefile"
+    (action,) = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    results = {e.id: e for e in action["result"]}
+    assert results["outputs/dwca_flowcam_demo.zip"]["sha256"] == sha256_file(
+        res / "export/dwca_flowcam_demo.zip"
+    )
+    assert results["outputs/predictions.parquet"]["sha256"] == sha256_file(res / "predictions.parquet")
+    objects = {e.id for e in action["object"]}
+    assert {"inputs/model_card.json", "inputs/flowcam_demo.csv", "inputs/flowcam.tsv"} <= objects
+    card = json.loads((work / "results/flowcam/model/model_card.json").read_text())
+    assert f"mlflow-run:{card['mlflow']['run_id']}" in str(action["identifier"])
+    assert action["startTime"] <= action["endTime"]
+    cfg = yaml.safe_load((tmp_path / "crate/config/resolved_config.yaml").read_text())
+    assert cfg["training"]["epochs"] == 3 and cfg["campaign"]["samples"]["column"] == "sample_id"
+    assert validate_rocrate(crate_zip, tmp_path / "http-cache") == []
+
+
+def test_editing_eml_reruns_only_the_exports(demo):
+    work, _ = demo
+    path = work / "config/usecases/flowcam.yaml"
+    uc = yaml.safe_load(path.read_text())
+    uc["export"]["dwca"]["eml"]["title"] = "A new title"
+    path.write_text(yaml.safe_dump(uc, sort_keys=False))
+    proc = run_snakemake(work, "-n", "--quiet", "rules")
+    jobs = {line.split()[0] for line in proc.stdout.splitlines() if line.strip().startswith("export_")}
+    assert jobs == {"export_dwca", "export_rocrate"}, proc.stdout
+    assert "train" not in proc.stdout.split() and "infer_shard" not in proc.stdout.split()

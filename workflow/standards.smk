@@ -1,0 +1,52 @@
+# Standards-compliant exports and provenance per campaign (issue 12): Darwin Core Archive for
+# OBIS/GBIF and a Workflow Run RO-Crate. Logic in scripts/aquaflow/{dwca,taxonomy,provenance}.py.
+
+
+rule export_dwca:
+    input:
+        predictions=rules.infer_gather.output.predictions,
+        card=model_card,
+        samples=samples_table,
+        taxonomy=taxonomy_table,
+    output:
+        dwca=f"{CAMPAIGN}/export/dwca_{{uc}}_{{campaign}}.zip",
+        report=f"{CAMPAIGN}/export/dwca_{{uc}}_{{campaign}}.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_dwca.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/export_dwca.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: cfg["task"] == "classify"),
+    conda:
+        "../envs/data.yaml"
+    params:
+        settings=dwca_settings,
+    script:
+        "../scripts/export_dwca.py"
+
+
+rule export_rocrate:
+    input:
+        unpack(rocrate_products),
+        card=model_card,
+        inputs=rules.infer_inputs.output[0],
+        predictions=rules.infer_gather.output.predictions,
+        rejected=rules.infer_gather.output.rejected,
+        summary=rules.infer_gather.output.summary,
+    output:
+        f"{CAMPAIGN}/export/rocrate_{{uc}}_{{campaign}}.zip",
+    log:
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_rocrate.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/export_rocrate.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: cfg["task"] == "classify"),
+    conda:
+        "../envs/data.yaml"
+    params:
+        config=provenance_config,
+        name="{uc} campaign {campaign}",
+        snakefile=str(Path(workflow.basedir) / "Snakefile"),
+        rule_files=sorted(str(p) for p in (Path(workflow.basedir) / "workflow").glob("*.smk")),
+    script:
+        "../scripts/export_rocrate.py"
