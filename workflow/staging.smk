@@ -15,11 +15,14 @@ for _usecase_file in CONFIG["usecases"].values():
 # local too: without a shared file system snakemake-storage-plugin-s3 0.3.6 only recognises a
 # directory in S3 that the main process uploaded itself (it remembers "not a directory" from
 # the DAG-time check), so a directory written by a remote job would be reported missing.
-localrules:
-    fetch,
-    infer_inputs,
-    infer_stage,
-    infer_gather,
+# With a shared file system (workstation, Slurm) they stay ordinary jobs.
+if staging():
+
+    localrules:
+        fetch,
+        infer_inputs,
+        infer_stage,
+        infer_gather,
 
 
 rule infer_stage:

@@ -35,6 +35,7 @@ WORKFLOW_RULES = {
     "export_ecotaxa",
     "export_ecotaxa_bundle",
     "export_rocrate",
+    "track_inference",
 }
 GPU_RULES = {"train", "infer_shard"}
 
@@ -169,6 +170,7 @@ def test_tiny_steps_after_inference_are_one_grouped_job(runs):
         "export_ecotaxa_bundle",
         "export_rocrate",
         "campaign_summary",
+        "track_inference",
     }
 
 
