@@ -82,7 +82,8 @@ def locate(folder_or_card: str | Path) -> tuple[Path, dict[str, Any]]:
     return weights, card
 
 
-def _source_folder(spec: dict[str, Any], mlflow_cfg: dict[str, Any] | None, work: Path) -> Path:
+def source_folder(spec: dict[str, Any], mlflow_cfg: dict[str, Any] | None, work: Path) -> Path:
+    """The folder of a given model: a path, a folder in an installed package, or an MLflow download."""
     kind = spec["source"]
     if kind == "path":
         return Path(spec["path"])
@@ -111,7 +112,7 @@ def import_model(
 ) -> dict[str, Any]:
     """Copy a given model into the workflow: card validated, weights hash = card id (= the pin)."""
     with tempfile.TemporaryDirectory() as work:
-        weights, card = locate(_source_folder(spec, mlflow_cfg, Path(work)))
+        weights, card = locate(source_folder(spec, mlflow_cfg, Path(work)))
         digest = sha256_file(weights)
         if card.get("id") and card["id"] != digest:
             raise ModelCardError(f"{weights}: sha256 {digest} differs from the card's id {card['id']}")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import artifacts
 from .io import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
@@ -375,27 +376,6 @@ def check_model(model: Any, card: dict[str, Any], origin: str) -> None:
     output_layers(model)
 
 
-def _resolve_source(spec: dict[str, Any], mlflow_cfg: dict[str, Any] | None, work: Path) -> Path:
-    kind = spec["source"]
-    if kind == "path":
-        return Path(spec["path"])
-    if kind == "package":
-        from .fetch import package_root
-
-        return package_root(spec["package"]) / (spec.get("subdir") or "")
-    if kind == "mlflow":
-        import mlflow
-
-        from . import tracking
-
-        cfg = mlflow_cfg or {"tracking_uri": None, "results": "results"}
-        uri = tracking.tracking_uri(cfg["tracking_uri"], cfg["results"])
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=spec["uri"], dst_path=str(work)))
-    raise KerasModelError(f"model.source {kind!r} is not a given model")
-
-
 def import_model(
     spec: dict[str, Any],
     weights_out: str | Path,
@@ -410,7 +390,7 @@ def import_model(
     """
     safe = spec.get("safe_mode", True) is not False
     with tempfile.TemporaryDirectory() as work:
-        model_file, card = locate(_resolve_source(spec, mlflow_cfg, Path(work)))
+        model_file, card = locate(artifacts.source_folder(spec, mlflow_cfg, Path(work)))
         digest = sha256_file(model_file)
         pin = (spec.get("sha256") or "").removeprefix("sha256:").lower()
         if pin and pin != digest:
