@@ -2,7 +2,9 @@
 # the on_drift policy, and one MLflow run per campaign inference.
 for _uc, _cfg in UC.items():
     if drift_enabled(_cfg) and _cfg["task"] != "classify":
-        raise WorkflowError(f"use case {_uc}: drift monitoring is implemented for task classify only")
+        raise WorkflowError(
+            f"use case {_uc}: drift monitoring is implemented for task classify only"
+        )
     if drift_enabled(_cfg) and not _cfg["inference"]["embeddings"]:
         raise WorkflowError(
             f"use case {_uc}: drift.enabled needs inference.embeddings: true "
