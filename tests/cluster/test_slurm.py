@@ -170,7 +170,6 @@ def test_tiny_steps_after_inference_are_one_grouped_job(runs):
         "export_ecotaxa_bundle",
         "export_rocrate",
         "campaign_summary",
-        "track_inference",
     }
 
 
