@@ -19,6 +19,20 @@ from aquaflow.fetch import package_root  # noqa: E402
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_env_per_test():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI (and the registry's) to os.environ, and
+    aquaflow lets that variable win: drop what a test left so the next one uses its own store."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
