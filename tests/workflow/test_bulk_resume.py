@@ -83,8 +83,8 @@ def test_kill_and_resume_gives_identical_output(trained, tmp_path):
     assert f"scatteritem={busy[0]}" in proc.stderr  # the broken one was
     assert not list(shards.glob(".*.tmp"))
     for name in ("predictions.parquet", "rejected.parquet"):
-        a = (reference / "results/flowcam/predictions" / name).read_bytes()
-        b = (work / "results/flowcam/predictions" / name).read_bytes()
+        a = (reference / "results/flowcam/campaigns/bulk" / name).read_bytes()
+        b = (work / "results/flowcam/campaigns/bulk" / name).read_bytes()
         assert a == b, f"{name} differs after kill and resume"
     pred = pd.read_parquet(work / TARGET)
     assert len(pred) == 3105 and pred["seq"].is_unique
