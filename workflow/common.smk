@@ -322,6 +322,8 @@ def uc_model_section(key):
     def get(wildcards):
         return UC[wildcards.uc]["model"][key]
 
+    return get
+
 
 # --- issue 10: detection, instance segmentation, oriented boxes (rules in workflow/detect.smk) ---
 def is_detection(cfg):
