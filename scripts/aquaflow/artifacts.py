@@ -92,15 +92,11 @@ def source_folder(spec: dict[str, Any], mlflow_cfg: dict[str, Any] | None, work:
 
         return package_root(spec["package"]) / (spec.get("subdir") or "")
     if kind == "mlflow":
-        import mlflow
-
         from . import tracking
 
         cfg = mlflow_cfg or {"tracking_uri": None, "results": "results"}
         uri = tracking.tracking_uri(cfg["tracking_uri"], cfg["results"])
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=spec["uri"], dst_path=str(work)))
+        return tracking.download_registered_model(spec["uri"], work, uri)
     raise ValueError(f"model.source {kind!r} is not an imported model")
 
 

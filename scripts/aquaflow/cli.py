@@ -100,11 +100,10 @@ def known_models(results: Path) -> list[dict[str, Any]]:
 
 def registered_models(tracking_uri: str) -> list[dict[str, Any]]:
     """Latest versions of every model in an MLflow registry."""
-    from mlflow.tracking import MlflowClient
+    from . import tracking
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     rows = []
-    for rm in client.search_registered_models():
+    for rm in tracking.client(tracking_uri).search_registered_models():
         for v in rm.latest_versions or []:
             rows.append(
                 {

@@ -66,24 +66,41 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+_READY: set[str] = set()  # stores this process has opened (created/migrated) already
+
+
+def client(uri: str) -> Any:
+    """An MlflowClient on the tracking store `uri` and its registry. The first open of a SQLite
+    store in a process creates/migrates the database: under the lock, so that jobs starting at the
+    same time on a fresh store do not run the migrations twice."""
+    from mlflow.tracking import MlflowClient
+
+    if uri in _READY:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _store_lock(uri):
+        c = MlflowClient(tracking_uri=uri, registry_uri=uri)  # opens the tracking store
+        c.search_registered_models(max_results=1)  # and the (lazily opened) registry store
+    _READY.add(uri)
+    return c
+
+
 def ensure_experiment(uri: str, experiment: str) -> str:
     """The experiment's id, creating it if needed; concurrent callers all get the same one."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
+    c = client(uri)
     with _store_lock(uri):
-        client = MlflowClient(uri)  # opening a SQLite store creates/migrates it: under the lock
-        found = client.get_experiment_by_name(experiment)
+        found = c.get_experiment_by_name(experiment)
         if found is not None:
             return found.experiment_id
         db = _sqlite_path(uri)
         location = db.parent.joinpath("artifacts").as_uri() if db else None
         try:
-            return client.create_experiment(experiment, artifact_location=location)
+            return c.create_experiment(experiment, artifact_location=location)
         except MlflowException:  # another process (on a server) created it first
             for _ in range(20):
-                found = client.get_experiment_by_name(experiment)
+                found = c.get_experiment_by_name(experiment)
                 if found is not None:
                     return found.experiment_id
                 time.sleep(0.25)
@@ -118,7 +135,6 @@ def register_model(name: str, weights: str | Path, card: dict[str, Any], card_pa
     """In the active run: log the model folder (card + weights) as artifact path `model` and register
     `runs:/<run_id>/model` as a new version of `name`, described by the model card."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     active = mlflow.active_run()
     if active is None:
@@ -126,11 +142,11 @@ def register_model(name: str, weights: str | Path, card: dict[str, Any], card_pa
     mlflow.log_artifact(str(card_path), MODEL_ARTIFACT)
     mlflow.log_artifact(str(weights), MODEL_ARTIFACT)
     uri = mlflow.get_tracking_uri()
+    # the registry of the tracking store, whatever MLFLOW_REGISTRY_URI a parent process left
+    c = client(uri)
     with _store_lock(uri):  # version numbers: one writer at a time on SQLite
-        # the registry of the tracking store, whatever MLFLOW_REGISTRY_URI a parent process left
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
-            client.create_registered_model(
+            c.create_registered_model(
                 name, description=f"aquaflow {card.get('task', 'classify')} model ({card.get('arch')})"
             )
         except MlflowException as exc:
@@ -149,7 +165,7 @@ def register_model(name: str, weights: str | Path, card: dict[str, Any], card_pa
             "usecase": str(card.get("usecase", "")),
         }
         description = "Model card (model/model_card.json):\n" + _card_summary(card)
-        version = client.create_model_version(
+        version = c.create_model_version(
             name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags, description=description
         )
     mlflow.set_tags({"registered_model": name, "registered_version": version.version})
@@ -187,11 +203,9 @@ def _registry_version(client: Any, uri: str) -> Any:
 def download_registered_model(uri: str, dest_dir: str | Path, tracking: str) -> Path:
     """Download `models:/<name>/<version>` or `models:/<name>@<alias>` from the registry of the
     tracking store `tracking` into dest_dir; returns the folder holding model_card.json + weights."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-    mv = _registry_version(client, uri)
-    source = client.get_model_version_download_uri(mv.name, mv.version)
+    c = client(tracking)
+    mv = _registry_version(c, uri)
+    source = c.get_model_version_download_uri(mv.name, mv.version)
     Path(dest_dir).mkdir(parents=True, exist_ok=True)
     return Path(
         mlflow.artifacts.download_artifacts(
@@ -203,18 +217,16 @@ def download_registered_model(uri: str, dest_dir: str | Path, tracking: str) -> 
 def model_version_of(card: dict[str, Any], tracking: str) -> dict[str, str]:
     """Registry name/version of the model a card describes: the `models:/` reference it was
     imported from, else the version registered by the training run that made it (if any)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking, registry_uri=tracking)
     spec = card.get("imported_from") or {}
     uri = spec.get("uri") or ""
     try:
+        c = client(tracking)
         if uri.startswith("models:/"):
-            mv = _registry_version(client, uri)
+            mv = _registry_version(c, uri)
             return {"model_uri": uri, "registered_model": mv.name, "model_version": str(mv.version)}
         run_id = (card.get("mlflow") or {}).get("run_id")
         if run_id:
-            found = client.search_model_versions(f"run_id = '{run_id}'")
+            found = c.search_model_versions(f"run_id = '{run_id}'")
             if found:
                 mv = max(found, key=lambda v: int(v.version))
                 return {
@@ -232,20 +244,18 @@ def attach_to_training_run(
 ) -> bool:
     """Log files into the MLflow run that trained the model (drift reference, ...). False when the
     model was not trained here or its run is not in this tracking store."""
-    from mlflow.tracking import MlflowClient
-
     run_id = (card.get("mlflow") or {}).get("run_id")
     if not run_id:
         return False
     uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
     try:
-        client = MlflowClient(uri)
-        client.get_run(run_id)
+        c = client(uri)
+        c.get_run(run_id)
     except Exception as exc:
         log.warning("training run %s not found in %s (%s): not attaching %s", run_id, uri, exc, artifact_path)
         return False
     for f in files:
-        client.log_artifact(run_id, str(f), artifact_path)
+        c.log_artifact(run_id, str(f), artifact_path)
     return True
 
 

@@ -28,6 +28,18 @@ with tracking.run({uri!r}, "race", run_name="job{i}"):
     mlflow.log_metric("x", {i})
 """
 
+LOG_INFERENCE = """
+import sys, time
+sys.path.insert(0, {scripts!r})
+from aquaflow import tracking
+card = {{"id": "m{i}", "arch": "tiny", "mlflow": {{"run_id": "from-another-store"}}}}
+summary = {{"seen": 3, "predicted": 2, "rejected": 1, "shards": {{"0": {{"seconds": 1.5}}}}}}
+cfg = {{"tracking_uri": {uri!r}, "experiment": "race", "results": "."}}
+time.sleep(max(0.0, {start} - time.time()))
+tracking.log_inference(usecase="uc{i}", campaign="c", card=card, summary=summary, drift=None,
+                       mlflow_cfg=cfg, out={out!r})
+"""
+
 TRAIN = """
 import json, sys, time
 sys.path.insert(0, {scripts!r})
@@ -56,6 +68,26 @@ def test_concurrent_jobs_on_a_fresh_sqlite_store(tmp_path):
     exp = client.get_experiment_by_name("race")
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.metrics["x"] for r in runs) == [0, 1, 2]
+
+
+def test_concurrent_inference_logs_on_a_fresh_sqlite_store(tmp_path):
+    """Two use cases' track_inference jobs at once on a fresh store: the registry lookup opened the
+    database outside the lock and raced the other job's migration (CI 2026-11-27:
+    `table _alembic_tmp_experiments already exists`)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = time.time() + 6
+    outs = [tmp_path / f"run{i}.json" for i in range(3)]
+    procs = [
+        _spawn(LOG_INFERENCE.format(scripts=SCRIPTS, start=start, uri=uri, i=i, out=str(out)))
+        for i, out in enumerate(outs)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), [err[-1500:] for rc, err in results if rc]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert sorted(r.data.tags["usecase"] for r in runs) == ["uc0", "uc1", "uc2"]
+    assert all(r.data.metrics["images_rejected"] == 1 for r in runs)
+    assert {json.loads(o.read_text())["run_id"] for o in outs} == {r.info.run_id for r in runs}
 
 
 def _train_args(work: Path, name: str, uri: str) -> dict:
