@@ -9,6 +9,7 @@ engine.gather(
     counts=list(snakemake.input.counts),
     rejected=list(snakemake.input.rejected),
     summaries=list(snakemake.input.summaries),
+    inputs=snakemake.input.inputs,
     card_path=snakemake.input.card,
     out=dict(snakemake.output.items()),
     overlays=snakemake.params.overlays,

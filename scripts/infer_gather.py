@@ -7,5 +7,6 @@ gather.run(
     predictions=snakemake.input.predictions,
     rejected=snakemake.input.rejected,
     summaries=snakemake.input.summaries,
+    inputs=snakemake.input.inputs,
     out=dict(snakemake.output.items()),
 )

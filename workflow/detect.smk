@@ -156,6 +156,7 @@ rule detect_shard:
 
 rule detect_gather:
     input:
+        inputs=f"{CAMPAIGN}/inputs.parquet",
         predictions=detect_shard_files("shards", "parquet"),
         counts=detect_shard_files("count_shards", "parquet"),
         rejected=detect_shard_files("rejected_shards", "parquet"),

@@ -48,6 +48,7 @@ rule infer_shard:
 
 rule infer_gather:
     input:
+        inputs=f"{CAMPAIGN}/inputs.parquet",  # what its listing skipped (in the file's metadata)
         predictions=shard_files("shards", "parquet"),
         rejected=shard_files("rejected_shards", "parquet"),
         summaries=shard_files("summaries", "json"),

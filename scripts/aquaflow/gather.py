@@ -46,8 +46,12 @@ def link_dataset(paths: list[str | Path], out_dir: str | Path) -> None:
     os.replace(tmp, out_dir)
 
 
-def merge_summaries(paths: list[str | Path], out: str | Path) -> dict[str, Any]:
-    """Per-shard summaries and their totals; raises if seen != predicted + rejected anywhere."""
+def merge_summaries(
+    paths: list[str | Path], out: str | Path, skipped: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Per-shard summaries and their totals; raises if seen != predicted + rejected anywhere.
+    `skipped` (inputs.read_skipped: files the listings passed over) is reported beside them, so
+    that predicted + rejected + skipped = files in the input folders."""
     shards, reasons, classes = {}, collections.Counter(), collections.Counter()
     total = {"seen": 0, "predicted": 0, "rejected": 0}
     for p in paths:
@@ -64,6 +68,9 @@ def merge_summaries(paths: list[str | Path], out: str | Path) -> dict[str, Any]:
         "model_id": ",".join(sorted({s.get("model_id", "") for s in shards.values()} - {""})),
         "rejected_by_reason": dict(sorted(reasons.items())),
         "per_class": dict(sorted(classes.items())),
+        "skipped": sum((skipped or {}).get("counts", {}).values()),
+        "skipped_by_reason": dict(sorted((skipped or {}).get("counts", {}).items())),
+        "skipped_files": (skipped or {}).get("files", []),
         "shards": shards,
     }
     write_json(summary, out)
@@ -72,21 +79,31 @@ def merge_summaries(paths: list[str | Path], out: str | Path) -> dict[str, Any]:
 
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(scope, quantity, count) rows for the report: totals, rejections, classes, shards."""
-    rows = [("total", k, summary[k]) for k in ("seen", "predicted", "rejected")]
+    rows = [("total", k, summary[k]) for k in ("seen", "predicted", "rejected", "skipped") if k in summary]
     rows += [("rejected", reason, n) for reason, n in summary["rejected_by_reason"].items()]
+    rows += [("skipped", reason, n) for reason, n in summary.get("skipped_by_reason", {}).items()]
     rows += [("predicted class", c, n) for c, n in summary["per_class"].items()]
     for name, s in summary["shards"].items():
         rows += [(f"shard {name}", k, s[k]) for k in ("seen", "predicted", "rejected")]
     return rows
 
 
-def run(*, predictions: list, rejected: list, summaries: list, out: dict[str, str | Path]) -> None:
-    """The gather step: merged predictions/rejected, the shard dataset folder, summary json+tsv."""
+def run(
+    *,
+    predictions: list,
+    rejected: list,
+    summaries: list,
+    out: dict[str, str | Path],
+    inputs: str | Path | None = None,
+) -> None:
+    """The gather step: merged predictions/rejected, the shard dataset folder, summary json+tsv
+    (with what the listing of `inputs`, the campaign's input table, skipped)."""
     import pandas as pd
 
+    from .inputs import read_skipped
     from .io import write_tsv
 
-    summary = merge_summaries(summaries, out["summary"])
+    summary = merge_summaries(summaries, out["summary"], read_skipped(inputs) if inputs else None)
     n_pred = merge_tables(predictions, out["predictions"])
     n_rej = merge_tables(rejected, out["rejected"])
     if (n_pred, n_rej) != (summary["predicted"], summary["rejected"]):

@@ -145,7 +145,7 @@ def build_flowcam(folder: Path) -> dict[int, str]:
 
 
 def engine(base: str) -> None:
-    """The run under test (in a subprocess): list inputs, drop one file, predict one shard.
+    """The run under test (in a subprocess): list inputs, drop one file, predict one shard, gather.
 
     Started as root (CI), it imports what it needs, then drops to uid/gid 65534 with os.setuid:
     from there on a file without read permission is unreadable, as for any user.
@@ -154,7 +154,7 @@ def engine(base: str) -> None:
 
     import tifffile  # noqa: F401
 
-    from aquaflow import infer
+    from aquaflow import gather, infer
 
     if os.geteuid() == 0:
         os.setgroups([])
@@ -166,20 +166,31 @@ def engine(base: str) -> None:
     inputs.write(table, base_path / "out" / "inputs.parquet")
     os.unlink(spec["vanish"])  # gone between listing and decoding (a live share)
     out = base_path / "out"
-    summary = infer.run_shard(
+    infer.run_shard(
         table,
         spec["weights"],
         spec["card"],
-        out / "predictions.parquet",
-        out / "rejected.parquet",
-        out / "summary.json",
+        out / "shard.parquet",
+        out / "rejected_shard.parquet",
+        out / "shard.json",
         top_k=2,
         batch_size=8,
         workers=0,
         device="cpu",
         backend="eager",
     )
-    print(json.dumps(summary))
+    merged = {
+        k: out / f for k, f in [("predictions", "predictions.parquet"), ("rejected", "rejected.parquet")]
+    }
+    merged |= {"dataset": out / "dataset", "summary": out / "summary.json", "table": out / "summary.tsv"}
+    gather.run(
+        predictions=[out / "shard.parquet"],
+        rejected=[out / "rejected_shard.parquet"],
+        summaries=[out / "shard.json"],
+        out=merged,
+        inputs=out / "inputs.parquet",
+    )
+    print((out / "summary.json").read_text().replace("\n", " "))
 
 
 @pytest.fixture(scope="module")
@@ -312,6 +323,11 @@ def test_predicted_plus_rejected_plus_skipped_is_every_file(faults):
     s = faults["summary"]
     assert s["seen"] == len(faults["table"]) == s["predicted"] + s["rejected"]
     assert faults["skipped"]["counts"] == {"extension": 3, "hidden": 2, "not_a_regular_file": 1}
+    # the campaign summary (gather) reports them too, with the files' names
+    assert s["skipped"] == n_skipped and s["skipped_by_reason"] == faults["skipped"]["counts"]
+    assert sorted(f["path"] for f in s["skipped_files"]) == sorted(
+        f["path"] for f in faults["skipped"]["files"]
+    )
 
 
 def test_non_utf8_name_is_predicted_and_recoverable(faults):

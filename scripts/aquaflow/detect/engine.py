@@ -217,11 +217,16 @@ def gather(
     card_path: str | Path,
     out: dict[str, str | Path],
     overlays: int,
+    inputs: str | Path | None = None,
 ) -> dict[str, Any]:
     """Merged tables, dataset folder, summary (json + tsv), COCO results + images, overlays."""
+    from ..inputs import read_skipped
+
     card = read_json(card_path)
     task, classes = card["task"], list(card["classes"])
-    summary = shard_gather.merge_summaries(summaries, out["summary"])
+    summary = shard_gather.merge_summaries(
+        summaries, out["summary"], read_skipped(inputs) if inputs else None
+    )
     total_det = sum(read_json(p)["detections"] for p in summaries)
     n_rows = shard_gather.merge_tables(predictions, out["predictions"])
     n_img = shard_gather.merge_tables(counts, out["counts"])
