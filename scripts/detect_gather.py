@@ -10,6 +10,7 @@ engine.gather(
     rejected=list(snakemake.input.rejected),
     summaries=list(snakemake.input.summaries),
     inputs=snakemake.input.inputs,
+    staged=list(snakemake.input.staged),
     card_path=snakemake.input.card,
     out=dict(snakemake.output.items()),
     overlays=snakemake.params.overlays,

@@ -126,7 +126,7 @@ rule evaluate_detect:
 
 rule detect_shard:
     input:
-        inputs=rules.infer_inputs.output[0],
+        inputs=shard_table,  # inputs.parquet, or the shard's staged bundle (workflow/staging.smk)
         weights=model_weights,
         card=model_card,
     output:
@@ -162,6 +162,7 @@ rule detect_gather:
         rejected=detect_shard_files("rejected_shards", "parquet"),
         summaries=detect_shard_files("summaries", "json"),
         card=model_card,
+        staged=staged_bundles,  # the overlays' images, without a shared file system
     output:
         predictions=f"{CAMPAIGN}/predictions.parquet",
         counts=f"{CAMPAIGN}/counts.parquet",

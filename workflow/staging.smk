@@ -14,8 +14,10 @@ for _usecase_file in CONFIG["usecases"].values():
 # the internet): fetching, listing and staging are local jobs. Rules writing a directory() are
 # local too: without a shared file system snakemake-storage-plugin-s3 0.3.6 only recognises a
 # directory in S3 that the main process uploaded itself (it remembers "not a directory" from
-# the DAG-time check), so a directory written by a remote job would be reported missing.
-# With a shared file system (workstation, Slurm) they stay ordinary jobs.
+# the DAG-time check), so a directory written by a remote job would be reported missing
+# (snakemake/snakemake#870). So preprocess runs on the host there; the jobs that need its
+# folder (prepare, train, shards) fetch it from S3. With a shared file system (workstation,
+# Slurm) they all stay ordinary jobs.
 if staging():
 
     localrules:
@@ -23,6 +25,10 @@ if staging():
         infer_inputs,
         infer_stage,
         infer_gather,
+        preprocess,
+        litter_summary,
+        detect_prepare,
+        detect_gather,
 
 
 rule infer_stage:

@@ -219,11 +219,9 @@ def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path, rea
 
     `read(source) -> bytes` (default: the file at `source`, or its exact bytes from `source_hex`)."""
     if read is None:
-        hexes = preds["source_hex"] if "source_hex" in preds else [""] * len(preds)
-        exact = {s: bytes.fromhex(h) for s, h in zip(preds["source"], hexes, strict=True) if h}
+        from .staging import source_reader
 
-        def read(source: str) -> bytes:
-            return imaging.read_bytes(exact.get(source, source))
+        read = source_reader(preds)
 
     ecotaxa_df, _ = read_tsv(tsv)
     crops = preds[["crop_x", "crop_y", "crop_w", "crop_h"]].to_numpy() if "crop_w" in preds else None

@@ -470,19 +470,10 @@ def run_shard_step(
     `inputs_path` is the campaign's inputs.parquet, or the shard's staged bundle (.zip, see
     aquaflow.staging) when jobs share no file system with the images.
     """
-    if str(inputs_path).endswith(".zip"):
-        import tempfile
+    from .staging import shard_part
 
-        from . import staging
-
-        with tempfile.TemporaryDirectory(dir=Path(out["predictions"]).parent, prefix=".staged-") as tmp:
-            part, reads, digest = staging.open_bundle(inputs_path, tmp)
-            log.info("shard %s: %d rows from bundle %s", scatteritem, len(part), inputs_path)
-            return _run_part(part, weights, card, out, params, threads, log_stream, reads, digest)
-    table = pd.read_parquet(inputs_path)
-    part = table.iloc[shard_slice(len(table), scatteritem)].reset_index(drop=True)
-    log.info("shard %s: rows %d of %d", scatteritem, len(part), len(table))
-    return _run_part(part, weights, card, out, params, threads, log_stream, None, sha256_file(inputs_path))
+    with shard_part(inputs_path, scatteritem, Path(out["predictions"]).parent) as (part, reads, digest):
+        return _run_part(part, weights, card, out, params, threads, log_stream, reads, digest)
 
 
 def _run_part(part, weights, card, out, params, threads, log_stream, reads, inputs_sha256) -> dict[str, Any]:

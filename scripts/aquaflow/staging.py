@@ -14,11 +14,14 @@ and `files/<n>`, one member per distinct file (a FlowCam collage is stored once 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
+import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +118,36 @@ def open_bundle(bundle: str | Path, dest: str | Path) -> tuple[pd.DataFrame, lis
         else:
             reads.append(str(dest / member))
     return rows, reads, index["inputs_sha256"]
+
+
+@contextlib.contextmanager
+def shard_part(inputs_path: str | Path, scatteritem: str, workdir: str | Path) -> Iterator[tuple]:
+    """(rows, what to read per row or None for their sources, inputs.parquet sha256) of one shard:
+    its block of the campaign's inputs.parquet, or its staged bundle (.zip) unpacked under
+    `workdir` for as long as the context lasts."""
+    from .infer import shard_slice
+
+    if str(inputs_path).endswith(".zip"):
+        with tempfile.TemporaryDirectory(dir=workdir, prefix=".staged-") as tmp:
+            part, reads, digest = open_bundle(inputs_path, tmp)
+            log.info("shard %s: %d rows from bundle %s", scatteritem, len(part), inputs_path)
+            yield part, reads, digest
+        return
+    table = pd.read_parquet(inputs_path)
+    part = table.iloc[shard_slice(len(table), scatteritem)].reset_index(drop=True)
+    log.info("shard %s: rows %d of %d", scatteritem, len(part), len(table))
+    yield part, None, sha256_file(inputs_path)
+
+
+def source_reader(table: pd.DataFrame, bundles: list[str | Path] | None = None) -> Callable[[str], bytes]:
+    """read(source) -> bytes for the rows of a predictions table: from the campaign's staged bundles
+    when there are any (no shared file system), else the file itself (its exact bytes from
+    `source_hex` for names that are not valid UTF-8)."""
+    if bundles:
+        return BundleReader(bundles).read_bytes
+    hexes = table["source_hex"] if "source_hex" in table else [""] * len(table)
+    exact = {s: bytes.fromhex(h) for s, h in zip(table["source"], hexes, strict=True) if h}
+    return lambda source: imaging.read_bytes(exact.get(source, source))
 
 
 class BundleReader:

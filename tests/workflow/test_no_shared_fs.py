@@ -8,6 +8,8 @@ see nothing but their fetched inputs. What it does not: pods, images, a real clu
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import re
@@ -22,6 +24,7 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
+import yaml
 
 from ..conftest import REPO, run_snakemake, tiny_usecase, workflow_cmd, write_workdir
 
@@ -106,6 +109,9 @@ def remote_cmd(work: Path, endpoint: str, *targets: str) -> list[str]:
         "--set-resources",
         "infer_shard:gpu=0",
         "train:gpu=0",
+        "detect_shard:gpu=0",
+        "train_detect:gpu=0",
+        "evaluate_detect:gpu=0",
     )
     # run from the checkout (cwd), as a user does: no --directory, which snakemake would hand on
     # to the jobs and so send them back into this directory
@@ -121,23 +127,36 @@ TARGETS = (
 )
 
 
-def test_demo_without_shared_file_system_matches_a_local_run(s3, tmp_path):
-    """Remote: the demo from fetch to the EcoTaxa zip, training included, every job in a fresh
-    empty directory. Local: the same use case on a shared file system, given the model the remote
-    run trained (so it does not train twice). Predictions and the zip must be identical."""
-    endpoint, client = s3
-    # this checkout's library first (an editable install elsewhere would otherwise win in script jobs)
-    pythonpath = {"PYTHONPATH": str(REPO / "scripts")}
-    remote = write_workdir(checkout(tmp_path / "remote"), {"flowcam": demo_usecase()})
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    env |= pythonpath | {
+def remote_env(jobs: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "YOLO_"))}
+    return env | {
+        # this checkout's library first (an editable install elsewhere would otherwise win in jobs)
+        "PYTHONPATH": str(REPO / "scripts"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # as in an image
         "AQUAFLOW_JOBS": str(jobs),
         "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "testing",
         "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "testing",
     }
+
+
+def rules_run(jobs: Path) -> dict[str, str]:
+    """job folder -> the rule it ran (each remote job ran in its own fresh directory)."""
+    return {
+        p.parent.name: re.search(r"^(?:local)?rule (\w+):", p.read_text(), re.M)[1]
+        for p in jobs.glob("*/job.log")
+    }
+
+
+def test_demo_without_shared_file_system_matches_a_local_run(s3, tmp_path):
+    """Remote: the demo from fetch to the EcoTaxa zip, training included, every job in a fresh
+    empty directory. Local: the same use case on a shared file system, given the model the remote
+    run trained (so it does not train twice). Predictions and the zip must be identical."""
+    endpoint, client = s3
+    pythonpath = {"PYTHONPATH": str(REPO / "scripts")}
+    remote = write_workdir(checkout(tmp_path / "remote"), {"flowcam": demo_usecase()})
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    env = remote_env(jobs)
     t0 = time.perf_counter()
     cmd = remote_cmd(remote, endpoint, *TARGETS)
     proc = subprocess.run(cmd, cwd=remote, capture_output=True, text=True, env=env, timeout=900)
@@ -177,6 +196,71 @@ def test_demo_without_shared_file_system_matches_a_local_run(s3, tmp_path):
     assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == ["1-of-2.zip", "2-of-2.zip"]
     # remote jobs (prepare, train, shards, exports) each ran in their own empty directory, and the
     # run left its results only in S3
-    ran = [re.search(r"^(?:local)?rule (\w+):", p.read_text(), re.M)[1] for p in jobs.glob("*/job.log")]
-    assert {"prepare", "train", "infer_shard", "export_ecotaxa_bundle"} <= set(ran), ran
+    ran = set(rules_run(jobs).values())
+    assert {"prepare", "train", "infer_shard", "export_ecotaxa_bundle"} <= ran, ran
     assert not (remote / "results").exists()
+
+
+def test_detection_and_preprocessing_without_shared_file_system(s3, tmp_path):
+    """Detection shards read their staged bundles; the rules that write a directory (preprocess,
+    litter overlays, detection dataset and gather) run on the host and their folders reach the
+    remote jobs (train, shards) through S3. Every input image is accounted for; none is `missing`,
+    which is what a shard that cannot see the images reports."""
+    from aquaflow.synthetic import litter, scenes
+
+    endpoint, client = s3
+    fish = yaml.safe_load((REPO / "config/usecases/fish_detection.yaml").read_text())
+    data = scenes.write_dataset("fish", tmp_path / "fish", 12, 4, (64, 64), seed=2).parent
+    fish["source"] = {"kind": "path", "path": str(data)}
+    det = fish["detection"]
+    det["imgsz"] = 64
+    det["train"] = {"epochs": 1, "batch": 8, "device": "cpu", "validate_each_epoch": False}
+    det["predict"].update(device="cpu", batch=8)
+    det["overlays"] = 2
+    truth = litter.write_dataset(tmp_path / "drone", n_images=3, rows=3, cols=4, tile=64, seed=1)
+    lit = yaml.safe_load((REPO / "config/usecases/litter.yaml").read_text())
+    lit["source"] = {
+        "kind": "path",
+        "path": shutil.make_archive(str(tmp_path / "drone"), "zip", tmp_path / "drone"),
+    }
+    lit["preprocess"]["patchify"]["tile"] = 64
+    lit["model"].update({"arch": "resnet10t", "input_size": 32})
+    lit["training"].update({"epochs": 1, "batch_size": 16, "early_stopping": {"patience": 0}})
+    work = write_workdir(checkout(tmp_path / "remote"), {"fish": fish, "litter": lit})
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    targets = (
+        "results/fish/campaigns/demo/summary.json",
+        "results/litter/campaigns/survey/litter/summary.tsv",
+    )
+    cmd = remote_cmd(work, endpoint, *targets, "--set-scatter", "infer=1")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=remote_env(jobs), timeout=900)
+    logs = "\n".join(p.read_text()[-1500:] for p in jobs.glob("*/job.log"))
+    assert proc.returncode == 0, proc.stderr[-5000:] + logs
+    print(f"no-shared-fs detection + litter run: {time.perf_counter() - t0:.1f} s")
+
+    def read(key: str) -> bytes:
+        return client.get_object(Bucket=BUCKET, Key=f"run/results/{key}")["Body"].read()
+
+    def keys(prefix: str, ext: str = "") -> list[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=f"run/results/{prefix}"
+        )
+        found = [o["Key"].split(prefix, 1)[1] for page in pages for o in page.get("Contents", [])]
+        return sorted(k for k in found if k.endswith(ext))
+
+    summary = json.loads(read("fish/campaigns/demo/summary.json"))
+    assert summary["seen"] == summary["predicted"] == 16 and summary["rejected"] == 0, summary
+    assert keys("fish/campaigns/demo/staged/") == ["1-of-1.zip"]
+    assert len(keys("fish/campaigns/demo/overlays/", ".png")) == 2
+    tiles = pd.read_csv(io.BytesIO(read("litter/campaigns/survey/litter/summary.tsv")), sep="\t")
+    assert sorted(tiles["image"].unique()) == sorted(truth["image"].unique())
+    assert (tiles.groupby("image")["tiles"].sum() == 12).all()  # 3 x 4 tiles of every image
+    assert len(keys("litter/preprocessed/", ".png")) == 36
+    assert keys("litter/campaigns/survey/litter/overlays/", ".png") == sorted(
+        f"{i}.png" for i in tiles["image"].unique()
+    )
+    ran = rules_run(jobs)
+    assert {"train_detect", "detect_shard", "train", "infer_shard"} <= set(ran.values()), ran
+    assert not (work / "results").exists()

@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from .. import gather as shard_gather
 from .. import imaging
-from ..infer import CROP_COLUMNS, REJECTED_SCHEMA, _crop_of, _Items, _prefetched, shard_slice
+from ..infer import CROP_COLUMNS, REJECTED_SCHEMA, _crop_of, _Items, _prefetched
 from ..inputs import source_paths
 from ..io import atomic_path, read_json, sha256_file, write_json, write_tsv
+from ..staging import source_reader
 from . import outputs, ultra
 from .predict import Detector
 
@@ -40,6 +41,8 @@ class _Frames(_Items):
     def __getitem__(self, i: int):
         src, box = self.sources[i], self.crops[i]
         try:
+            if isinstance(src, imaging.Rejected):  # found while staging (aquaflow.staging)
+                raise src
             img, digest = self._crop(src, box) if box else self._whole(src)
             return i, img, digest[:16], "", ""
         except imaging.Rejected as rej:
@@ -76,8 +79,10 @@ def run_shard(
     device: str,
     run_id: str = "",
     progress=None,
+    read_paths: list | None = None,
 ) -> dict[str, Any]:
-    """Detect objects in every row of `inputs` into out[predictions|counts|rejected|summary]."""
+    """Detect objects in every row of `inputs` into out[predictions|counts|rejected|summary].
+    `read_paths`: what to read per row instead of its source (a staged bundle's files)."""
     t0 = time.perf_counter()
     task, classes = card["task"], list(card["classes"])
     det = Detector(ultra.load(weights, task), task, settings, ultra.device_arg(device))
@@ -93,7 +98,8 @@ def run_shard(
     crops = [None] * len(inputs)
     if "crop_x" in inputs.columns:
         crops = [_crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
-    ds = _Frames(source_paths(inputs), crops, None, settings["max_pixels"])  # bytes for non-UTF-8 names
+    reads = read_paths if read_paths is not None else source_paths(inputs)  # bytes: non-UTF-8 names
+    ds = _Frames(reads, crops, None, settings["max_pixels"])
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
     reasons: collections.Counter[str] = collections.Counter()
     per_class: collections.Counter[str] = collections.Counter()
@@ -180,26 +186,26 @@ def run_shard_step(
     ultralytics_dir: str | Path,
     log_stream=None,
 ) -> dict[str, Any]:
-    """One Snakemake shard of a campaign: its block of the inputs table."""
+    """One Snakemake shard of a campaign: its block of the inputs table, or its staged bundle
+    (.zip, aquaflow.staging) when jobs share no file system with the images."""
+    from ..staging import shard_part
+
     ultra.setup(ultralytics_dir)
-    table = pd.read_parquet(inputs_path)
-    part = table.iloc[shard_slice(len(table), scatteritem)].reset_index(drop=True)
     card = read_json(card_path)
-    log.info(
-        "shard %s: rows %d of %d, tiled %s", scatteritem, len(part), len(table), settings["tiling"]["enabled"]
-    )
-    rid = run_identity(sha256_file(weights), sha256_file(inputs_path), settings)
-    return run_shard(
-        part,
-        weights,
-        card,
-        out,
-        settings,
-        batch_size=int(settings["batch"]),
-        device=settings["device"],
-        run_id=rid,
-        progress=log_stream,
-    )
+    log.info("shard %s: tiled %s", scatteritem, settings["tiling"]["enabled"])
+    with shard_part(inputs_path, scatteritem, Path(out["predictions"]).parent) as (part, reads, digest):
+        return run_shard(
+            part,
+            weights,
+            card,
+            out,
+            settings,
+            batch_size=int(settings["batch"]),
+            device=settings["device"],
+            run_id=run_identity(sha256_file(weights), digest, settings),
+            progress=log_stream,
+            read_paths=reads,
+        )
 
 
 def run_identity(model_id: str, inputs_sha256: str, settings: dict[str, Any]) -> str:
@@ -218,8 +224,10 @@ def gather(
     out: dict[str, str | Path],
     overlays: int,
     inputs: str | Path | None = None,
+    staged: list[str | Path] | None = None,
 ) -> dict[str, Any]:
-    """Merged tables, dataset folder, summary (json + tsv), COCO results + images, overlays."""
+    """Merged tables, dataset folder, summary (json + tsv), COCO results + images, overlays (their
+    images read from the `staged` bundles when jobs share no file system with them)."""
     from ..inputs import read_skipped
 
     card = read_json(card_path)
@@ -240,12 +248,15 @@ def gather(
     cnt = pd.read_parquet(out["counts"])
     outputs.write_json_compact(outputs.coco_results(table, task), out["coco"])
     outputs.write_json_compact(outputs.coco_images(cnt, classes), out["coco_images"])
-    write_overlays(table, cnt, task, out["overlays"], overlays)
+    write_overlays(table, cnt, task, out["overlays"], overlays, source_reader(cnt, staged))
     return summary
 
 
-def write_overlays(table: pd.DataFrame, counts: pd.DataFrame, task: str, folder: str | Path, n: int) -> None:
-    """Overlay PNGs for the first `n` predicted images (those with detections first)."""
+def write_overlays(
+    table: pd.DataFrame, counts: pd.DataFrame, task: str, folder: str | Path, n: int, read=imaging.read_bytes
+) -> None:
+    """Overlay PNGs for the first `n` predicted images (those with detections first);
+    `read(source) -> bytes` (aquaflow.staging.source_reader)."""
     import shutil
 
     import cv2
@@ -256,7 +267,7 @@ def write_overlays(table: pd.DataFrame, counts: pd.DataFrame, task: str, folder:
     tmp.mkdir(parents=True)
     pick = counts.sort_values(["n", "seq"], ascending=[False, True]).head(n)
     for r in pick.itertuples(index=False):
-        img = imaging.load(r.source).image
+        img = imaging.decode(read(r.source)).image
         drawn = outputs.overlay(img, table[table["seq"] == r.seq], task)
         cv2.imwrite(
             str(tmp / f"{int(r.seq):06d}_{Path(r.source).stem}.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
