@@ -12,9 +12,9 @@ of images. S3 is a local moto server on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +26,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import tiny_usecase, workflow_cmd, write_workdir  # noqa: E402
+from tests.conftest import local_s3, tiny_usecase, workflow_cmd, write_workdir  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -36,29 +36,28 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+class RequestCounter(logging.Handler):
+    """Counts the requests the moto server logs (werkzeug, one INFO line each), printing none."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.n = 0
+        log = logging.getLogger("werkzeug")
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        log.handlers = [self]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.n += 1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=400_000)
     ap.add_argument("--shards", type=int, default=64)
     args = ap.parse_args()
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    import boto3
-
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
-    ).create_bucket(Bucket="bench")
-    with tempfile.TemporaryDirectory() as tmp:
+    with local_s3("bench") as (endpoint, _), tempfile.TemporaryDirectory() as tmp:
+        requests = RequestCounter()
         work = Path(tmp)
         paths = [f"/data/flowcam/2026/{i:07d}.jpg" for i in range(args.items)]
         pd.DataFrame({"path": paths}).to_parquet(work / "year.parquet")
@@ -67,8 +66,8 @@ def main() -> None:
         write_workdir(work, {"flowcam": uc})
         env = {
             **os.environ,
-            "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "t",
-            "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "t",
+            "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "testing",
+            "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "testing",
         }
         common = ["-n", "--set-scatter", f"infer={args.shards}"]
         runs = {
@@ -96,6 +95,7 @@ def main() -> None:
         }
         print(f"machine: {cpu_model()}, {os.cpu_count()} cores; date: {time.strftime('%Y-%m-%d')}")
         for name, extra in runs.items():
+            requests.n = 0
             t0 = time.perf_counter()
             proc = subprocess.run(
                 workflow_cmd(work, *common, *extra), cwd=work, capture_output=True, text=True, env=env
@@ -111,8 +111,8 @@ def main() -> None:
                 for rule, n in [parts]
             }
             print(f"dry_run_{args.items}_items_{args.shards}_shards_{name}_s: {seconds:.2f}")
+            print(f"dry_run_{args.items}_items_{args.shards}_shards_{name}_s3_requests: {requests.n}")
             print(f"  jobs: {jobs}")
-    server.stop()
 
 
 if __name__ == "__main__":

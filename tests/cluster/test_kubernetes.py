@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
-from ..conftest import REPO, tiny_usecase, workflow_cmd, write_workdir
+from ..conftest import REPO, local_s3, tiny_usecase, workflow_cmd, write_workdir
 from .fake_k8s import fake_k8s_api
 
 PROFILE = REPO / "profiles/kubernetes"
@@ -33,33 +30,10 @@ BUCKET = "aquaflow-test"
 GPU_RULES = {"train", "infer_shard"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
-    """A local S3 (moto) with one bucket; yields its endpoint URL and a client."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=BUCKET)
-    yield endpoint, client
-    server.stop()
+    with local_s3(BUCKET) as (endpoint, client):
+        yield endpoint, client
 
 
 def snakemake_k8s(workdir: Path, endpoint: str, prefix: str, *args: str, env: dict | None = None):

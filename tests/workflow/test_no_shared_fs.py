@@ -10,54 +10,30 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import zipfile
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
 import yaml
 
-from ..conftest import REPO, run_snakemake, tiny_usecase, workflow_cmd, write_workdir
+from ..conftest import REPO, local_s3, run_snakemake, tiny_usecase, workflow_cmd, write_workdir
 
 pytestmark = pytest.mark.workflow
 BUCKET = "aquaflow-nofs"
 HERE = Path(__file__).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=BUCKET)
-    yield endpoint, client
-    server.stop()
+    with local_s3(BUCKET) as (endpoint, client):
+        yield endpoint, client
 
 
 def checkout(dest: Path) -> Path:
