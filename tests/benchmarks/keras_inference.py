@@ -101,33 +101,25 @@ def end_to_end(files: list[str], weights: Path, card: dict, threads: int, batch:
         t = Path(tmp)
         write_json(card, t / "card.json")
         inputs = pd.DataFrame({"seq": np.arange(len(files)), "source": files})
-        infer.run_shard(
-            inputs[:batch],
-            weights,
-            t / "card.json",
-            t / "w.parquet",
-            t / "wr.parquet",
-            t / "w.json",
-            batch_size=batch,
-            workers=0,
-            threads=threads,
-            device="cpu",
-            backend=backend,
-        )
+
+        def shard(rows: pd.DataFrame, name: str) -> dict:
+            return infer.run_shard(
+                rows,
+                weights,
+                t / "card.json",
+                t / f"{name}.parquet",
+                t / f"{name}_rejected.parquet",
+                t / f"{name}.json",
+                batch_size=batch,
+                workers=0,
+                threads=threads,
+                device="cpu",
+                backend=backend,
+            )
+
+        shard(inputs[:batch], "warmup")
         t0 = time.perf_counter()
-        s = infer.run_shard(
-            inputs,
-            weights,
-            t / "card.json",
-            t / "p.parquet",
-            t / "r.parquet",
-            t / "s.json",
-            batch_size=batch,
-            workers=0,
-            threads=threads,
-            device="cpu",
-            backend=backend,
-        )
+        s = shard(inputs, "timed")
         assert s["predicted"] == len(files)
         return len(files) / (time.perf_counter() - t0)
 
