@@ -1,6 +1,7 @@
-"""Step: counts per class per campaign, as a table and a plot (see aquaflow.campaigns)."""
+"""Step: counts per class per campaign, as a table and a plot (see aquaflow.engine.campaigns)."""
 
-from aquaflow import campaigns, runlog
+from aquaflow import runlog
+from aquaflow.engine import campaigns
 
 runlog.setup(snakemake.log[0])
 campaigns.summarise(

@@ -1,7 +1,7 @@
-"""Step: evaluate a detection model on the held-out split (see aquaflow.detect.evaluate)."""
+"""Step: evaluate a detection model on the held-out split (see aquaflow.engine.evaluate_detect)."""
 
 from aquaflow import runlog
-from aquaflow.detect import evaluate
+from aquaflow.engine import evaluate_detect as evaluate
 
 runlog.setup(snakemake.log[0])
 evaluate.run(

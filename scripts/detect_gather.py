@@ -1,7 +1,7 @@
-"""Step: merge a campaign's detection shards; COCO results, counts, overlays (see aquaflow.detect.engine)."""
+"""Step: merge a campaign's detection shards; COCO results, counts, overlays (see aquaflow.engine.detect)."""
 
 from aquaflow import runlog
-from aquaflow.detect import engine
+from aquaflow.engine import detect as engine
 
 runlog.setup(snakemake.log[0])
 engine.gather(

@@ -1,7 +1,7 @@
-"""Step: validate labelled detection data, lay it out for Ultralytics (see aquaflow.detect.formats)."""
+"""Step: validate labelled detection data, lay it out for Ultralytics (see aquaflow.tasks.detect.formats)."""
 
 from aquaflow import runlog
-from aquaflow.detect import formats
+from aquaflow.tasks.detect import formats
 
 runlog.setup(snakemake.log[0])
 ds = formats.read_dataset(snakemake.input.raw, snakemake.params.data, snakemake.params.task)

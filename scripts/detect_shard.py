@@ -1,7 +1,7 @@
-"""Step: detect objects in one shard of a campaign (see aquaflow.detect.engine)."""
+"""Step: detect objects in one shard of a campaign (see aquaflow.engine.detect)."""
 
 from aquaflow import runlog
-from aquaflow.detect import engine
+from aquaflow.engine import detect as engine
 
 stream = runlog.setup(snakemake.log[0])
 engine.run_shard_step(

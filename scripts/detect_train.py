@@ -1,7 +1,7 @@
-"""Step: train a YOLO model offline into model.pt + model_card.json (see aquaflow.detect.train)."""
+"""Step: train a YOLO model offline into model.pt + model_card.json (see aquaflow.backends.yolo.train)."""
 
 from aquaflow import runlog
-from aquaflow.detect import train
+from aquaflow.backends.yolo import train
 
 runlog.setup(snakemake.log[0])
 train.run(

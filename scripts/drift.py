@@ -1,6 +1,7 @@
-"""Step: drift tests of one campaign against the model's reference (see aquaflow.drift.run)."""
+"""Step: drift tests of one campaign against the model's reference (see aquaflow.monitoring.drift.run)."""
 
-from aquaflow import drift, runlog
+from aquaflow import runlog
+from aquaflow.monitoring import drift
 
 runlog.setup(snakemake.log[0])
 drift.run(

@@ -1,12 +1,13 @@
-"""Step: the drift reference stored with the model (see aquaflow.drift.reference_step)."""
+"""Step: the drift reference stored with the model (see aquaflow.engine.reference.reference_step)."""
 
 from pathlib import Path
 
-from aquaflow import drift, runlog
+from aquaflow import runlog
+from aquaflow.engine import reference
 
 stream = runlog.setup(snakemake.log[0])
 settings = snakemake.params.settings
-drift.reference_step(
+reference.reference_step(
     manifest_path=snakemake.input.manifest,
     images_root=Path(snakemake.input.raw) / settings["images"],
     weights=snakemake.input.weights,

@@ -1,6 +1,7 @@
-"""Step: evaluate the model on the held-out split (see aquaflow.evaluate.run)."""
+"""Step: evaluate the model on the held-out split (see aquaflow.engine.evaluate.run)."""
 
-from aquaflow import evaluate, runlog
+from aquaflow import runlog
+from aquaflow.engine import evaluate
 
 stream = runlog.setup(snakemake.log[0])
 evaluate.run(

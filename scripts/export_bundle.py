@@ -1,8 +1,10 @@
-"""Step: zip the EcoTaxa TSV with every image, ready for EcoTaxa's import (see aquaflow.ecotaxa)."""
+"""Step: zip the EcoTaxa TSV with every image, ready for EcoTaxa's import (see aquaflow.standards.ecotaxa)."""
 
 import pandas as pd
 
-from aquaflow import ecotaxa, runlog, staging
+from aquaflow import runlog
+from aquaflow.engine import staging
+from aquaflow.standards import ecotaxa
 
 runlog.setup(snakemake.log[0])
 # without a shared file system the images come from the campaign's staged shard bundles

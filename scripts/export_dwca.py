@@ -1,7 +1,8 @@
-"""Step: a campaign's Darwin Core Archive for OBIS/GBIF (see aquaflow.dwca)."""
+"""Step: a campaign's Darwin Core Archive for OBIS/GBIF (see aquaflow.standards.dwca)."""
 
-from aquaflow import dwca, runlog
+from aquaflow import runlog
 from aquaflow.io import read_json
+from aquaflow.standards import dwca
 
 runlog.setup(snakemake.log[0])
 s = snakemake.params.settings

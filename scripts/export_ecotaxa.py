@@ -1,6 +1,7 @@
-"""Step: write a campaign's EcoTaxa import TSV (see aquaflow.ecotaxa)."""
+"""Step: write a campaign's EcoTaxa import TSV (see aquaflow.standards.ecotaxa)."""
 
-from aquaflow import ecotaxa, runlog
+from aquaflow import runlog
+from aquaflow.standards import ecotaxa
 
 runlog.setup(snakemake.log[0])
 ecotaxa.export(snakemake.input.predictions, snakemake.output.tsv, snakemake.params.ecotaxa)

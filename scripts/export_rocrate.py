@@ -1,7 +1,8 @@
-"""Step: a campaign's Workflow Run RO-Crate, zipped (see aquaflow.provenance)."""
+"""Step: a campaign's Workflow Run RO-Crate, zipped (see aquaflow.standards.provenance)."""
 
-from aquaflow import provenance, runlog
+from aquaflow import runlog
 from aquaflow.io import read_json
+from aquaflow.standards import provenance
 
 runlog.setup(snakemake.log[0])
 inp = snakemake.input

@@ -1,7 +1,7 @@
-"""Step: fetch a use case's raw data (see aquaflow.fetch)."""
+"""Step: fetch a use case's raw data (see aquaflow.data.fetch)."""
 
 from aquaflow import runlog
-from aquaflow.fetch import fetch
+from aquaflow.data.fetch import fetch
 
 runlog.setup(snakemake.log[0])
 fetch(snakemake.params.source, snakemake.output[0], snakemake.params.cache)

@@ -1,6 +1,7 @@
-"""Step: fetch a use case's pretrained backbone weights (see aquaflow.pretrained.fetch)."""
+"""Step: fetch a use case's pretrained backbone weights (see aquaflow.backends.pretrained.fetch)."""
 
-from aquaflow import pretrained, runlog
+from aquaflow import runlog
+from aquaflow.backends import pretrained
 
 runlog.setup(snakemake.log[0])
 spec = snakemake.params.spec

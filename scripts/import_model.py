@@ -1,6 +1,7 @@
-"""Step: bring a model trained elsewhere into the workflow (see aquaflow.artifacts.import_model)."""
+"""Step: bring a model trained elsewhere into the workflow (see aquaflow.models.artifacts.import_model)."""
 
-from aquaflow import artifacts, runlog
+from aquaflow import runlog
+from aquaflow.models import artifacts
 
 runlog.setup(snakemake.log[0])
 artifacts.import_model(

@@ -1,6 +1,7 @@
 """Step: gather shard outputs into merged tables, a Parquet dataset and a summary."""
 
-from aquaflow import gather, runlog
+from aquaflow import runlog
+from aquaflow.engine import gather
 
 runlog.setup(snakemake.log[0])
 gather.run(

@@ -1,8 +1,9 @@
-"""Step: list every item a campaign predicts (see aquaflow.inputs)."""
+"""Step: list every item a campaign predicts (see aquaflow.data.inputs)."""
 
 from pathlib import Path
 
-from aquaflow import inputs, runlog
+from aquaflow import runlog
+from aquaflow.data import inputs
 
 runlog.setup(snakemake.log[0])
 raw = snakemake.input.raw or None

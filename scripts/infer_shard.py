@@ -1,6 +1,7 @@
-"""Step: predict one shard of the input table (see aquaflow.infer.run_shard)."""
+"""Step: predict one shard of the input table (see aquaflow.engine.infer.run_shard)."""
 
-from aquaflow import infer, runlog
+from aquaflow import runlog
+from aquaflow.engine import infer
 
 stream = runlog.setup(snakemake.log[0])
 infer.run_shard_step(

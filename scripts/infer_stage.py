@@ -3,7 +3,8 @@
 import logging
 from pathlib import Path
 
-from aquaflow import runlog, staging
+from aquaflow import runlog
+from aquaflow.engine import staging
 
 runlog.setup(snakemake.log[0])
 counts = staging.stage(

@@ -1,6 +1,7 @@
-"""Step: litter counts and covered area per image, and one overlay PNG per image (aquaflow.litter)."""
+"""Step: litter counts and covered area per image, one overlay PNG each (aquaflow.tasks.classify.litter)."""
 
-from aquaflow import litter, runlog
+from aquaflow import runlog
+from aquaflow.tasks.classify import litter
 
 runlog.setup(snakemake.log[0])
 litter.run(

@@ -1,7 +1,7 @@
-"""Step: build the training manifest (see aquaflow.dataset)."""
+"""Step: build the training manifest (see aquaflow.data.dataset)."""
 
 from aquaflow import runlog
-from aquaflow.dataset import build_manifest
+from aquaflow.data.dataset import build_manifest
 from aquaflow.io import write_json, write_parquet
 
 runlog.setup(snakemake.log[0])

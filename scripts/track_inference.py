@@ -1,7 +1,8 @@
-"""Step: one MLflow run for a campaign's inference (see aquaflow.tracking.log_inference)."""
+"""Step: one MLflow run for a campaign's inference (see aquaflow.monitoring.tracking.log_inference)."""
 
-from aquaflow import runlog, tracking
+from aquaflow import runlog
 from aquaflow.io import read_json
+from aquaflow.monitoring import tracking
 
 runlog.setup(snakemake.log[0])
 tracking.log_inference(

@@ -1,6 +1,7 @@
-"""Step: train the classifier (see aquaflow.train.run)."""
+"""Step: train the classifier (see aquaflow.backends.torch_train.run)."""
 
-from aquaflow import runlog, train
+from aquaflow import runlog
+from aquaflow.backends import torch_train as train
 
 stream = runlog.setup(snakemake.log[0])
 train.run(

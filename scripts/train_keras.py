@@ -1,6 +1,7 @@
-"""Step: fine-tune a Keras application backbone (see aquaflow.keras_train.run)."""
+"""Step: fine-tune a Keras application backbone (see aquaflow.backends.keras_train.run)."""
 
-from aquaflow import keras_train, runlog
+from aquaflow import runlog
+from aquaflow.backends import keras_train
 
 runlog.setup(snakemake.log[0])
 keras_train.run(

@@ -19,7 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from aquaflow.fetch import package_root  # noqa: E402
+from aquaflow.data.fetch import package_root  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 

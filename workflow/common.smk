@@ -348,7 +348,7 @@ def detection_section(key):
 
 def pretrained_weights(wildcards):
     """The fetched pretrained weights of a use case (rule fetch_pretrained), or [] for random init."""
-    from aquaflow.pretrained import file_name
+    from aquaflow.backends.pretrained import file_name
 
     spec = UC[wildcards.uc]["model"]["pretrained"]
     if not spec:

@@ -2,7 +2,7 @@
 # import_keras_model: a given .keras/.h5 model (with its model_card.json) or a planktonclas model
 # folder -> model/model.keras + model_card.json. train_keras: fine-tune a keras.applications backbone.
 # Bulk inference and evaluation use the common rules: model_weights() names model.keras for these
-# use cases and aquaflow.infer.Predictor dispatches on the card's backend.
+# use cases and aquaflow.backends.load_predictor dispatches on the card's backend.
 
 
 # Like import_model: runs on the host that sees the given path / registry; jobs read the copy.

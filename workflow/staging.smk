@@ -1,6 +1,6 @@
 # Runs without a shared file system (Kubernetes pods, --shared-fs-usage none): the images of a
 # campaign reach the shard jobs as one bundle per shard, packed by a local rule on the host that
-# sees them (aquaflow.staging). With a shared file system nothing is staged: shards read the
+# sees them (aquaflow.engine.staging). With a shared file system nothing is staged: shards read the
 # images where they are. Input functions: staging(), shard_table(), staged_bundles() (common.smk).
 
 # Every job reads the use-case files (common.smk): register them with the workflow sources, so

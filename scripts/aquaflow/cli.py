@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import imaging
+from aquaflow.data import imaging
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".tsv", ".txt")
 
@@ -33,7 +33,7 @@ def input_spec(path: str, kind: str = "auto") -> dict[str, Any]:
 
 def resolve_model(model: str, work: Path, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:
     """(weights, card) of a model folder, a card file or an MLflow registry reference."""
-    from . import artifacts
+    from aquaflow.models import artifacts
 
     if model.startswith("models:/"):
         weights, card = work / "model.safetensors", work / "model_card.json"
@@ -44,7 +44,8 @@ def resolve_model(model: str, work: Path, tracking_uri: str | None) -> tuple[Pat
 
 
 def predict(args: argparse.Namespace) -> int:
-    from . import infer, inputs
+    from aquaflow.data import inputs
+    from aquaflow.engine import infer
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +101,7 @@ def known_models(results: Path) -> list[dict[str, Any]]:
 
 def registered_models(tracking_uri: str) -> list[dict[str, Any]]:
     """Latest versions of every model in an MLflow registry."""
-    from . import tracking
+    from aquaflow.monitoring import tracking
 
     rows = []
     for rm in tracking.client(tracking_uri).search_registered_models():

@@ -100,7 +100,7 @@ def known_classes(uc: dict[str, Any]) -> tuple[list[str], str] | None:
     if source.get("kind") == "path" and Path(source["path"]).is_dir():
         root = Path(source["path"])
     elif source.get("kind") == "package":
-        from .fetch import FetchError, package_root
+        from aquaflow.data.fetch import FetchError, package_root
 
         try:
             root = package_root(source["package"]) / source.get("subdir", "")

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path
+from aquaflow.io import atomic_path
 
 
 def _save(fig, path: str | Path) -> None:

@@ -32,9 +32,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from aquaflow import inputs  # noqa: E402
-from aquaflow.fetch import package_root  # noqa: E402
-from aquaflow.infer import loader_settings  # noqa: E402
+from aquaflow.data import inputs  # noqa: E402
+from aquaflow.data.fetch import package_root  # noqa: E402
+from aquaflow.engine.infer import loader_settings  # noqa: E402
 from aquaflow.synthetic.flowcam import perturbed_copies  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -72,7 +72,7 @@ def model_only(model: Path, batch: int, threads: int, backend: str, reps: int = 
     """Forward passes of the same model on uint8 batches already in memory: images/s."""
     import torch
 
-    from aquaflow.infer import Predictor
+    from aquaflow.backends.torch_model import Predictor
 
     pred = Predictor.load(model / "model.safetensors", model / "model_card.json", "auto", threads, backend)
     size = pred.card["input_size"]

@@ -56,9 +56,10 @@ def timed(fn, reps: int) -> float:
 
 
 def bench_task(task: str, args, work: Path) -> dict:
-    from aquaflow.detect import formats, train, ultra
-    from aquaflow.detect.engine import run_shard
-    from aquaflow.detect.predict import Detector
+    from aquaflow.backends.yolo import train, ultra
+    from aquaflow.backends.yolo.predict import Detector
+    from aquaflow.engine.detect import run_shard
+    from aquaflow.tasks.detect import formats
 
     kind = KIND[task]
     s = args.imgsz
@@ -131,7 +132,7 @@ def bench_task(task: str, args, work: Path) -> dict:
     r["whole_model_img_s"] = round(args.n / timed(run_whole, args.reps), 1)
     folder = work / f"{kind}_jpg"
     scenes.write_images(kind, folder, args.n, (s, s), seed=3)
-    from aquaflow import inputs
+    from aquaflow.data import inputs
 
     table = inputs.build([{"kind": "folder", "path": str(folder), "extensions": [".jpg"]}], ".", None)
     pset = {
@@ -235,7 +236,7 @@ def main() -> None:
     print(f"gpu: {gpu_name()}")
     print(f"python: {platform.python_version()}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        from aquaflow.detect import ultra
+        from aquaflow.backends.yolo import ultra
 
         ultra.setup(Path(tmp) / "ul")
         import ultralytics

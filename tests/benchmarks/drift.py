@@ -2,7 +2,7 @@
 
 Writes N synthetic FlowCam-like crops (aquaflow.synthetic.plankton) plus a reference set, runs the
 shard engine on them with embeddings (the inference cost), builds the drift reference, then times
-the drift step (aquaflow.drift.run: every batch of `--batch-size` images and the whole campaign
+the drift step (aquaflow.monitoring.drift.run: every batch of `--batch-size` images and the whole campaign
 tested with the default detectors) and reports both per 10,000 images. The model has random
 weights of the configured architecture: cost does not depend on what it learnt.
 
@@ -26,11 +26,12 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from aquaflow import drift, infer  # noqa: E402
-from aquaflow import model as models  # noqa: E402
+from aquaflow.backends import torch_model as models  # noqa: E402
 from aquaflow.config import validate  # noqa: E402
-from aquaflow.inputs import from_folder  # noqa: E402
+from aquaflow.data.inputs import from_folder  # noqa: E402
+from aquaflow.engine import infer, reference  # noqa: E402
 from aquaflow.io import sha256_file, write_json  # noqa: E402
+from aquaflow.monitoring import drift  # noqa: E402
 from aquaflow.synthetic import plankton  # noqa: E402
 
 
@@ -115,7 +116,7 @@ def main() -> None:
             }
         )
         t0 = time.perf_counter()
-        ref = drift.build_reference(
+        ref = reference.build_reference(
             manifest,
             work / "train",
             work / "model.safetensors",

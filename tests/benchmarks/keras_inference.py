@@ -28,10 +28,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import torch  # noqa: E402,F401  (before TensorFlow)
 
-from aquaflow import infer  # noqa: E402
-from aquaflow import keras_backend as kb  # noqa: E402
-from aquaflow import model as models  # noqa: E402
-from aquaflow.fetch import package_root  # noqa: E402
+from aquaflow.backends import keras_model as kb  # noqa: E402
+from aquaflow.backends import load_predictor  # noqa: E402
+from aquaflow.backends import torch_model as models  # noqa: E402
+from aquaflow.data.fetch import package_root  # noqa: E402
+from aquaflow.engine import infer  # noqa: E402
 from aquaflow.io import write_json  # noqa: E402
 from aquaflow.synthetic.flowcam import perturbed_copies  # noqa: E402
 
@@ -62,7 +63,7 @@ def batching_paths(weights: Path, card: dict, threads: int, batch: int, n: int) 
     keras = kb.tf_setup(threads)
     import tensorflow as tf
 
-    pred = infer.Predictor.load(weights, card, "cpu", threads)
+    pred = load_predictor(weights, card, "cpu", threads)
     size = card["input_size"]
     imgs = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     norm = card["normalization"]

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aquaflow import artifacts
-from aquaflow import model as models
+from aquaflow.backends import torch_model as models
 from aquaflow.io import sha256_file, write_json
+from aquaflow.models import artifacts
 
 CLASSES = ["a", "b", "c"]
 

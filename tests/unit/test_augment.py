@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aquaflow import augment
+from aquaflow.data import augment
 
 
 def test_every_name_builds_and_keeps_shape():
@@ -35,8 +35,8 @@ def test_materialise_is_seeded_and_keeps_source_index():
 
 
 def test_materialise_manifest_augments_the_training_split_only(tmp_path):
-    from aquaflow import imaging
-    from aquaflow.dataset import build_manifest
+    from aquaflow.data import imaging
+    from aquaflow.data.dataset import build_manifest
 
     rng = np.random.default_rng(1)
     for label in ("a", "b"):

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aquaflow import dataset
+from aquaflow.data import dataset
 
 FLOWCAM = {
     "layout": "class_folders",

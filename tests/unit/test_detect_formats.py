@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from aquaflow.detect import formats
 from aquaflow.synthetic import scenes
+from aquaflow.tasks.detect import formats
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_setup_build_check_data_and_predict_without_network(tmp_path):
     """Training, evaluation and inference run under the same guard in the workflow tests."""
     code = f"""
     import numpy as np
-    from aquaflow.detect import ultra
+    from aquaflow.backends.yolo import ultra
     from aquaflow.synthetic import scenes
     cfg = ultra.setup({str(tmp_path / "ul")!r})
     data = scenes.write_dataset("fish", {str(tmp_path / "fish")!r}, 2, 1, (64, 64))
@@ -61,7 +61,7 @@ def test_setup_build_check_data_and_predict_without_network(tmp_path):
     model = ultra.build({{"family": "yolo11", "size": "n", "weights": None}}, "detect")
     r = model.predict([np.zeros((64, 64, 3), np.uint8)] * 2, imgsz=64, verbose=False)
     assert len(r) == 2
-    from aquaflow import imaging
+    from aquaflow.data import imaging
     try:
         imaging.decode(b"not an image")
     except imaging.Rejected as e:
@@ -88,6 +88,6 @@ def test_setup_build_check_data_and_predict_without_network(tmp_path):
 
 @pytest.mark.parametrize("task", ["segment", "obb"])
 def test_model_yaml_names(task):
-    from aquaflow.detect import ultra
+    from aquaflow.backends.yolo import ultra
 
     assert ultra.model_yaml("n", task) == {"segment": "yolo11n-seg.yaml", "obb": "yolo11n-obb.yaml"}[task]

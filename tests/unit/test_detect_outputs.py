@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from aquaflow.detect import outputs
-from aquaflow.detect.predict import Detections, merge, obb_corners, shift
+from aquaflow.tasks.detect import outputs
+from aquaflow.tasks.detect.detections import Detections, merge, obb_corners, shift
 
 
 def dets(boxes, scores, cls, masks=None, h=100, w=200):

@@ -15,10 +15,11 @@ import timm
 import torch
 from scipy.stats import binom
 
-from aquaflow import drift, infer
-from aquaflow import model as models
-from aquaflow.inputs import from_folder
+from aquaflow.backends import torch_model as models
+from aquaflow.data.inputs import from_folder
+from aquaflow.engine import infer, reference
 from aquaflow.io import sha256_file, write_json
+from aquaflow.monitoring import drift
 from aquaflow.synthetic import plankton
 
 ALPHA = 0.05
@@ -73,7 +74,7 @@ def report(tmp_path_factory, model):
             "split": "train",
         }
     )
-    ref = drift.build_reference(manifest, work / "train", weights, card, CFG, threads=2, device="cpu")
+    ref = reference.build_reference(manifest, work / "train", weights, card, CFG, threads=2, device="cpu")
     meta = drift.save_reference(ref, work / "ref.npz", work / "ref.json")
     camp = work / "campaign"
     plankton.write_images(camp / "heldout", 150, seed=1)

@@ -17,8 +17,8 @@ from pyobistools.validation.check_fields import check_fields
 from pyobistools.validation.check_measurementids import check_measurementids
 from pyobistools.validation.check_occurrence_core_and_extension import check_occurrence_core_and_extension
 
-from aquaflow import dwca
-from aquaflow.taxonomy import Taxon, TaxonomyError, write_table
+from aquaflow.standards import dwca
+from aquaflow.standards.taxonomy import Taxon, TaxonomyError, write_table
 
 XSD = Path(__file__).resolve().parents[1] / "data" / "xsd" / "tdwg_dwc_text.xsd"
 PIXEL_MM = 0.0106

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aquaflow import ecotaxa, imaging
-from aquaflow.flowcam import list_run
+from aquaflow.data import imaging
+from aquaflow.data.flowcam import list_run
+from aquaflow.standards import ecotaxa
 from aquaflow.synthetic.flowcam import write_run
 
 CFG = {"sample_id": "s1", "acq_id": "a1"}

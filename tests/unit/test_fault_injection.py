@@ -1,6 +1,6 @@
 """Fault injection: a folder, a manifest and a FlowCam run holding every bad input we know of.
 
-Each input goes through the library engine (aquaflow.inputs.build + aquaflow.infer.run_shard) with
+Each input goes through the library engine (aquaflow.data.inputs.build + aquaflow.engine.infer.run_shard) with
 a tiny model. For every file the outcome is asserted (predicted, rejected with which reason, or
 skipped by the listing with which reason), and predicted + rejected + skipped = files in the folder.
 
@@ -27,8 +27,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from aquaflow import imaging, inputs
-from aquaflow import model as models
+from aquaflow.backends import torch_model as models
+from aquaflow.data import imaging, inputs
 from aquaflow.io import write_json
 from aquaflow.synthetic.flowcam import write_run
 
@@ -154,7 +154,7 @@ def engine(base: str) -> None:
 
     import tifffile  # noqa: F401
 
-    from aquaflow import gather, infer
+    from aquaflow.engine import gather, infer
 
     if os.geteuid() == 0:
         os.setgroups([])

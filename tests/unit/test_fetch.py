@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aquaflow.fetch import FetchError, fetch, safe_extract
+from aquaflow.data.fetch import FetchError, fetch, safe_extract
 
 
 def make_zip(path: Path, members: dict[str, bytes]) -> Path:

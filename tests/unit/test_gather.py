@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from aquaflow import gather
+from aquaflow.engine import gather
 from aquaflow.io import write_json, write_parquet
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aquaflow import imaging
+from aquaflow.data import imaging
 from aquaflow.synthetic.inputs import write_bad_inputs
 
 

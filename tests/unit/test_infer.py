@@ -6,8 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 import timm
 
-from aquaflow import flowcam, gather, infer, inputs
-from aquaflow import model as models
+from aquaflow.backends import torch_model as models
+from aquaflow.data import flowcam, inputs
+from aquaflow.engine import gather, infer
+from aquaflow.engine.items import Items, crop_of, shard_slice
 from aquaflow.io import write_json
 from aquaflow.synthetic.flowcam import write_run
 from aquaflow.synthetic.inputs import write_bad_inputs
@@ -93,7 +95,7 @@ def test_shard_count_does_not_change_gathered_rows(tiny_model, tmp_path, plankto
         parts = []
         for i in range(1, n + 1):
             out = tmp_path / f"{n}" / f"{i}"
-            shard(table.iloc[infer.shard_slice(len(table), f"{i}-of-{n}")], tiny_model, out)
+            shard(table.iloc[shard_slice(len(table), f"{i}-of-{n}")], tiny_model, out)
             parts.append(out / "p.parquet")
         gather.merge_tables(parts, tmp_path / f"{n}.parquet")
         gathered[n] = pd.read_parquet(tmp_path / f"{n}.parquet")
@@ -109,9 +111,7 @@ def test_shard_count_does_not_change_gathered_rows(tiny_model, tmp_path, plankto
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 200])
 def test_shard_slices_partition_rows(n):
     rows = 103
-    covered = np.concatenate(
-        [np.arange(rows)[infer.shard_slice(rows, f"{i}-of-{n}")] for i in range(1, n + 1)]
-    )
+    covered = np.concatenate([np.arange(rows)[shard_slice(rows, f"{i}-of-{n}")] for i in range(1, n + 1)])
     assert np.array_equal(covered, np.arange(rows))
 
 
@@ -134,11 +134,9 @@ def test_flowcam_run_crops_match_collage_pixels(tiny_model, tmp_path, csv):
     table = inputs.build([{"kind": "flowcam", "path": str(tmp_path / "run")}], tmp_path)
     assert len(table) == 12 and table["source"].str.endswith(".tif").all()
     assert list(table["particle_id"]) == [t["particle_id"] for t in truth]
-    items = infer._Items(
-        table["source"].tolist(), [infer._crop_of(r) for r in table.to_dict("records")], 48, 10**9
-    )
+    items = Items(table["source"].tolist(), [crop_of(r) for r in table.to_dict("records")], 48, 10**9)
     for i, t in enumerate(truth):
-        crop, _ = items._crop(table["source"][i], infer._crop_of(table.iloc[i].to_dict()))
+        crop, _ = items._crop(table["source"][i], crop_of(table.iloc[i].to_dict()))
         assert np.array_equal(crop, t["pixels"]), f"particle {t['particle_id']}"
     shard(table, tiny_model, tmp_path / "out")
     pred = pd.read_parquet(tmp_path / "out" / "p.parquet")

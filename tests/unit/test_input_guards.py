@@ -15,7 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from aquaflow import config, dataset, flowcam, imaging, inputs
+from aquaflow import config
+from aquaflow.data import dataset, flowcam, imaging, inputs
 from aquaflow.preprocess import pipeline
 from aquaflow.synthetic import zooscan as zs
 from tests.conftest import REPO
@@ -34,7 +35,7 @@ def usecase(name: str) -> dict:
 
 def test_pillow_guard_stays_on_after_import():
     code = (
-        "import PIL.Image as I; d = I.MAX_IMAGE_PIXELS; import aquaflow.imaging; "
+        "import PIL.Image as I; d = I.MAX_IMAGE_PIXELS; import aquaflow.data.imaging; "
         "print(I.MAX_IMAGE_PIXELS == d)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
@@ -139,9 +140,9 @@ def test_flowcam_rows_without_a_crop_box_are_kept_for_rejection(tmp_path):
     (tmp_path / "run.csv").write_text("\n".join(csv) + "\n")
     run = flowcam.list_run(tmp_path)
     assert run.loc[0, ["crop_x", "crop_y", "crop_w", "crop_h"]].tolist() == [-1, -1, -1, -1]
-    from aquaflow.infer import _crop_of, _Items
+    from aquaflow.engine.items import Items, crop_of
 
-    items = _Items(inputs.source_paths(run), [_crop_of(r) for r in run.to_dict("records")], 32, 10**9)
+    items = Items(inputs.source_paths(run), [crop_of(r) for r in run.to_dict("records")], 32, 10**9)
     assert items[0][3] == imaging.BAD_CROP_BOX  # not the whole collage
     assert items[1][1] is not None
 
@@ -188,7 +189,7 @@ def test_background_without_blank_keeps_the_scan(tmp_path):
 def test_no_validation_split_keeps_the_last_epoch_and_never_stops_early(tmp_path, monkeypatch, caplog):
     import mlflow
 
-    from aquaflow import train
+    from aquaflow.backends import torch_train as train
     from tests.conftest import tiny_usecase
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")

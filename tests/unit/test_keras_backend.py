@@ -10,7 +10,7 @@ import pytest
 if importlib.util.find_spec("tensorflow") is None:  # the optional extra; `make test` installs it
     pytest.skip("TensorFlow is not installed (pip install '.[keras]')", allow_module_level=True)
 
-from aquaflow import keras_backend as kb
+from aquaflow.backends import keras_model as kb
 from aquaflow.io import write_json
 
 keras = kb.tf_setup(1)
@@ -115,7 +115,7 @@ def test_planktonclas_folder_needs_its_config_keys(tmp_path):
 
 
 def test_class_weights_are_a_dict_for_keras_fit():
-    from aquaflow.keras_train import class_weight_dict
+    from aquaflow.backends.keras_train import class_weight_dict
 
     cfg = {"balancing": "weights", "class_weights": {"b": 2.0}}
     w = class_weight_dict(np.array([0, 0, 0, 1]), ["a", "b"], cfg)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from aquaflow import balance
-from aquaflow.metrics import classification_metrics, expected_calibration_error, top_k_accuracy
+from aquaflow.data import balance
+from aquaflow.tasks.classify.metrics import classification_metrics, expected_calibration_error, top_k_accuracy
 
 
 def test_top_k():

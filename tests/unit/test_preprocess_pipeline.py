@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from aquaflow import balance, ecotaxa, litter
 from aquaflow.config import ConfigError, validate
-from aquaflow.dataset import build_manifest
+from aquaflow.data import balance
+from aquaflow.data.dataset import build_manifest
 from aquaflow.preprocess import pipeline
+from aquaflow.standards import ecotaxa
 from aquaflow.synthetic import litter as synth_litter
 from aquaflow.synthetic import zooscan as zs
+from aquaflow.tasks.classify import litter
 from tests.conftest import REPO
 
 SCHEMA = REPO / "workflow/schemas/usecase.schema.yaml"

@@ -9,9 +9,9 @@ from PIL import Image
 from safetensors.torch import load_file
 from skimage import data as skdata
 
-from aquaflow import model as models
-from aquaflow import pretrained
-from aquaflow.fetch import FetchError
+from aquaflow.backends import pretrained
+from aquaflow.backends import torch_model as models
+from aquaflow.data.fetch import FetchError
 from aquaflow.io import sha256_file
 
 from ..conftest import tiny_usecase

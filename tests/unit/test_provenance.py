@@ -7,8 +7,8 @@ import zipfile
 
 from rocrate.rocrate import ROCrate
 
-from aquaflow import provenance
 from aquaflow.io import sha256_file
+from aquaflow.standards import provenance
 
 from ..conftest import REPO, validate_rocrate
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aquaflow import taxonomy
-from aquaflow.taxonomy import LSID_RE, Taxon, TaxonomyError
+from aquaflow.standards import taxonomy
+from aquaflow.standards.taxonomy import LSID_RE, Taxon, TaxonomyError
 
 from ..conftest import REPO
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from aquaflow import tracking
 from aquaflow.config import validate
 from aquaflow.io import sha256_file, write_json
+from aquaflow.monitoring import tracking
 from aquaflow.synthetic import plankton
 
 from ..conftest import REPO, tiny_usecase
@@ -22,7 +22,7 @@ START_RUN = """
 import sys, time
 sys.path.insert(0, {scripts!r})
 import mlflow
-from aquaflow import tracking
+from aquaflow.monitoring import tracking
 time.sleep(max(0.0, {start} - time.time()))
 with tracking.run({uri!r}, "race", run_name="job{i}"):
     mlflow.log_metric("x", {i})
@@ -31,7 +31,7 @@ with tracking.run({uri!r}, "race", run_name="job{i}"):
 LOG_INFERENCE = """
 import sys, time
 sys.path.insert(0, {scripts!r})
-from aquaflow import tracking
+from aquaflow.monitoring import tracking
 card = {{"id": "m{i}", "arch": "tiny", "mlflow": {{"run_id": "from-another-store"}}}}
 summary = {{"seen": 3, "predicted": 2, "rejected": 1, "shards": {{"0": {{"seconds": 1.5}}}}}}
 cfg = {{"tracking_uri": {uri!r}, "experiment": "race", "results": "."}}
@@ -43,7 +43,7 @@ tracking.log_inference(usecase="uc{i}", campaign="c", card=card, summary=summary
 TRAIN = """
 import json, sys, time
 sys.path.insert(0, {scripts!r})
-from aquaflow import train
+from aquaflow.backends import torch_train as train
 kw = json.loads(open({args!r}).read())
 time.sleep(max(0.0, {start} - time.time()))
 card = train.run(**kw)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from aquaflow import train
-from aquaflow.dataset import build_manifest
+from aquaflow.backends import torch_train as train
+from aquaflow.data.dataset import build_manifest
 from aquaflow.io import write_json, write_parquet
 
 from ..conftest import tiny_usecase

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from aquaflow.fetch import package_root
+from aquaflow.data.fetch import package_root
 from aquaflow.synthetic.flowcam import perturbed_copies
 
 from ..conftest import run_snakemake, tiny_usecase, workflow_cmd, write_workdir

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from aquaflow.fetch import package_root
+from aquaflow.data.fetch import package_root
 from aquaflow.io import sha256_file
 from aquaflow.synthetic.flowcam import perturbed_copies
 

@@ -267,8 +267,8 @@ def _iou(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def fish_detector(run):
-    from aquaflow.detect import ultra
-    from aquaflow.detect.predict import Detector
+    from aquaflow.backends.yolo import ultra
+    from aquaflow.backends.yolo.predict import Detector
 
     ultra.setup(run["tmp"] / "ultralytics")
     weights = run["res"] / "fish/model/model.pt"

@@ -26,8 +26,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from aquaflow import imaging
-from aquaflow.fetch import package_root
+from aquaflow.data import imaging
+from aquaflow.data.fetch import package_root
 
 from ..conftest import REPO, run_snakemake, tiny_usecase, write_workdir
 

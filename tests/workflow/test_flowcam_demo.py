@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aquaflow import ecotaxa, imaging
+from aquaflow.data import imaging
 from aquaflow.io import sha256_file
+from aquaflow.standards import ecotaxa
 from aquaflow.synthetic.inputs import write_bad_inputs
 
 from ..conftest import run_snakemake, tiny_usecase, write_workdir

@@ -16,8 +16,8 @@ import pytest
 if importlib.util.find_spec("tensorflow") is None:  # the optional extra; `make test` installs it
     pytest.skip("TensorFlow is not installed (pip install '.[keras]')", allow_module_level=True)
 
-from aquaflow import imaging
-from aquaflow import keras_backend as kb
+from aquaflow.backends import keras_model as kb
+from aquaflow.data import imaging
 from aquaflow.io import read_json, write_json
 
 from ..conftest import REPO, run_snakemake, write_workdir

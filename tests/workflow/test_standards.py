@@ -17,8 +17,8 @@ from pyobistools.validation.check_fields import check_fields
 from pyobistools.validation.check_occurrence_core_and_extension import check_occurrence_core_and_extension
 from rocrate.rocrate import ROCrate
 
-from aquaflow import dwca
 from aquaflow.io import sha256_file
+from aquaflow.standards import dwca
 
 from ..conftest import REPO, run_snakemake, tiny_usecase, validate_rocrate, write_workdir
 from ..unit.test_ecotaxa import reimport

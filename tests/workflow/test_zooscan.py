@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from aquaflow import ecotaxa
+from aquaflow.standards import ecotaxa
 from aquaflow.synthetic import zooscan as zs
 from tests.conftest import REPO, run_snakemake, write_workdir
 
@@ -124,7 +124,7 @@ def test_dwca_counts_and_biovolume_per_scan(zooscan_run):
     biovolume per m³ from the pixel areas, the pixel size and the sample volume."""
     from dwca.read import DwCAReader
 
-    from aquaflow import dwca
+    from aquaflow.standards import dwca
 
     wd, _, _ = zooscan_run
     res = wd / "results/zooscan/campaigns/scans"

@@ -28,13 +28,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .. import imaging
-from ..io import write_parquet
-from . import background as bgmod
-from . import dedup as dedupmod
-from . import scan as scanmod
-from . import segment as seg
-from . import tiles as tilemod
+from aquaflow.data import imaging
+from aquaflow.io import write_parquet
+from aquaflow.preprocess import background as bgmod
+from aquaflow.preprocess import dedup as dedupmod
+from aquaflow.preprocess import scan as scanmod
+from aquaflow.preprocess import segment as seg
+from aquaflow.preprocess import tiles as tilemod
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from . import background as bgmod
-from . import segment as seg
+from aquaflow.preprocess import background as bgmod
+from aquaflow.preprocess import segment as seg
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import ndimage
 from skimage import filters, measure
 
-from .background import white_of
+from aquaflow.preprocess.background import white_of
 
 FEATURES = [
     "object_x",

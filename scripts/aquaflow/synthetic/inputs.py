@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .. import imaging
+from aquaflow.data import imaging
 
 
 def _blob(rng: np.random.Generator, h: int = 48, w: int = 40) -> np.ndarray:

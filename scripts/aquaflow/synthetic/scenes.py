@@ -1,7 +1,7 @@
 """Synthetic scenes with exact ground truth for detection, instance segmentation and oriented boxes.
 
 Four kinds, one per use case, each written as a YOLO dataset folder (`data.yaml`, `images/<split>/`,
-`labels/<split>/`) that Ultralytics and `aquaflow.detect.formats` read:
+`labels/<split>/`) that Ultralytics and `aquaflow.tasks.detect.formats` read:
 - fish (detect): fish-like shapes (oval body + tail) of two species on a textured underwater
   background (depth gradient, caustics, particles);
 - coral (segment): coral-like blobs (irregular star polygons) of two species, polygon labels;

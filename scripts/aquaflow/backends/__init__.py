@@ -1,0 +1,31 @@
+"""Backend plug-ins: how a model loads, predicts a batch and trains (timm/ONNX, Keras, Ultralytics).
+
+A backend's predictor has the same interface for every task: `Predictor.load(weights, card, device,
+threads, runtime)` and `predictor(images)` on a uint8 NCHW batch. Which backend serves a model is
+read from its card (`format`), never guessed from the file name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def load_predictor(
+    weights: str | Path,
+    card: str | Path | dict,
+    device: str = "auto",
+    threads: int = 1,
+    runtime: str = "auto",
+) -> Any:
+    """The predictor of the backend that made `card` (torch/timm unless the card says keras)."""
+    from aquaflow.io import read_json
+
+    card = card if isinstance(card, dict) else read_json(card)
+    if card.get("backend") == "keras" or card.get("format") == "keras":
+        from aquaflow.backends.keras_model import KerasPredictor  # TensorFlow only when needed
+
+        return KerasPredictor.load(weights, card, device, threads)
+    from aquaflow.backends.torch_model import Predictor
+
+    return Predictor.load(weights, card, device, threads, runtime)

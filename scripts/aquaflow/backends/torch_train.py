@@ -1,0 +1,411 @@
+"""Training a classifier from a manifest: seeded, early-stopped on validation macro-F1, tracked."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import f1_score
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from tqdm import tqdm
+
+from aquaflow import plots
+from aquaflow.backends import pretrained
+from aquaflow.backends import torch_model as models
+from aquaflow.data import augment, balance, imaging
+from aquaflow.io import atomic_path, sha256_file, write_json, write_tsv
+from aquaflow.tasks.classify.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+
+class LabelledImages(Dataset):
+    """Manifest rows as (uint8 CHW tensor of side `size`, class index)."""
+
+    def __init__(self, root: Path, paths: list[str], labels: list[int], size: int, transform=None):
+        self.root, self.paths, self.labels = Path(root), paths, labels
+        self.size, self.transform = size, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = imaging.letterbox(imaging.load(self.root / self.paths[i]).image, self.size)
+        x = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.labels[i]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_macro_f1: float
+    epochs_run: int
+    history: pd.DataFrame
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+    pretrained: dict[str, Any] | None = None  # provenance of the starting weights; None = random init
+
+
+def _lr_lambda(cfg: dict[str, Any], steps_per_epoch: int):
+    total = max(1, cfg["epochs"] * steps_per_epoch)
+    warm = cfg["warmup_epochs"] * steps_per_epoch
+    sched = cfg["scheduler"]
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if sched == "cosine":
+            t = (step - warm) / max(1, total - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        if sched == "step":  # x0.1 at 70 % and 90 % of training, as the VLIZ classifier does
+            t = step / total
+            return 1.0 if t < 0.7 else (0.1 if t < 0.9 else 0.01)
+        return 1.0
+
+    return f
+
+
+def _set_stage(backbone: list[torch.nn.Parameter], frozen: bool) -> None:
+    """Head-only (frozen backbone) or full fine-tuning."""
+    for p in backbone:
+        p.requires_grad_(not frozen)
+
+
+def _make_optimizer(params, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg["lr"], momentum=0.9, nesterov=True, weight_decay=cfg["weight_decay"]
+        )
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+@torch.inference_mode()
+def predict_loader(
+    net: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities, labels and mean cross-entropy over a loader."""
+    net.eval()
+    probs, labels, loss_sum = [], [], 0.0
+    for x, y in loader:
+        x = x.to(device, non_blocking=True).to(memory_format=torch.channels_last)
+        y = y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits, _ = net(x)
+        logits = logits.float()
+        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        probs.append(torch.softmax(logits, 1).cpu().numpy())
+        labels.append(y.cpu().numpy())
+    p, t = np.concatenate(probs), np.concatenate(labels)
+    return p, t, loss_sum / max(1, len(t))
+
+
+def manifest_hash(manifest: pd.DataFrame) -> str:
+    """Hash of (id, label, split) rows: identifies the training data independent of file paths."""
+    rows = manifest.sort_values("id")[["id", "label", "split"]].to_csv(index=False)
+    return hashlib.sha256(rows.encode()).hexdigest()
+
+
+def train(
+    manifest: pd.DataFrame,
+    images_root: Path,
+    classes: list[str],
+    model_cfg: dict[str, Any],
+    cfg: dict[str, Any],
+    threads: int = 1,
+    log_stream=None,
+    pretrained_file: str | Path | None = None,
+) -> tuple[TrainResult, torch.nn.Module]:
+    """Train; return the result and the backbone holding the best epoch's weights.
+
+    Best = highest validation macro-F1. The caller owns the MLflow run; per-epoch metrics go to it.
+    `pretrained_file`: the fetched `model.pretrained` weights (fetch_pretrained rule); without it a
+    package/path source is read where it lies. The first `freeze_epochs` train the head only.
+    """
+    seed_everything(cfg["seed"])
+    torch.set_num_threads(max(1, threads))
+    device = models.pick_device(cfg["device"])
+    amp = device.type == "cuda" and cfg["amp"]
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    index = {c: i for i, c in enumerate(classes)}
+    size = model_cfg["input_size"]
+
+    def subset(split: str, transform=None) -> LabelledImages:
+        part = manifest[manifest["split"] == split]
+        return LabelledImages(
+            images_root, part["path"].tolist(), [index[lab] for lab in part["label"]], size, transform
+        )
+
+    train_ds = subset("train", augment.build(cfg["augmentation"], size))
+    has_val = bool((manifest["split"] == "val").any())
+    if not has_val:  # nothing to watch: no early stopping, the last epoch is kept
+        log.warning(
+            "no validation split: early stopping is off and the last epoch is kept; "
+            "the val_* columns of the history are measured on the training set"
+        )
+    val_ds = subset("val") if has_val else subset("train")
+    if len(train_ds) == 0:
+        raise ValueError("the manifest has no training images")
+    y_train = np.array(train_ds.labels)
+
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    workers = cfg["num_workers"]
+    common = dict(
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    sampler = None
+    if cfg["balancing"] == "resample":
+        weights = balance.sample_weights(y_train, len(classes))
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(weights, dtype=torch.double),
+            num_samples=len(y_train),
+            replacement=True,
+            generator=gen,
+        )
+    train_loader = DataLoader(
+        train_ds,
+        batch_size=cfg["batch_size"],
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=gen,
+        drop_last=False,
+        **common,
+    )
+    val_loader = DataLoader(val_ds, batch_size=cfg["batch_size"] * 2, shuffle=False, **common)
+
+    spec = model_cfg.get("pretrained")
+    start = pretrained.resolve(spec, pretrained_file)
+    base = models.build(model_cfg["arch"], len(classes))
+    load_report = models.load_backbone(base, start, spec.get("keys", "auto")) if start else None
+    net = models.Normalized(base, model_cfg["mean"], model_cfg["std"]).to(device)
+    net = net.to(memory_format=torch.channels_last)
+    loss_weight = None
+    w = balance.class_weights(y_train, len(classes), "balanced") if cfg["balancing"] == "weights" else None
+    w = balance.apply_overrides(w, classes, cfg.get("class_weights") or {})
+    if w is not None:
+        loss_weight = torch.tensor(w, dtype=torch.float32, device=device)
+    criterion = torch.nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=cfg["label_smoothing"])
+    head = list(base.get_classifier().parameters())
+    head_ids = {id(p) for p in head}
+    backbone = [p for p in base.parameters() if id(p) not in head_ids]
+    groups = [{"params": backbone, "lr": cfg["lr"] * cfg["backbone_lr_scale"]}, {"params": head}]
+    optimizer = _make_optimizer(groups, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, len(train_loader)))
+
+    history, best_state = [], None
+    best_f1, best_epoch, stale = -1.0, 0, 0
+    es = cfg["early_stopping"]
+    epochs = tqdm(range(1, cfg["epochs"] + 1), desc="epochs", file=log_stream, mininterval=10.0)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        frozen = epoch <= cfg["freeze_epochs"]
+        _set_stage(backbone, frozen)
+        net.train()
+        if frozen:  # BatchNorm statistics of the backbone stay as pretrained
+            for m in base.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in train_loader:
+            x = x.to(device, non_blocking=True).to(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits, _ = net(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        probs, yv, val_loss = predict_loader(net, val_loader, device, amp)
+        val_pred = probs.argmax(1)
+        val_f1 = f1_score(yv, val_pred, average="macro", labels=range(len(classes)), zero_division=0)
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "val_loss": val_loss,
+            "val_acc": float((val_pred == yv).mean()),
+            "val_macro_f1": float(val_f1),
+            "lr": optimizer.param_groups[1]["lr"],
+            "frozen": int(frozen),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        if val_f1 > best_f1 + es["min_delta"] or not has_val:
+            best_f1, best_epoch, stale = float(val_f1), epoch, 0
+            best_state = copy.deepcopy(base.state_dict())
+        else:
+            stale += 1
+            if es["patience"] and stale >= es["patience"] and has_val:
+                log.info("early stopping at epoch %d (best %d, macro-F1 %.4f)", epoch, best_epoch, best_f1)
+                break
+    epochs.close()
+
+    base.load_state_dict(best_state)
+    hist = pd.DataFrame(history)
+    probs, yv, _ = predict_loader(net, val_loader, device, amp)
+    val_metrics = classification_metrics(yv, probs, classes)
+    record = pretrained.provenance(spec, start, load_report)
+    return TrainResult(best_epoch, best_f1, len(history), hist, val_metrics, record), base
+
+
+def write_outputs(
+    base: torch.nn.Module,
+    result: TrainResult,
+    manifest: pd.DataFrame,
+    classes: list[str],
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    weights_path: Path,
+    card_path: Path,
+    history_path: Path,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Write weights (safetensors), the history table and the model card; return the card."""
+    with atomic_path(weights_path) as tmp:
+        models.save_weights(base, tmp)
+    write_tsv(result.history, history_path)
+    counts = manifest.groupby(["split", "label"]).size()
+    card = {
+        "id": sha256_file(weights_path),
+        "format": "safetensors",
+        "weights": Path(weights_path).name,
+        "backend": "torch",
+        "task": "classify",
+        "arch": model_cfg["arch"],
+        "classes": classes,
+        "input_size": model_cfg["input_size"],
+        "preprocessing": "RGB uint8, letterbox to square (median border colour), resize",
+        "normalization": {"mean": list(model_cfg["mean"]), "std": list(model_cfg["std"])},
+        "pretrained": result.pretrained,
+        "training": {
+            "manifest_sha256": manifest_hash(manifest),
+            "images": {s: int(counts[s].sum()) for s in counts.index.get_level_values(0).unique()},
+            "config": train_cfg,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+        },
+        "metrics": {
+            "val_macro_f1": result.best_val_macro_f1,
+            "val_accuracy": result.val_metrics["accuracy"],
+        },
+        "libraries": models.library_versions(),
+        **extra,
+    }
+    write_json(card, card_path)
+    return card
+
+
+def log_run_artifacts(card_path: Path, result: TrainResult, classes: list[str], work: Path) -> None:
+    """Model card, validation confusion matrix and training curve into the active MLflow run."""
+    work.mkdir(parents=True, exist_ok=True)
+    cm = work / "val_confusion_matrix.png"
+    plots.confusion_matrix(
+        np.array(result.val_metrics["confusion_matrix"]),
+        classes,
+        cm,
+        title="Validation confusion matrix (best epoch)",
+    )
+    curve = work / "training_curve.png"
+    plots.training_curve(result.history, curve)
+    for p in (card_path, cm, curve):
+        mlflow.log_artifact(str(p))
+    mlflow.log_dict(
+        {"classes": classes, "matrix": result.val_metrics["confusion_matrix"]}, "val_confusion_matrix.json"
+    )
+
+
+def run(
+    *,
+    name: str,
+    settings: dict[str, Any],
+    raw: str | Path,
+    manifest_path: str | Path,
+    classes_path: str | Path,
+    out: dict[str, str | Path],
+    pretrained_file: str | Path | None = None,
+    mlflow_cfg: dict[str, Any],
+    threads: int = 1,
+    log_stream=None,
+) -> dict[str, Any]:
+    """The train step: fit, write weights + card + history + curve, track it all in one MLflow run.
+
+    `settings`: {images (folder of the dataset), model, training, data (source identity)}.
+    `out`: weights, card, history, curve paths.
+    """
+    from aquaflow.io import read_json
+    from aquaflow.monitoring import tracking
+
+    manifest = pd.read_parquet(manifest_path)
+    classes = read_json(classes_path)["classes"]
+    images_root = Path(raw) / settings["images"]
+    model_cfg, train_cfg = settings["model"], settings["training"]
+    uri = tracking.tracking_uri(mlflow_cfg["tracking_uri"], mlflow_cfg["results"])
+    with tracking.run(uri, mlflow_cfg["experiment"], run_name=f"{name}-train") as active:
+        mlflow.set_tags({"usecase": name, "step": "train"})
+        tracking.log_params(
+            {"model": model_cfg, "training": train_cfg, "classes": len(classes), "images": len(manifest)}
+        )
+        result, best = train(
+            manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream, pretrained_file
+        )
+        extra = {
+            "usecase": name,
+            "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id},
+            "data": {"source": settings["data"]},
+        }
+        card = write_outputs(
+            best,
+            result,
+            manifest,
+            classes,
+            model_cfg,
+            train_cfg,
+            Path(out["weights"]),
+            Path(out["card"]),
+            Path(out["history"]),
+            extra,
+        )
+        plots.training_curve(result.history, out["curve"])
+        mlflow.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch})
+        mlflow.set_tag("model_id", card["id"])
+        with tempfile.TemporaryDirectory() as work:
+            log_run_artifacts(Path(out["card"]), result, classes, Path(work))
+        # issue 11: the model folder (card + weights) as run artifact `model`, registered by name
+        tracking.register_if_configured(mlflow_cfg, name, out["weights"], out["card"], card)
+    return card

@@ -1,0 +1,1 @@
+"""Reading data: decoding with rejection reasons, input listings, FlowCam runs, datasets, fetch."""

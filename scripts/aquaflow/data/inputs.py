@@ -1,0 +1,174 @@
+"""The inference input table: every item to predict, one row each, in a stable order (`seq`).
+
+File names that are not valid UTF-8 (a Latin-1 name written by an old instrument PC) cannot be
+stored as Parquet text. Such a row keeps a readable `source` (undecodable bytes as backslash
+escapes) plus `source_hex`, the hex of the exact bytes of the path, so the file is still found and
+predicted: `source_paths(table)` gives back what to open. `source_hex` is "" for every other row,
+and the column is only present when at least one row needs it.
+
+What a folder listing passed over (hidden files, other extensions, FIFOs...) is kept with the table
+(`table.attrs["skipped"]`) and written into the Parquet file's metadata by `write`, so that
+predicted + rejected + skipped = files in the folder can be checked later (`read_skipped`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aquaflow.data.dataset import scan_folder
+from aquaflow.data.imaging import display_path
+from aquaflow.io import atomic_path
+
+SOURCE_HEX = "source_hex"
+SKIPPED_KEY = b"aquaflow.skipped"
+SKIPPED_LISTED = 1000  # skipped files named in the metadata (all are counted)
+
+
+def from_folder(root: str | Path, extensions: list[str]) -> pd.DataFrame:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"inference input folder does not exist: {root}")
+    listing = scan_folder(root, tuple(extensions))
+    df = pd.DataFrame({"source": [os.path.join(root, p) for p in listing.paths]})
+    df.attrs["skipped"] = [(os.path.join(root, p), why) for p, why in listing.skipped]
+    return df
+
+
+def from_manifest(path: str | Path, column: str) -> pd.DataFrame:
+    """Paths listed in a Parquet/CSV/TSV file; relative paths are relative to that file's folder.
+
+    A CSV/TSV that is not UTF-8 (a Latin-1 list from an instrument PC) is read byte-exactly
+    (undecodable bytes surrogate-escaped), so its paths still name the files on disk. An empty
+    cell stays empty and is rejected as bad_file_name.
+    """
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(
+            path,
+            sep="\t" if path.suffix in (".tsv", ".txt") else ",",
+            dtype=str,
+            encoding="utf-8",
+            encoding_errors="surrogateescape",
+        )
+    if column not in df.columns:
+        raise ValueError(f"{path}: no column {column!r} (columns: {list(df.columns)})")
+    src = [
+        "" if p is None or p == "" or (isinstance(p, float) and p != p) else str(p)
+        for p in df[column].tolist()
+    ]
+    src = [p if not p or os.path.isabs(p) else os.path.join(path.parent, p) for p in src]
+    out = df.drop(columns=[column])
+    out.insert(0, "source", src)
+    return out
+
+
+def carry_file_names(table: pd.DataFrame) -> pd.DataFrame:
+    """Make `source` valid UTF-8 text; add `source_hex` where that changed the path (see module doc)."""
+    shown = [display_path(s) for s in table["source"]]
+    changed = [a != b for a, b in zip(shown, table["source"], strict=True)]
+    if any(changed):
+        hexes = [os.fsencode(s).hex() if c else "" for s, c in zip(table["source"], changed, strict=True)]
+        table = table.assign(source=shown)
+        table.insert(table.columns.get_loc("source") + 1, SOURCE_HEX, hexes)
+    return table
+
+
+def source_paths(table: pd.DataFrame) -> list[str | bytes]:
+    """What to open for each row: the exact bytes where `source_hex` is set, else `source`."""
+    sources = table["source"].astype(str).tolist()
+    if SOURCE_HEX not in table.columns:
+        return sources  # type: ignore[return-value]
+    return [
+        bytes.fromhex(h) if isinstance(h, str) and h else s
+        for s, h in zip(sources, table[SOURCE_HEX], strict=True)
+    ]
+
+
+def relocate(table: pd.DataFrame, local_root: str, logical_root: str) -> pd.DataFrame:
+    """Name files under `local_root` (where this job has the dataset, e.g. a local copy of a
+    storage folder) by their place under `logical_root` (where the workflow keeps it), so that
+    inputs.parquet, and the predictions, read the same with or without a shared file system."""
+    if not logical_root or os.path.normpath(local_root) == os.path.normpath(logical_root):
+        return table
+    old = os.fsencode(os.path.normpath(local_root)) + b"/"
+    new = os.fsencode(os.path.normpath(logical_root)) + b"/"
+
+    def move(p: str | bytes) -> str:  # surrogate-escaped where not UTF-8
+        raw = os.fsencode(p)
+        return os.fsdecode(new + raw[len(old) :] if raw.startswith(old) else raw)
+
+    out = table.drop(columns=[SOURCE_HEX]) if SOURCE_HEX in table.columns else table.copy()
+    out["source"] = [move(p) for p in source_paths(table)]
+    out = carry_file_names(out)
+    out.attrs = table.attrs
+    return out
+
+
+def build(
+    specs: list[dict[str, Any]], dataset_images: str | Path, dataset_root: str | Path | None = None
+) -> pd.DataFrame:
+    """Concatenate every configured input; add `seq` (0..n-1), the id of a row in this run.
+
+    `dataset_images`: the images of the use case's dataset (kind `dataset`); `dataset_root`: the
+    folder the preprocess steps wrote (kind `preprocessed` reads its items.parquet).
+    """
+    from aquaflow.data import flowcam
+
+    frames, skipped = [], []
+    for spec in specs:
+        kind = spec["kind"]
+        if kind == "dataset":
+            df = from_folder(dataset_images, spec["extensions"])
+        elif kind == "folder":
+            df = from_folder(spec["path"], spec["extensions"])
+        elif kind == "manifest":
+            df = from_manifest(spec["path"], spec["column"])
+        elif kind == "preprocessed":
+            if dataset_root is None:
+                raise ValueError("input kind 'preprocessed' needs preprocess steps in the use case")
+            df = from_manifest(Path(dataset_root) / "items.parquet", spec["column"])
+        elif kind == "flowcam":
+            df = flowcam.list_run(spec["path"])
+        else:  # the schema prevents this
+            raise ValueError(f"unknown input kind {kind!r}")
+        skipped += df.attrs.get("skipped", [])
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"source": []})
+    table = carry_file_names(table)
+    table.insert(0, "seq", range(len(table)))
+    table["seq"] = table["seq"].astype("int64")
+    table.attrs = {"skipped": [(display_path(p), why) for p, why in skipped]}
+    return table
+
+
+def write(table: pd.DataFrame, path: str | Path) -> None:
+    """Write the input table atomically, with what the listings skipped in the file's metadata."""
+    skipped = table.attrs.get("skipped", [])
+    meta = {
+        "counts": dict(sorted(Counter(why for _, why in skipped).items())),
+        "files": [{"path": p, "reason": why} for p, why in skipped[:SKIPPED_LISTED]],
+    }
+    frame = pd.DataFrame(table)
+    frame.attrs = {}
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), SKIPPED_KEY: json.dumps(meta)})
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp, compression="zstd")
+
+
+def read_skipped(path: str | Path) -> dict[str, Any]:
+    """{counts: {reason: n}, files: [{path, reason}, ...]} as written by `write` (empty if none)."""
+    meta = pq.read_schema(path).metadata or {}
+    if SKIPPED_KEY not in meta:
+        return {"counts": {}, "files": []}
+    return json.loads(meta[SKIPPED_KEY])

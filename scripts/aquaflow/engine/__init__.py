@@ -1,0 +1,1 @@
+"""The engine: shards (decode, predict, atomic outputs, reconciled counts), staging, gather, evaluation."""

@@ -1,0 +1,109 @@
+"""The evaluate step: predict a held-out split, compute metrics, draw plots, track in MLflow."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from aquaflow import plots
+from aquaflow.backends import load_predictor
+from aquaflow.engine.infer import iter_batches
+from aquaflow.io import read_json, write_json, write_tsv
+from aquaflow.monitoring import tracking
+from aquaflow.tasks.classify.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+
+def predict_split(
+    manifest: pd.DataFrame, images_root: Path, predictor: Any, batch_size: int, log_stream=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities for every manifest row, in manifest order (all rows must decode)."""
+    inputs = pd.DataFrame(
+        {"seq": np.arange(len(manifest)), "source": [str(images_root / p) for p in manifest["path"]]}
+    )
+    probs = np.zeros((len(manifest), len(predictor.card["classes"])), np.float32)
+    for batch, p, _ in iter_batches(inputs, predictor, batch_size, 0, progress=log_stream):
+        if batch["rejected"]:
+            raise RuntimeError(f"evaluation images could not be read: {batch['rejected'][:3]}")
+        probs[batch["index"]] = p
+    return probs, inputs["seq"].to_numpy()
+
+
+def summary_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    keys = [k for k in metrics if isinstance(metrics[k], (int, float))]
+    return pd.DataFrame({"metric": keys, "value": [round(float(metrics[k]), 4) for k in keys]})
+
+
+def run(
+    *,
+    settings: dict[str, Any],
+    raw: str | Path,
+    manifest_path: str | Path,
+    weights: str | Path,
+    card_path: str | Path,
+    out: dict[str, str | Path],
+    mlflow_cfg: dict[str, Any],
+    threads: int = 1,
+    log_stream=None,
+) -> dict[str, Any]:
+    """Evaluate on the configured split; write metrics.json, tables and PNGs; log to MLflow.
+
+    `settings`: the evaluation section plus `images` (dataset folder) and `device`.
+    """
+    card = read_json(card_path)
+    split = settings["split"]
+    manifest = pd.read_parquet(manifest_path)
+    part = manifest[manifest["split"] == split].reset_index(drop=True)
+    if part.empty:
+        raise ValueError(f"the manifest has no '{split}' images to evaluate on")
+    classes = card["classes"]
+    unknown = sorted(set(part["label"]) - set(classes))
+    if unknown:
+        raise ValueError(
+            f"the {split} split has labels the model does not know: {unknown} (model classes: {classes})"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    predictor = load_predictor(weights, card, settings["device"], threads)
+    probs, _ = predict_split(
+        part, Path(raw) / settings["images"], predictor, settings["batch_size"], log_stream
+    )
+    y = part["label"].map(index).to_numpy()
+    m = classification_metrics(y, probs, classes)
+    m.update({"split": split, "model_id": card["id"]})
+    write_json(m, out["metrics"])
+    write_tsv(summary_table(m), out["summary"])
+    write_tsv(pd.DataFrame(m["per_class"]), out["per_class"])
+    plots.confusion_matrix(
+        np.array(m["confusion_matrix"]),
+        classes,
+        out["confusion"],
+        title=f"Confusion matrix, {split} split (n={m['n']})",
+    )
+
+    uri = tracking.tracking_uri(mlflow_cfg["tracking_uri"], mlflow_cfg["results"])
+    # the training run when the model was trained against this store, else an evaluation run of its own
+    trained_here = card.get("mlflow", {}).get("tracking_uri") == uri
+    run_id = card["mlflow"]["run_id"] if trained_here else None
+    run_name = None if trained_here else f"{card.get('usecase', 'model')}-evaluate"
+    try:
+        with tracking.run(uri, mlflow_cfg["experiment"], run_name=run_name, run_id=run_id):
+            if run_id is None:  # a model trained elsewhere: its own evaluation run
+                mlflow.set_tags({"step": "evaluate", "model_id": card["id"]})
+            mlflow.log_metrics(
+                {f"{split}_{k}": v for k, v in m.items() if isinstance(v, float) and np.isfinite(v)}
+            )
+            mlflow.log_artifact(str(out["confusion"]), artifact_path=f"eval_{split}")
+            mlflow.log_artifact(str(out["per_class"]), artifact_path=f"eval_{split}")
+            mlflow.log_dict(
+                {"classes": classes, "matrix": m["confusion_matrix"]}, f"eval_{split}/confusion_matrix.json"
+            )
+    except mlflow.exceptions.MlflowException as exc:  # e.g. another tracking server than at train
+        log.warning("could not log evaluation to MLflow run %s: %s", run_id, exc)
+    log.info("evaluation on %s: %s", split, {k: v for k, v in m.items() if isinstance(v, float)})
+    return m

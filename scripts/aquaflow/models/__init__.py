@@ -1,0 +1,1 @@
+"""Model artifacts: the model card (one schema), model ids, given models (path, package, MLflow registry)."""

@@ -1,0 +1,471 @@
+"""Drift monitoring: do a campaign's images still look like the training data?
+
+Reference (built once per model, stored with it): a sample of the training images put through the
+same decoding and model as bulk inference -> PCA-reduced penultimate-layer embeddings, five image
+statistics (size, aspect ratio, brightness, contrast, sharpness) and the model's predicted classes,
+plus the training class distribution.
+
+Per batch of a campaign (fixed-size chunks, a folder, or any predictions column such as a sample
+id or date) frouros detectors compare the batch with the reference:
+- `mmd`: MMD on the embeddings (RBF kernel, median-distance bandwidth), permutation-test p-value;
+- `stats`: one KS (or Cramér-von Mises) test per image statistic;
+- `label_shift`: chi-square test of predicted class frequencies (batch vs reference predictions).
+All p-values of a batch are Holm-corrected together, so a batch of in-distribution images is
+flagged with probability <= alpha.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from aquaflow.io import atomic_path, read_json, write_json, write_tsv
+
+log = logging.getLogger(__name__)
+
+STATS = ("size", "aspect", "brightness", "contrast", "sharpness")
+STAT_COLUMNS = tuple(f"img_{s}" for s in STATS)
+DETECTORS = ("mmd", "stats", "label_shift")
+_SHARPNESS_SIDE = 512  # sharpness on a copy no larger than this (bounded cost on huge images)
+
+
+class DriftDetected(RuntimeError):
+    """Raised by the `on_drift: fail` policy; the message names the drifted batches."""
+
+
+def image_stats(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """size (sqrt of the original pixel count), aspect (w/h), brightness and contrast (mean, std
+    of grey levels) and sharpness (variance of the Laplacian) of a decoded RGB uint8 image."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    mean, std = cv2.meanStdDev(gray)
+    side = max(gray.shape)
+    if side > _SHARPNESS_SIDE:
+        f = _SHARPNESS_SIDE / side
+        gray = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    _, lap_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
+    return np.array(
+        [np.sqrt(width * height), width / height, mean[0, 0], std[0, 0], lap_std[0, 0] ** 2],
+        dtype=np.float32,
+    )
+
+
+# --- reference -----------------------------------------------------------------------------------
+
+
+def sample_rows(table: pd.DataFrame, n: int, seed: int, by: str | None = None) -> pd.DataFrame:
+    """At most n rows, stratified by `by` (proportional), in a seeded random order."""
+    if len(table) <= n:
+        return table
+    if by is None:
+        return table.sample(n=n, random_state=seed)
+    frac = n / len(table)
+    return table.groupby(by, group_keys=False).sample(frac=frac, random_state=seed)
+
+
+def median_bandwidth(x: np.ndarray, seed: int = 0, max_points: int = 500) -> float:
+    """Median pairwise Euclidean distance (the usual RBF bandwidth heuristic)."""
+    from scipy.spatial.distance import pdist
+
+    rng = np.random.default_rng(seed)
+    if len(x) > max_points:
+        x = x[rng.choice(len(x), max_points, replace=False)]
+    d = pdist(x)
+    med = float(np.median(d[d > 0])) if (d > 0).any() else 1.0
+    return med
+
+
+def save_reference(ref: dict[str, np.ndarray], path: str | Path, meta_path: str | Path) -> dict[str, Any]:
+    """The arrays as .npz (no pickled objects) and a JSON summary beside them."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **ref)
+    meta = {
+        "model_id": str(ref["model_id"]),
+        "images": len(ref["embeddings"]),
+        "pca_components": int(ref["pca_components"].shape[0]),
+        "embedding_dim": int(ref["pca_components"].shape[1]),
+        "bandwidth": float(ref["bandwidth"]),
+        "stats": {
+            s: {"median": float(np.median(ref["stats"][:, j])), "iqr": _iqr(ref["stats"][:, j])}
+            for j, s in enumerate(STATS)
+        },
+        "predicted_distribution": _freq(ref["predicted"]),
+        "training_class_distribution": dict(
+            zip(ref["train_labels"].tolist(), ref["train_counts"].tolist(), strict=True)
+        ),
+    }
+    write_json(meta, meta_path)
+    return meta
+
+
+def load_reference(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _iqr(x: np.ndarray) -> list[float]:
+    return [float(v) for v in np.percentile(x, [25, 75])]
+
+
+def _freq(labels: np.ndarray) -> dict[str, int]:
+    u, c = np.unique(labels, return_counts=True)
+    return dict(zip(u.tolist(), c.tolist(), strict=True))
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+def make_batches(preds: pd.DataFrame, batch_cfg: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """(name, row positions) per batch, in order: key order for a column or folder, else input order.
+
+    by = chunk: consecutive rows in balanced chunks of about `size`; folder: the folder of each
+    source; anything else: that column of the predictions (a sample id, a date, ...).
+    """
+    by, n = batch_cfg["by"], len(preds)
+    if by == "chunk":
+        k = max(1, int(np.ceil(n / batch_cfg["size"])))
+        width = len(str(k))
+        return [
+            (f"chunk{i + 1:0{width}d}", idx)
+            for i, idx in enumerate(np.array_split(np.arange(n), k))
+            if len(idx)
+        ]
+    if by == "folder":
+        parents = preds["source"].astype(str).map(os.path.dirname)
+        common = os.path.commonpath(list(set(parents))) if n else ""
+        keys = parents.map(lambda d: os.path.relpath(d, common) if d != common else os.path.basename(d))
+    elif by in preds.columns:
+        keys = preds[by].astype(str)
+    else:
+        cols = [c for c in preds.columns if c != "embedding"]
+        raise ValueError(f"drift.batch.by: {by!r} is neither chunk, folder nor a predictions column ({cols})")
+    groups = pd.Series(np.arange(n)).groupby(keys.to_numpy(), sort=True)
+    return [(str(key), idx.to_numpy()) for key, idx in groups]
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error control, any dependence)."""
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    order = np.argsort(p)
+    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def permuted_mmd(gram: np.ndarray, n: int, permutations: int, seed: int) -> np.ndarray:
+    """MMD² (the unbiased estimate frouros computes, k(x, x) = 1) for random re-splits of the pooled
+    sample into n reference and len(gram) - n batch rows, all at once from the Gram matrix.
+
+    frouros's PermutationTestDistanceBased recomputes the kernel in a forked process pool for every
+    test (0.2-0.7 s per batch here); one matrix product over the permutations gives the same null
+    distribution in milliseconds."""
+    rng = np.random.default_rng(seed)
+    in_ref = (np.argsort(rng.random((permutations, len(gram))), axis=1) < n).T  # pooled rows x permutations
+    return mmd_from_gram(gram, in_ref)
+
+
+def mmd_from_gram(gram: np.ndarray, in_ref: np.ndarray) -> np.ndarray:
+    """MMD² per column of the boolean matrix `in_ref` (which pooled rows are the reference)."""
+    a = in_ref.astype(gram.dtype)
+    b = 1.0 - a
+    n, m = a.sum(0), b.sum(0)
+    k_a, k_b = gram @ a, gram @ b
+    s_rr = (a * k_a).sum(0) - n
+    s_nn = (b * k_b).sum(0) - m
+    s_rn = (a * k_b).sum(0)
+    return s_rr / (n * (n - 1)) + s_nn / (m * (m - 1)) - 2 * s_rn / (n * m)
+
+
+def mmd_test(
+    ref: np.ndarray, x: np.ndarray, bandwidth: float, permutations: int, seed: int
+) -> dict[str, float]:
+    """frouros MMD (RBF kernel) of the batch against the reference, with a permutation p-value
+    (b + 1) / (B + 1) (Phipson & Smyth; frouros's 'conservative' method)."""
+    from frouros.detectors.data_drift import MMD
+    from frouros.utils.kernels import rbf_kernel
+
+    ref, x = ref.astype(np.float64), x.astype(np.float64)
+    det = MMD(kernel=functools.partial(rbf_kernel, sigma=bandwidth))
+    det.fit(X=ref)
+    result, _ = det.compare(X=x)
+    observed = float(result.distance)
+    data = np.concatenate([ref, x])
+    permuted = permuted_mmd(rbf_kernel(data, data, sigma=bandwidth), len(ref), permutations, seed)
+    return {
+        "statistic": observed,
+        "p_value": float(((permuted >= observed).sum() + 1) / (permutations + 1)),
+        "permuted_mean": float(permuted.mean()),
+        "permuted_quantiles": permuted,  # popped by the caller once the threshold is known
+    }
+
+
+def univariate_test(ref: np.ndarray, x: np.ndarray, kind: str) -> dict[str, float]:
+    from frouros.detectors.data_drift import CVMTest, KSTest
+
+    det = {"ks": KSTest, "cvm": CVMTest}[kind]()
+    det.fit(X=ref.astype(np.float64))
+    result, _ = det.compare(X=x.astype(np.float64))
+    return {"statistic": float(result.statistic), "p_value": float(result.p_value)}
+
+
+def label_shift_test(ref: np.ndarray, x: np.ndarray) -> dict[str, float]:
+    from frouros.detectors.data_drift import ChiSquareTest
+
+    if len(np.union1d(ref, x)) < 2:  # one class everywhere: nothing can shift
+        return {"statistic": 0.0, "p_value": 1.0}
+    det = ChiSquareTest()
+    det.fit(X=ref.astype(object))
+    result, _ = det.compare(X=x.astype(object))
+    return {"statistic": float(result.statistic), "p_value": float(result.p_value)}
+
+
+def test_batch(
+    ref: dict[str, np.ndarray],
+    emb: np.ndarray | None,
+    stats: np.ndarray | None,
+    labels: np.ndarray,
+    cfg: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """Every configured detector on one batch (already sampled); Holm-corrected verdicts."""
+    alpha, tests = cfg["alpha"], {}
+    if "mmd" in cfg["detectors"] and emb is not None:
+        r = mmd_test(ref["mmd_sample"], emb, float(ref["bandwidth"]), cfg["permutations"], seed)
+        permuted = r.pop("permuted_quantiles")
+        r["statistic_threshold"] = float(np.quantile(permuted, 1 - alpha))
+        tests["mmd"] = r
+    if "stats" in cfg["detectors"] and stats is not None:
+        for j, s in enumerate(STATS):
+            tests[f"{cfg['univariate_test']}_{s}"] = univariate_test(
+                ref["stats"][:, j], stats[:, j], cfg["univariate_test"]
+            )
+    if "label_shift" in cfg["detectors"]:
+        tests["label_shift"] = label_shift_test(ref["predicted"], labels)
+    names = list(tests)
+    adjusted = holm(np.array([tests[k]["p_value"] for k in names])) if names else []
+    for k, pa in zip(names, adjusted, strict=True):
+        p_adj = pa if cfg["correction"] == "holm" else tests[k]["p_value"]
+        tests[k].update(p_adjusted=float(p_adj), threshold=alpha, drift=bool(p_adj < alpha))
+    return {"tests": tests, "drift": any(t["drift"] for t in tests.values())}
+
+
+def _needed_permutations(cfg: dict[str, Any], n_tests: int) -> None:
+    """With a Holm correction the smallest threshold is alpha/m: the permutation p-value (>= 1/(B+1))
+    must be able to go below it, or MMD could never fire first."""
+    if "mmd" not in cfg["detectors"] or cfg["correction"] != "holm":
+        return
+    need = int(np.ceil(n_tests / cfg["alpha"]))
+    if cfg["permutations"] + 1 < need:
+        raise ValueError(
+            f"drift.permutations={cfg['permutations']} is too few for alpha={cfg['alpha']} over "
+            f"{n_tests} tests: the smallest p-value is 1/(permutations+1); use at least {need - 1}"
+        )
+
+
+def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, Any]:
+    """All batches plus the whole campaign ('overall') tested against the reference."""
+    seed = cfg["seed"]
+    n_tests = (
+        ("mmd" in cfg["detectors"]) + 5 * ("stats" in cfg["detectors"]) + ("label_shift" in cfg["detectors"])
+    )
+    _needed_permutations(cfg, n_tests)
+    has_emb = "embedding" in preds.columns
+    if not has_emb and ("mmd" in cfg["detectors"] or "stats" in cfg["detectors"]):
+        raise ValueError(
+            "the predictions have no embeddings / image statistics: set inference.embeddings: true"
+        )
+    rng = np.random.default_rng(seed)
+    ref = dict(ref)
+    n_mmd = min(cfg["sample_size"], len(ref["embeddings"]))
+    ref["mmd_sample"] = ref["embeddings"][rng.choice(len(ref["embeddings"]), n_mmd, replace=False)]
+    emb_all = stats_all = None
+    if has_emb:
+        raw = np.stack(preds["embedding"].to_numpy()).astype(np.float32)
+        emb_all = (raw - ref["pca_mean"]) @ ref["pca_components"].T
+        stats_all = preds[list(STAT_COLUMNS)].to_numpy(np.float32)
+    labels_all = preds["top1_label"].astype(str).to_numpy()
+
+    def run(idx: np.ndarray, salt: int) -> dict[str, Any]:
+        if len(idx) > cfg["sample_size"]:
+            idx = np.sort(np.random.default_rng(seed + salt).choice(idx, cfg["sample_size"], replace=False))
+        return test_batch(
+            ref,
+            None if emb_all is None else emb_all[idx],
+            None if stats_all is None else stats_all[idx],
+            labels_all[idx],
+            cfg,
+            seed + salt,
+        ) | {"n_tested": len(idx)}
+
+    batches = []
+    for i, (name, idx) in enumerate(make_batches(preds, cfg["batch"])):
+        entry: dict[str, Any] = {"batch": name, "n": len(idx), "first_seq": int(preds["seq"].iloc[idx[0]])}
+        if len(idx) < cfg["batch"]["min_size"]:
+            entry |= {
+                "drift": None,
+                "skipped": f"fewer than drift.batch.min_size={cfg['batch']['min_size']} images",
+            }
+        else:
+            entry |= run(idx, i + 1)
+        batches.append(entry)
+    overall = run(np.arange(len(preds)), 0) if len(preds) >= cfg["batch"]["min_size"] else {"drift": None}
+    drifted = [b["batch"] for b in batches if b["drift"]]
+    return {
+        "alpha": cfg["alpha"],
+        "correction": cfg["correction"],
+        "detectors": list(cfg["detectors"]),
+        "univariate_test": cfg["univariate_test"],
+        "permutations": cfg["permutations"],
+        "batch": dict(cfg["batch"]),
+        "reference": {
+            "images": len(ref["embeddings"]),
+            "model_id": str(ref["model_id"]),
+            "mmd_sample": n_mmd,
+        },
+        "images": len(preds),
+        "batches": batches,
+        "overall": overall
+        | {"drifted_batches": drifted, "tested_batches": sum(b["drift"] is not None for b in batches)},
+    }
+
+
+def batch_rows(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per batch and test (the report table)."""
+    rows = []
+    for b in [*report["batches"], {"batch": "overall", "n": report["images"], **report["overall"]}]:
+        for test, r in (b.get("tests") or {}).items():
+            rows.append(
+                {
+                    "batch": b["batch"],
+                    "n": b["n"],
+                    "test": test,
+                    "statistic": r["statistic"],
+                    "p_value": r["p_value"],
+                    "p_adjusted": r["p_adjusted"],
+                    "drift": r["drift"],
+                }
+            )
+        if not b.get("tests"):
+            rows.append(
+                {
+                    "batch": b["batch"],
+                    "n": b["n"],
+                    "test": "skipped",
+                    "statistic": np.nan,
+                    "p_value": np.nan,
+                    "p_adjusted": np.nan,
+                    "drift": None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot(report: dict[str, Any], path: str | Path, title: str) -> None:
+    """The DriftWatch view: MMD statistic per batch against its permutation threshold, and the
+    smallest adjusted p-value of each detector family per batch against alpha; drifted batches red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tested = [b for b in report["batches"] if b.get("tests")]
+    names = [b["batch"] for b in tested]
+    x = np.arange(len(names))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6.0, 0.35 * len(names) + 3), 6.5), sharex=True)
+    colours = ["tab:red" if b["drift"] else "tab:blue" for b in tested]
+    if tested and "mmd" in tested[0]["tests"]:
+        ax1.plot(x, [b["tests"]["mmd"]["statistic"] for b in tested], color="0.6", lw=1)
+        ax1.scatter(x, [b["tests"]["mmd"]["statistic"] for b in tested], c=colours, zorder=3)
+        ax1.plot(
+            x,
+            [b["tests"]["mmd"]["statistic_threshold"] for b in tested],
+            "k--",
+            lw=1,
+            label=f"permutation threshold (1 - {report['alpha']:g} quantile)",
+        )
+        ax1.legend(loc="upper left", fontsize=8)
+    ax1.set_ylabel("MMD² (embeddings)")
+    ax1.set_title(title)
+    families = {"mmd": "mmd", "label_shift": "label_shift"}
+    for b in tested:
+        for k in b["tests"]:
+            families.setdefault(k, "image statistics")
+    for fam in dict.fromkeys(families.values()):
+        ys = [
+            min((t["p_adjusted"] for k, t in b["tests"].items() if families.get(k) == fam), default=np.nan)
+            for b in tested
+        ]
+        ax2.plot(x, -np.log10(np.maximum(ys, 1e-300)), marker="o", label=fam)
+    ax2.axhline(-np.log10(report["alpha"]), color="k", ls="--", lw=1, label=f"alpha = {report['alpha']:g}")
+    ax2.set_ylabel("-log10 adjusted p")
+    ax2.legend(loc="upper left", fontsize=8)
+    ax2.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
+    for tick, b in zip(ax2.get_xticklabels(), tested, strict=True):
+        tick.set_color("tab:red" if b["drift"] else "black")
+    ax2.set_xlabel("batch (drifted in red)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run(
+    *,
+    predictions: str | Path,
+    reference: str | Path,
+    out: dict[str, str | Path],
+    cfg: dict[str, Any],
+    title: str,
+) -> dict[str, Any]:
+    """The drift step: drift.json (per batch and overall), drift.tsv and the DriftWatch plot."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(predictions)
+    wanted = ["seq", "source", "top1_label", "embedding", *STAT_COLUMNS]
+    by = cfg["batch"]["by"]
+    if by not in ("chunk", "folder"):
+        wanted.append(by)
+    cols = [c for c in dict.fromkeys(wanted) if c in schema.names]
+    if by not in ("chunk", "folder") and by not in cols:
+        raise ValueError(
+            f"drift.batch.by: {by!r} is neither chunk, folder nor a column of {predictions} "
+            f"({[c for c in schema.names if c != 'embedding']})"
+        )
+    preds = pd.read_parquet(predictions, columns=cols)
+    report = detect(preds, load_reference(reference), cfg)
+    write_json(report, out["json"])
+    write_tsv(batch_rows(report), out["table"])
+    plot(report, out["plot"], title)
+    drifted = report["overall"]["drifted_batches"]
+    log.info(
+        "drift: %d of %d tested batches drifted%s",
+        len(drifted),
+        report["overall"]["tested_batches"],
+        f": {', '.join(drifted)}" if drifted else "",
+    )
+    return report
+
+
+def check(drift_json: str | Path, policy: str, flag: str | Path) -> None:
+    """The on_drift policy: `fail` raises DriftDetected naming the drifted batches; `warn` logs them."""
+    report = read_json(drift_json)
+    drifted = report["overall"]["drifted_batches"]
+    if drifted and policy == "fail":
+        raise DriftDetected(
+            f"drift detected in {len(drifted)} batch(es) of {drift_json}: {', '.join(drifted)} "
+            "(drift.on_drift: fail; set it to warn to continue)"
+        )
+    if drifted:
+        log.warning("drift detected in batch(es): %s (on_drift: warn)", ", ".join(drifted))
+    write_json({"drifted_batches": drifted, "policy": policy}, flag)

@@ -1,0 +1,315 @@
+"""MLflow tracking: a local SQLite store under the results folder unless MLFLOW_TRACKING_URI is set.
+
+Safe for jobs that log at the same time (several use cases training at once on a cluster):
+on a SQLite store, database creation/migration and experiment creation happen under a file lock;
+on a server, a lost create-experiment race is resolved by reading the winner's experiment.
+Training registers its model in the model registry (`runs:/<run_id>/model`, a folder holding the
+model card and the weights); `models:/<name>/<version>` or `models:/<name>@<alias>` loads it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"  # run artifact path of the model folder (card + weights)
+
+
+def tracking_uri(configured: str | None, results: str | Path) -> str:
+    """Environment first, then config, then a SQLite file under <results>/mlflow/."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if configured:
+        return configured
+    db = Path(results, "mlflow", "mlflow.db").resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation/migration and experiment creation between processes (SQLite only:
+    a server serialises requests itself)."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=600):
+        yield
+
+
+_READY: set[str] = set()  # stores this process has opened (created/migrated) already
+
+
+def client(uri: str) -> Any:
+    """An MlflowClient on the tracking store `uri` and its registry. The first open of a SQLite
+    store in a process creates/migrates the database: under the lock, so that jobs starting at the
+    same time on a fresh store do not run the migrations twice."""
+    from mlflow.tracking import MlflowClient
+
+    if uri in _READY:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _store_lock(uri):
+        c = MlflowClient(tracking_uri=uri, registry_uri=uri)  # opens the tracking store
+        c.search_registered_models(max_results=1)  # and the (lazily opened) registry store
+    _READY.add(uri)
+    return c
+
+
+def ensure_experiment(uri: str, experiment: str) -> str:
+    """The experiment's id, creating it if needed; concurrent callers all get the same one."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(uri)
+    c = client(uri)
+    with _store_lock(uri):
+        found = c.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        db = _sqlite_path(uri)
+        location = db.parent.joinpath("artifacts").as_uri() if db else None
+        try:
+            return c.create_experiment(experiment, artifact_location=location)
+        except MlflowException:  # another process (on a server) created it first
+            for _ in range(20):
+                found = c.get_experiment_by_name(experiment)
+                if found is not None:
+                    return found.experiment_id
+                time.sleep(0.25)
+            raise
+
+
+@contextlib.contextmanager
+def run(
+    uri: str, experiment: str, run_name: str | None = None, run_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """Start (or resume, with run_id) a run; local stores keep artifacts next to the database."""
+    exp_id = ensure_experiment(uri, experiment)
+    with mlflow.start_run(
+        run_name=run_name, run_id=run_id, experiment_id=None if run_id else exp_id
+    ) as active:
+        yield active
+
+
+def log_params(params: dict[str, Any]) -> None:
+    flat = {k: ("" if v is None else str(v))[:6000] for k, v in flatten(params).items()}
+    items = list(flat.items())
+    for i in range(0, len(items), 100):
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+def registered_name(template: str | None, usecase: str) -> str | None:
+    """The registry name of a use case's model (`mlflow.registered_model`, `{uc}` filled in)."""
+    return template.replace("{uc}", usecase) if template else None
+
+
+def register_model(name: str, weights: str | Path, card: dict[str, Any], card_path: str | Path) -> Any:
+    """In the active run: log the model folder (card + weights) as artifact path `model` and register
+    `runs:/<run_id>/model` as a new version of `name`, described by the model card."""
+    from mlflow.exceptions import MlflowException
+
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("register_model needs an active MLflow run")
+    mlflow.log_artifact(str(card_path), MODEL_ARTIFACT)
+    mlflow.log_artifact(str(weights), MODEL_ARTIFACT)
+    uri = mlflow.get_tracking_uri()
+    # the registry of the tracking store, whatever MLFLOW_REGISTRY_URI a parent process left
+    c = client(uri)
+    with _store_lock(uri):  # version numbers: one writer at a time on SQLite
+        try:
+            c.create_registered_model(
+                name, description=f"aquaflow {card.get('task', 'classify')} model ({card.get('arch')})"
+            )
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and exc.error_code not in (
+                "RESOURCE_ALREADY_EXISTS",
+                "ALREADY_EXISTS",
+            ):
+                raise
+        run_id = active.info.run_id
+        tags = {
+            "model_id": card["id"],
+            "arch": str(card.get("arch")),
+            "task": str(card.get("task")),
+            "classes": str(len(card.get("classes", []))),
+            "input_size": str(card.get("input_size")),
+            "usecase": str(card.get("usecase", "")),
+        }
+        description = "Model card (model/model_card.json):\n" + _card_summary(card)
+        version = c.create_model_version(
+            name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags, description=description
+        )
+    mlflow.set_tags({"registered_model": name, "registered_version": version.version})
+    log.info("registered %s version %s (model %s)", name, version.version, card["id"][:16])
+    return version
+
+
+def register_if_configured(
+    mlflow_cfg: dict[str, Any], usecase: str, weights: str | Path, card_path: str | Path, card: dict[str, Any]
+) -> Any:
+    """The training step's registry call: register under `mlflow.registered_model` (null = don't)."""
+    name = registered_name(mlflow_cfg.get("registered_model", "aquaflow_{uc}"), usecase)
+    return register_model(name, weights, card, card_path) if name else None
+
+
+def _card_summary(card: dict[str, Any]) -> str:
+    keys = ("id", "arch", "task", "backend", "input_size", "classes", "metrics", "usecase")
+    return "\n".join(f"- {k}: {card[k]}" for k in keys if k in card)
+
+
+def _registry_version(client: Any, uri: str) -> Any:
+    """The ModelVersion a `models:/<name>/<version>` or `models:/<name>@<alias>` reference names."""
+    ref = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or not ref:
+        raise ValueError(
+            f"not a registry model reference: {uri!r} (models:/<name>/<version> or models:/<name>@<alias>)"
+        )
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = ref.partition("/")
+    return client.get_model_version(name, version)
+
+
+def download_registered_model(uri: str, dest_dir: str | Path, tracking: str) -> Path:
+    """Download `models:/<name>/<version>` or `models:/<name>@<alias>` from the registry of the
+    tracking store `tracking` into dest_dir; returns the folder holding model_card.json + weights."""
+    c = client(tracking)
+    mv = _registry_version(c, uri)
+    source = c.get_model_version_download_uri(mv.name, mv.version)
+    Path(dest_dir).mkdir(parents=True, exist_ok=True)
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(dest_dir), tracking_uri=tracking
+        )
+    )
+
+
+def model_version_of(card: dict[str, Any], tracking: str) -> dict[str, str]:
+    """Registry name/version of the model a card describes: the `models:/` reference it was
+    imported from, else the version registered by the training run that made it (if any)."""
+    spec = card.get("imported_from") or {}
+    uri = spec.get("uri") or ""
+    try:
+        c = client(tracking)
+        if uri.startswith("models:/"):
+            mv = _registry_version(c, uri)
+            return {"model_uri": uri, "registered_model": mv.name, "model_version": str(mv.version)}
+        run_id = (card.get("mlflow") or {}).get("run_id")
+        if run_id:
+            found = c.search_model_versions(f"run_id = '{run_id}'")
+            if found:
+                mv = max(found, key=lambda v: int(v.version))
+                return {
+                    "model_uri": f"models:/{mv.name}/{mv.version}",
+                    "registered_model": mv.name,
+                    "model_version": str(mv.version),
+                }
+    except Exception as exc:  # the registry may be unreachable from where the card was made
+        log.warning("could not resolve the registry version of model %s: %s", card.get("id"), exc)
+    return {"model_uri": uri or "", "registered_model": "", "model_version": ""}
+
+
+def attach_to_training_run(
+    card: dict[str, Any], files: list[str | Path], artifact_path: str, mlflow_cfg: dict[str, Any]
+) -> bool:
+    """Log files into the MLflow run that trained the model (drift reference, ...). False when the
+    model was not trained here or its run is not in this tracking store."""
+    run_id = (card.get("mlflow") or {}).get("run_id")
+    if not run_id:
+        return False
+    uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
+    try:
+        c = client(uri)
+        c.get_run(run_id)
+    except Exception as exc:
+        log.warning("training run %s not found in %s (%s): not attaching %s", run_id, uri, exc, artifact_path)
+        return False
+    for f in files:
+        c.log_artifact(run_id, str(f), artifact_path)
+    return True
+
+
+def log_inference(
+    *,
+    usecase: str,
+    campaign: str,
+    card: dict[str, Any],
+    summary: dict[str, Any],
+    drift: dict[str, Any] | None,
+    mlflow_cfg: dict[str, Any],
+    out: str | Path,
+) -> dict[str, Any]:
+    """One MLflow run per campaign inference: model (id, registry name/version), counts, throughput,
+    drift summary; writes {run_id, tracking_uri, ...} to `out`."""
+    from aquaflow.io import write_json
+
+    uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
+    model = model_version_of(card, uri)
+    shard_seconds = sum(float(s.get("seconds", 0.0)) for s in summary.get("shards", {}).values())
+    metrics: dict[str, float] = {
+        "images_seen": summary["seen"],
+        "images_predicted": summary["predicted"],
+        "images_rejected": summary["rejected"],
+        "shard_seconds": shard_seconds,
+        "images_per_second": summary["seen"] / shard_seconds if shard_seconds > 0 else 0.0,
+    }
+    metrics |= {f"rejected.{k}": v for k, v in summary.get("rejected_by_reason", {}).items()}
+    metrics |= {f"predicted.{k}": v for k, v in summary.get("per_class", {}).items()}
+    if drift is not None:
+        ov = drift["overall"]
+        metrics |= {
+            "drift.batches_tested": ov["tested_batches"],
+            "drift.batches_drifted": len(ov["drifted_batches"]),
+            "drift.overall": float(bool(ov.get("drift"))),
+        }
+        for test, r in (ov.get("tests") or {}).items():
+            metrics[f"drift.overall.{test}.p_adjusted"] = r["p_adjusted"]
+    with run(uri, mlflow_cfg["experiment"], run_name=f"{usecase}-{campaign}-inference") as active:
+        mlflow.set_tags(
+            {"usecase": usecase, "campaign": campaign, "step": "inference", "model_id": card["id"]}
+            | {k: v for k, v in model.items() if v}
+        )
+        log_params({"model": {"id": card["id"], "arch": card.get("arch"), **model}, "campaign": campaign})
+        mlflow.log_metrics({k.replace(" ", "_"): float(v) for k, v in metrics.items()})
+        mlflow.log_dict(summary, "summary.json")
+        if drift is not None:
+            mlflow.log_dict(drift, "drift/drift.json")
+            mlflow.set_tag("drifted_batches", ",".join(drift["overall"]["drifted_batches"])[:5000])
+        info = {
+            "run_id": active.info.run_id,
+            "tracking_uri": uri,
+            "experiment": mlflow_cfg["experiment"],
+            **model,
+        }
+    write_json(info, out)
+    return info

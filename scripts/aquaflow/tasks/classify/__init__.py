@@ -1,0 +1,1 @@
+"""Classification task: top-k labels and probabilities per image; accuracy, F1, calibration."""

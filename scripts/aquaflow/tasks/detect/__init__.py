@@ -1,0 +1,1 @@
+"""Detection-type tasks (detect, segment, obb): boxes, masks, oriented boxes per image; COCO; mAP."""
