@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 CHUNK = 1 << 20
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full disk, file-size limit or quota
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -46,6 +48,14 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise OSError(
+            exc.errno,
+            f"{os.strerror(exc.errno)} while writing {target}: nothing of it was kept; "
+            "free space and run the same command again",
+        ) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
