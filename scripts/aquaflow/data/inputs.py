@@ -172,3 +172,11 @@ def read_skipped(path: str | Path) -> dict[str, Any]:
     if SKIPPED_KEY not in meta:
         return {"counts": {}, "files": []}
     return json.loads(meta[SKIPPED_KEY])
+
+
+def metadata_columns(inputs: pd.DataFrame) -> tuple[list[str], pa.Schema]:
+    """An inputs table's own columns (crop box and metadata; not seq/source) and their schema,
+    carried into every task's prediction tables."""
+    cols = [c for c in inputs.columns if c not in ("seq", "source")]
+    schema = pa.Schema.from_pandas(inputs[cols], preserve_index=False) if cols else pa.schema([])
+    return cols, pa.schema([f for f in schema if f.name in cols])

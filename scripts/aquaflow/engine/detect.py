@@ -1,72 +1,32 @@
-"""Sharded bulk detection on the classification engine's rails.
+"""Detection-type shards (detect, segment, obb) on the engine (`aquaflow.engine.shards`).
 
-Same inputs table, same decoding and rejection reasons (`aquaflow.engine.items.Items`, no down-scaling),
-same shard slicing, prefetch thread, atomic outputs and reconciled counts: every input image ends
-in exactly one of counts (predicted, possibly with zero detections) or rejected. Ultralytics runs on
-real batches of decoded arrays (`Detector.predict` / `predict_tiled`).
+Same inputs table, decoding and rejection reasons (at full resolution), shard slicing, prefetch,
+atomic outputs and reconciled counts as every task: each input image ends in exactly one of counts
+(predicted, possibly with zero detections) or rejected. Ultralytics runs on real batches of decoded
+arrays (`Detector.predict` / `predict_tiled`); `aquaflow.tasks.detect.shard.DetectSink` writes.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from aquaflow.backends.yolo import ultra
 from aquaflow.backends.yolo.predict import Detector
 from aquaflow.data import imaging
-from aquaflow.data.inputs import source_paths
 from aquaflow.engine import gather as shard_gather
-from aquaflow.engine.items import CROP_COLUMNS, REJECTED_SCHEMA, Items, crop_of, prefetched
+from aquaflow.engine import shards
 from aquaflow.engine.staging import source_reader
-from aquaflow.io import atomic_path, read_json, sha256_file, write_json, write_tsv
+from aquaflow.io import read_json, sha256_file, write_tsv
 from aquaflow.tasks.detect import outputs
+from aquaflow.tasks.detect.shard import DetectSink
 
 log = logging.getLogger(__name__)
-
-
-class _Frames(Items):
-    """Decoded full-resolution RGB arrays (no letterbox, no JPEG draft) or rejection records."""
-
-    def __getitem__(self, i: int):
-        src, box = self.sources[i], self.crops[i]
-        try:
-            if isinstance(src, imaging.Rejected):  # found while staging (aquaflow.engine.staging)
-                raise src
-            img, digest = self._crop(src, box) if box else self._whole(src)
-            return i, img, digest[:16], "", ""
-        except imaging.Rejected as rej:
-            return i, None, "", rej.reason, rej.detail
-        except Exception as exc:  # a shard never crashes on one bad file
-            return i, None, "", imaging.DECODE_ERROR, f"{type(exc).__name__}: {exc}"
-
-
-def _collate(batch: list) -> dict[str, Any]:
-    ok = [b for b in batch if b[1] is not None]
-    return {
-        "index": np.array([b[0] for b in ok], dtype=np.int64),
-        "ids": [b[2] for b in ok],
-        "images": [b[1] for b in ok],
-        "rejected": [(b[0], b[3], b[4]) for b in batch if b[1] is None],
-    }
-
-
-def _counts_schema(meta: pa.Schema, classes: list[str]) -> pa.Schema:
-    f = pa.field
-    fields = [f("seq", pa.int64()), f("id", pa.string()), f("source", pa.string()), *meta]
-    fields += [f("image_width", pa.int32()), f("image_height", pa.int32()), f("n", pa.int32())]
-    return pa.schema(fields + [f(f"n_{c}", pa.int32()) for c in classes])
 
 
 def run_shard(
@@ -84,96 +44,27 @@ def run_shard(
 ) -> dict[str, Any]:
     """Detect objects in every row of `inputs` into out[predictions|counts|rejected|summary].
     `read_paths`: what to read per row instead of its source (a staged bundle's files)."""
-    t0 = time.perf_counter()
     task, classes = card["task"], list(card["classes"])
     det = Detector(ultra.load(weights, task), task, settings, ultra.device_arg(device))
     mid = sha256_file(weights)
-    tiled = settings["tiling"]["enabled"]
-    meta_cols = [c for c in inputs.columns if c not in ("seq", "source")]
-    meta = pa.Schema.from_pandas(inputs[meta_cols], preserve_index=False) if meta_cols else pa.schema([])
-    meta = pa.schema([f for f in meta if f.name in meta_cols])
-    px = settings.get("pixel_size")
-    dschema = outputs.detection_schema(task, meta, outputs.area_column(px))
-    cschema = _counts_schema(meta, classes)
-    seq, sources = inputs["seq"].to_numpy(), inputs["source"].astype(str).to_numpy()
-    crops = [None] * len(inputs)
-    if "crop_x" in inputs.columns:
-        crops = [crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
-    reads = read_paths if read_paths is not None else source_paths(inputs)  # bytes: non-UTF-8 names
-    ds = _Frames(reads, crops, None, settings["max_pixels"])
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
-    reasons: collections.Counter[str] = collections.Counter()
-    per_class: collections.Counter[str] = collections.Counter()
-    n_img = n_det = 0
-    with (
-        atomic_path(out["predictions"]) as ptmp,
-        atomic_path(out["counts"]) as ctmp,
-        atomic_path(out["rejected"]) as rtmp,
-    ):
-        pw = pq.ParquetWriter(ptmp, dschema, compression="zstd")
-        cw = pq.ParquetWriter(ctmp, cschema, compression="zstd")
-        rw = pq.ParquetWriter(rtmp, REJECTED_SCHEMA, compression="zstd")
-        for batch in tqdm(prefetched(loader), total=len(loader), file=progress, mininterval=10.0):
-            if batch["rejected"]:
-                idx = np.array([r[0] for r in batch["rejected"]])
-                rej = {"seq": seq[idx], "source": sources[idx]}
-                rej |= {
-                    "reason": [r[1] for r in batch["rejected"]],
-                    "detail": [r[2] for r in batch["rejected"]],
-                }
-                rw.write_table(pa.table(rej, schema=REJECTED_SCHEMA))
-                reasons.update(r[1] for r in batch["rejected"])
-            if not len(batch["index"]):
-                continue
-            images = batch["images"]
-            found = (
-                det.predict_tiled(images, settings["tiling"], batch_size) if tiled else det.predict(images)
-            )
-            dcols: dict[str, list] = collections.defaultdict(list)
-            ccols: dict[str, list] = collections.defaultdict(list)
-            for i, image_id, d in zip(batch["index"], batch["ids"], found, strict=True):
-                rows = outputs.detection_rows(d, task, classes, px)
-                k = len(d)
-                base = {"seq": [seq[i]] * k, "id": [image_id] * k, "source": [sources[i]] * k}
-                base |= {c: [inputs[c].iat[i]] * k for c in meta_cols}
-                for key, vals in {**base, **rows, "model_id": [mid] * k, "run_id": [run_id] * k}.items():
-                    dcols[key] += vals
-                ccols["seq"].append(seq[i])
-                ccols["id"].append(image_id)
-                ccols["source"].append(sources[i])
-                for c in meta_cols:
-                    ccols[c].append(inputs[c].iat[i])
-                ccols["image_width"].append(d.width)
-                ccols["image_height"].append(d.height)
-                ccols["n"].append(k)
-                hist = np.bincount(d.cls, minlength=len(classes))
-                for j, c in enumerate(classes):
-                    ccols[f"n_{c}"].append(int(hist[j]))
-                per_class.update(classes[c] for c in d.cls)
-                n_det += k
-            n_img += len(batch["index"])
-            if dcols:
-                pw.write_table(pa.table({f.name: dcols[f.name] for f in dschema}, schema=dschema))
-            cw.write_table(pa.table({f.name: ccols[f.name] for f in cschema}, schema=cschema))
-        pw.close()
-        cw.close()
-        rw.close()
-    summary = {
-        "seen": len(inputs),
-        "predicted": n_img,
-        "rejected": int(sum(reasons.values())),
-        "rejected_by_reason": dict(sorted(reasons.items())),
-        "detections": n_det,
-        "per_class": dict(sorted(per_class.items())),
-        "tiled": bool(tiled),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "model_id": mid,
-    }
-    if summary["predicted"] + summary["rejected"] != summary["seen"]:
-        raise RuntimeError(f"counts do not reconcile: {summary}")
-    write_json(summary, out["summary"])
-    log.info("detection shard done: %s", summary)
-    return summary
+    tiling = settings["tiling"]
+    sink = DetectSink(inputs, out, task, classes, settings.get("pixel_size"), mid, run_id, tiling["enabled"])
+    decoded = shards.batches(
+        inputs,
+        size=None,  # full resolution: Ultralytics resizes, tiles are cut from the original
+        resize="letterbox",
+        max_pixels=settings["max_pixels"],
+        batch_size=batch_size,
+        progress=progress,
+        read_paths=read_paths,
+    )
+
+    def predict(batch: dict[str, Any]) -> list:
+        if tiling["enabled"]:
+            return det.predict_tiled(batch["images"], tiling, batch_size)
+        return det.predict(batch["images"])
+
+    return shards.run(inputs, decoded, predict, sink, out["rejected"], out["summary"], mid)
 
 
 def run_shard_step(

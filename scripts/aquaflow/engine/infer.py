@@ -1,37 +1,29 @@
-"""The shard engine: decode in DataLoader workers, batched forward, Parquet row groups, nothing lost.
+"""Classification shards on the engine (`aquaflow.engine.shards`): any classifier backend's
+predictor on decoded batches, its top-k into `aquaflow.tasks.classify.shard.ClassifySink`.
 
-Every input row ends in exactly one of the predictions or the rejected table. Outputs are written
+Every input row ends in exactly one of the predictions or the rejected table; outputs are written
 to temporary files and renamed at the end, so a killed job leaves no partial shard behind.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from aquaflow.backends import load_predictor
 from aquaflow.backends import torch_model as models
 from aquaflow.data import imaging
-from aquaflow.data.inputs import source_paths
-from aquaflow.engine.items import CROP_COLUMNS, REJECTED_SCHEMA, Items, collate, crop_of, prefetched
-from aquaflow.io import atomic_path, sha256_file, write_json
-from aquaflow.monitoring import drift
+from aquaflow.engine import shards
+from aquaflow.io import sha256_file
+from aquaflow.tasks.classify.shard import ClassifySink
 
 log = logging.getLogger(__name__)
-
-ROW_GROUP = 8192
 
 
 def iter_batches(
@@ -43,27 +35,10 @@ def iter_batches(
     progress=None,
     read_paths: list | None = None,
 ) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
-    """Yield (batch, probs, features) per DataLoader batch; rejected rows ride along in batch.
+    """Yield (batch, probs, features) per batch of a classifier; rejected rows ride along in batch.
 
     `read_paths`: where to read each row's file when it is not `source` (a staged copy)."""
-    crops = [None] * len(inputs)
-    if "crop_x" in inputs.columns:
-        crops = [crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
-    card = predictor.card
-    reads = read_paths if read_paths is not None else source_paths(inputs)
-    ds = Items(reads, crops, card["input_size"], max_pixels, card.get("resize", "letterbox"))
-    loader = DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=predictor.device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-    )
-    batches = loader if workers else prefetched(loader)
-    for batch in tqdm(batches, total=len(loader), file=progress, mininterval=10.0, desc="batches"):
+    for batch in _decoded(inputs, predictor, batch_size, workers, max_pixels, progress, read_paths):
         if len(batch["index"]):
             probs, feats = predictor(batch["images"])
         else:
@@ -72,16 +47,19 @@ def iter_batches(
         yield batch, probs, feats
 
 
-def prediction_schema(top_k: int, meta: pa.Schema, embed_dim: int | None) -> pa.Schema:
-    fields = [pa.field("seq", pa.int64()), pa.field("id", pa.string()), pa.field("source", pa.string())]
-    fields += [f for f in meta]
-    for k in range(1, top_k + 1):
-        fields += [pa.field(f"top{k}_label", pa.string()), pa.field(f"top{k}_prob", pa.float32())]
-    fields += [pa.field("model_id", pa.string()), pa.field("run_id", pa.string())]
-    if embed_dim:
-        fields.append(pa.field("embedding", pa.list_(pa.float32(), embed_dim)))
-        fields += [pa.field(c, pa.float32()) for c in drift.STAT_COLUMNS]  # drift hook (issue 11)
-    return pa.schema(fields)
+def _decoded(inputs, predictor, batch_size, workers, max_pixels, progress, read_paths):
+    card = predictor.card
+    return shards.batches(
+        inputs,
+        size=card["input_size"],
+        resize=card.get("resize", "letterbox"),
+        max_pixels=max_pixels,
+        batch_size=batch_size,
+        workers=workers,
+        pin_memory=predictor.device.type == "cuda",
+        progress=progress,
+        read_paths=read_paths,
+    )
 
 
 def run_shard(
@@ -105,104 +83,11 @@ def run_shard(
     read_paths: list | None = None,
 ) -> dict[str, Any]:
     """Predict every row of `inputs` (columns seq, source, [crop_*], metadata...) into Parquet."""
-    t0 = time.perf_counter()
     pred = load_predictor(weights, card, device, threads, backend)
-    classes = np.array(pred.card["classes"], dtype=object)
-    top_k = min(top_k, len(classes))
     mid = models.model_id(weights)
-    meta_cols = [c for c in inputs.columns if c not in ("seq", "source")]  # crop box included
-    meta_schema = (
-        pa.Schema.from_pandas(inputs[meta_cols], preserve_index=False) if meta_cols else pa.schema([])
-    )
-    meta_schema = pa.schema([f for f in meta_schema if f.name in meta_cols])
-    seq = inputs["seq"].to_numpy()
-    sources = inputs["source"].astype(str).to_numpy()
-    per_class: collections.Counter[str] = collections.Counter()
-    reasons: collections.Counter[str] = collections.Counter()
-    n_pred = 0
-    with atomic_path(predictions_path) as ptmp, atomic_path(rejected_path) as rtmp:
-        pwriter: pq.ParquetWriter | None = None
-        rwriter = pq.ParquetWriter(rtmp, REJECTED_SCHEMA, compression="zstd")
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-        schema = None
-        for batch, probs, feats in iter_batches(
-            inputs, pred, batch_size, workers, max_pixels, progress, read_paths
-        ):
-            if batch["rejected"]:
-                idx = np.array([r[0] for r in batch["rejected"]])
-                rwriter.write_table(
-                    pa.table(
-                        {
-                            "seq": pa.array(seq[idx], pa.int64()),
-                            "source": pa.array(sources[idx], pa.string()),
-                            "reason": [r[1] for r in batch["rejected"]],
-                            "detail": [r[2] for r in batch["rejected"]],
-                        },
-                        schema=REJECTED_SCHEMA,
-                    )
-                )
-                reasons.update(r[1] for r in batch["rejected"])
-            idx = batch["index"]
-            if not len(idx):
-                continue
-            if schema is None:
-                schema = prediction_schema(top_k, meta_schema, feats.shape[1] if embeddings else None)
-                pwriter = pq.ParquetWriter(ptmp, schema, compression="zstd")
-            order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-            cols: dict[str, Any] = {"seq": seq[idx], "id": batch["ids"], "source": sources[idx]}
-            for c in meta_cols:
-                cols[c] = inputs[c].to_numpy()[idx]
-            for k in range(top_k):
-                cols[f"top{k + 1}_label"] = classes[order[:, k]]
-                cols[f"top{k + 1}_prob"] = np.take_along_axis(probs, order[:, k : k + 1], 1)[:, 0]
-            cols["model_id"] = [mid] * len(idx)
-            cols["run_id"] = [run_id] * len(idx)
-            if embeddings:
-                flat = pa.array(feats.astype(np.float32).ravel())
-                cols["embedding"] = pa.FixedSizeListArray.from_arrays(flat, feats.shape[1])
-                cols.update(zip(drift.STAT_COLUMNS, batch["stats"].T, strict=True))  # drift hook (issue 11)
-            pending.append(
-                pa.RecordBatch.from_pydict(
-                    {
-                        k: (
-                            v
-                            if isinstance(v, pa.Array)
-                            else pa.array(v, schema.field(k).type, from_pandas=True)
-                        )
-                        for k, v in cols.items()
-                    },
-                    schema=schema,
-                )
-            )
-            pending_rows += len(idx)
-            per_class.update(classes[order[:, 0]])
-            n_pred += len(idx)
-            if pending_rows >= ROW_GROUP:
-                pwriter.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
-                pending, pending_rows = [], 0
-        if schema is None:  # nothing predictable: still write a readable, empty table
-            schema = prediction_schema(top_k, meta_schema, None)
-            pwriter = pq.ParquetWriter(ptmp, schema, compression="zstd")
-        if pending:
-            pwriter.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
-        pwriter.close()
-        rwriter.close()
-    seconds = time.perf_counter() - t0
-    summary = {
-        "seen": len(inputs),
-        "predicted": int(n_pred),
-        "rejected": int(sum(reasons.values())),
-        "rejected_by_reason": dict(sorted(reasons.items())),
-        "per_class": dict(sorted(per_class.items())),
-        "seconds": round(seconds, 3),
-        "model_id": mid,
-    }
-    if summary["predicted"] + summary["rejected"] != summary["seen"]:
-        raise RuntimeError(f"counts do not reconcile: {summary}")
-    write_json(summary, summary_path)
-    log.info("shard done: %s", summary)
-    return summary
+    sink = ClassifySink(inputs, predictions_path, pred.card["classes"], top_k, embeddings, mid, run_id)
+    decoded = _decoded(inputs, pred, batch_size, workers, max_pixels, progress, read_paths)
+    return shards.run(inputs, decoded, lambda b: pred(b["images"]), sink, rejected_path, summary_path, mid)
 
 
 def run_identity(

@@ -34,7 +34,8 @@ def crop_of(row: dict[str, Any]) -> tuple[int, int, int, int] | None:
 
 
 class Items(Dataset):
-    """Rows of an inputs table -> decoded, letterboxed uint8 arrays or rejection records.
+    """Rows of an inputs table -> decoded uint8 arrays (resized as the model card says, or at full
+    resolution when `size` is None) with their image statistics, or rejection records.
 
     `sources` are paths as str, or bytes for file names that are not valid UTF-8 (see
     aquaflow.data.inputs.source_paths).
@@ -44,7 +45,7 @@ class Items(Dataset):
         self,
         sources: list[str | bytes],
         crops: list[tuple | None],
-        size: int,
+        size: int | None,
         max_pixels: int,
         resize: str = "letterbox",
     ):
@@ -61,7 +62,7 @@ class Items(Dataset):
     def _whole(self, src: str | bytes) -> tuple[np.ndarray, str]:
         data = imaging.read_bytes(src)
         dec = imaging.decode(data, self.max_pixels, draft=self.draft)
-        self._size = (dec.width, dec.height)  # drift hook (issue 11): size before draft scaling
+        self._size = (dec.width, dec.height)  # for the image statistics: size before draft scaling
         return dec.image, hashlib.sha256(data).hexdigest()
 
     def _crop(self, src: str | bytes, box: tuple[int, int, int, int]) -> tuple[np.ndarray, str]:
@@ -91,24 +92,31 @@ class Items(Dataset):
             if isinstance(src, imaging.Rejected):  # found while staging (aquaflow.engine.staging)
                 raise src
             img, digest = self._crop(src, box) if box else self._whole(src)
-            # drift hook (issue 11): statistics of the decoded image, before letterboxing
+            # statistics of the decoded image (drift monitoring), before resizing
             stats = drift.image_stats(img, *(self._size or (img.shape[1], img.shape[0])))
-            return i, self.resize(img, self.size), digest[:16], "", "", stats
+            out = img if self.size is None else self.resize(img, self.size)
+            return i, out, digest[:16], "", "", stats
         except imaging.Rejected as rej:
             return i, None, "", rej.reason, rej.detail, None
         except Exception as exc:  # a shard never crashes on one bad file
             return i, None, "", imaging.DECODE_ERROR, f"{type(exc).__name__}: {exc}", None
 
 
-def collate(batch: list) -> dict[str, Any]:
+def collate(batch: list, stack: bool = True) -> dict[str, Any]:
+    """A batch of Items: decoded images as one uint8 NCHW tensor (`stack`, same-sized images) or a
+    list of HWC arrays (full-resolution frames), their row indices, ids, statistics, rejections."""
     ok = [b for b in batch if b[1] is not None]
-    images = np.stack([b[1] for b in ok]) if ok else np.zeros((0, 1, 1, 3), np.uint8)
+    if stack:
+        arrays = np.stack([b[1] for b in ok]) if ok else np.zeros((0, 1, 1, 3), np.uint8)
+        images: Any = torch.from_numpy(arrays).permute(0, 3, 1, 2)
+    else:
+        images = [b[1] for b in ok]
     return {
         "index": np.array([b[0] for b in ok], dtype=np.int64),
         "ids": [b[2] for b in ok],
-        "images": torch.from_numpy(images).permute(0, 3, 1, 2),
+        "images": images,
         "rejected": [(b[0], b[3], b[4]) for b in batch if b[1] is None],
-        # drift hook (issue 11): one row of image statistics per decoded item
+        # one row of image statistics per decoded item (drift monitoring)
         "stats": np.stack([b[5] for b in ok]) if ok else np.zeros((0, len(drift.STATS)), np.float32),
     }
 
