@@ -1,6 +1,7 @@
 """Model cards and the `aquaflow` command: a given model predicts without any config."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -41,19 +42,39 @@ def model_dir(tmp_path_factory):
     ("edit", "needle"),
     [
         (lambda c: c.pop("classes"), "model card has no 'classes'"),
-        (lambda c: c.update(classes=["a", "a"]), "repeats a name"),
+        (lambda c: c.update(classes=["a", "a"]), "'classes': ['a', 'a'] has non-unique elements"),
         (lambda c: c.update(input_size="big"), "'input_size'"),
-        (lambda c: c.update(input_size=4), "'input_size' must be >= 16"),
-        (lambda c: c["normalization"].update(std=[1, 1]), "'normalization.std' must be 3 numbers"),
-        (lambda c: c["normalization"].update(std=[1, 0, 1]), "'normalization.std' must be positive"),
+        (lambda c: c.update(input_size=4), "'input_size': 4 is less than the minimum of 16"),
+        (lambda c: c["normalization"].update(std=[1, 1]), "'normalization.std': [1, 1] is too short"),
+        (
+            lambda c: c["normalization"].update(std=[1, 0, 1]),
+            "'normalization.std.1': 0 is less than or equal to the minimum of 0",
+        ),
         (lambda c: c.update(arch="no_such_net"), "'arch'"),
+        (
+            lambda c: c.update(weights="../../model.safetensors"),
+            "'weights': '../../model.safetensors' does not match",
+        ),
+        (lambda c: c.update(format="keras"), "'format': 'safetensors' was expected"),
+        (lambda c: c.update(task="count"), "'task': 'count' is not one of"),
     ],
 )
 def test_card_errors_name_the_key(model_dir, edit, needle):
     card = json.loads((model_dir / "model_card.json").read_text())
     edit(card)
-    with pytest.raises(artifacts.ModelCardError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(artifacts.ModelCardError, match=re.escape(needle)):
         artifacts.validate_card(card, "card.json")
+
+
+def test_cards_are_written_only_valid_and_with_their_id(model_dir, tmp_path):
+    card = json.loads((model_dir / "model_card.json").read_text())
+    artifacts.write_card(card, tmp_path / "ok.json")
+    assert json.loads((tmp_path / "ok.json").read_text()) == card
+    with pytest.raises(artifacts.ModelCardError, match="has no 'id'"):
+        artifacts.write_card({k: v for k, v in card.items() if k != "id"}, tmp_path / "no_id.json")
+    with pytest.raises(artifacts.ModelCardError, match="has no 'input_size'"):
+        artifacts.write_card({k: v for k, v in card.items() if k != "input_size"}, tmp_path / "bad.json")
+    assert not (tmp_path / "no_id.json").exists() and not (tmp_path / "bad.json").exists()
 
 
 def test_import_checks_weights_against_card_and_pin(model_dir, tmp_path):

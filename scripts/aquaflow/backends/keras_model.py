@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from aquaflow.io import atomic_path, read_json, sha256_file, write_json
+from aquaflow.io import atomic_path, read_json, sha256_file
 from aquaflow.models import artifacts
 
 log = logging.getLogger(__name__)
@@ -418,7 +418,7 @@ def import_model(
     }
     if not safe:  # the user's explicit opt-in travels with the model to inference
         card["safe_mode"] = False
-    write_json(card, card_out)
+    artifacts.write_card(card, card_out)
     log.info(
         "imported Keras model %s (%s, %d classes) from %s",
         card["id"][:16],

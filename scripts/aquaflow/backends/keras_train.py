@@ -26,7 +26,8 @@ from aquaflow import plots
 from aquaflow.backends import keras_model as kb
 from aquaflow.backends import pretrained
 from aquaflow.data import augment, balance, imaging
-from aquaflow.io import atomic_path, read_json, sha256_file, write_json, write_tsv
+from aquaflow.io import atomic_path, read_json, sha256_file, write_tsv
+from aquaflow.models.artifacts import write_card
 from aquaflow.monitoring import tracking
 from aquaflow.tasks.classify.metrics import classification_metrics
 
@@ -297,7 +298,7 @@ def run(
             "data": {"source": settings.get("data", {})},
             "libraries": kb.library_versions(),
         }
-        write_json(card, out["card"])
+        write_card(card, out["card"])
         mlflow.log_metrics(
             {"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]}
         )

@@ -25,7 +25,8 @@ from aquaflow import plots
 from aquaflow.backends import pretrained
 from aquaflow.backends import torch_model as models
 from aquaflow.data import augment, balance, imaging
-from aquaflow.io import atomic_path, sha256_file, write_json, write_tsv
+from aquaflow.io import atomic_path, sha256_file, write_tsv
+from aquaflow.models.artifacts import write_card
 from aquaflow.tasks.classify.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ def write_outputs(
         "libraries": models.library_versions(),
         **extra,
     }
-    write_json(card, card_path)
+    write_card(card, card_path)
     return card
 
 

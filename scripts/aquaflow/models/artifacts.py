@@ -7,6 +7,8 @@ registry reference (`models:/<name>/<version>` or `models:/<name>@<alias>`).
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import shutil
 import tempfile
@@ -25,43 +27,49 @@ class ModelCardError(ValueError):
     """A model card is missing a key or holds a value the workflow cannot use; names the key."""
 
 
-def _need(card: dict[str, Any], key: str, kind: type | tuple[type, ...], origin: str) -> Any:
-    if key not in card:
-        raise ModelCardError(f"{origin}: model card has no '{key}'")
-    if not isinstance(card[key], kind) or isinstance(card[key], bool):
-        raise ModelCardError(f"{origin}: model card key '{key}' must be {kind}, got {card[key]!r}")
-    return card[key]
+SCHEMA = Path(__file__).with_name("model_card.schema.json")
+
+
+@functools.cache
+def _validator() -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
 
 
 def validate_card(card: dict[str, Any], origin: str = "model card") -> dict[str, Any]:
-    """Check what inference and export rely on: classes, input size, normalisation, architecture."""
-    fmt = _need(card, "format", str, origin)
+    """Check a card against the one model-card schema (`model_card.schema.json`): classes, input
+    size, normalisation, architecture, format...; defaults filled for cards written by hand."""
+    fmt = card.get("format")
     card.setdefault("weights", DEFAULT_WEIGHTS.get(fmt, ""))
     card.setdefault("backend", {"safetensors": "torch", "keras": "keras"}.get(fmt, fmt))
     card.setdefault("task", "classify")
-    _need(card, "arch", str, origin)
-    classes = _need(card, "classes", list, origin)
-    if not classes or not all(isinstance(c, str) and c for c in classes):
-        raise ModelCardError(f"{origin}: model card key 'classes' must be a non-empty list of names")
-    if len(set(classes)) != len(classes):
-        raise ModelCardError(f"{origin}: model card key 'classes' repeats a name")
-    size = _need(card, "input_size", int, origin)
-    if size < 16:
-        raise ModelCardError(f"{origin}: model card key 'input_size' must be >= 16, got {size}")
-    norm = _need(card, "normalization", dict, origin)
+    errors = sorted(_validator().iter_errors(card), key=lambda e: (len(e.path), list(e.path)))
+    if errors:
+        err = errors[0]
+        if err.validator == "required":
+            missing = [k for k in err.validator_value if k not in err.instance]
+            where = ".".join([*map(str, err.path), missing[0]]) if missing else ".".join(map(str, err.path))
+            raise ModelCardError(f"{origin}: model card has no '{where}'")
+        where = ".".join(map(str, err.path)) or "(top level)"
+        raise ModelCardError(f"{origin}: model card key '{where}': {err.message}")
     if card["backend"] == "torch":
-        for key in ("mean", "std"):
-            v = norm.get(key)
-            if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)):
-                raise ModelCardError(f"{origin}: model card key 'normalization.{key}' must be 3 numbers")
-        if any(x <= 0 for x in norm["std"]):
-            raise ModelCardError(f"{origin}: model card key 'normalization.std' must be positive")
         import timm
 
         if not timm.is_model(card["arch"]):
             raise ModelCardError(
                 f"{origin}: model card key 'arch': {card['arch']!r} is not a timm architecture"
             )
+    return card
+
+
+def write_card(card: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Validate a card (it must carry its id) and write it atomically; every trainer and importer
+    writes cards through here."""
+    validate_card(card, str(path))
+    if "id" not in card:
+        raise ModelCardError(f"{path}: model card has no 'id' (the weights' SHA-256)")
+    write_json(card, path)
     return card
 
 
@@ -123,7 +131,7 @@ def import_model(
             shutil.copyfile(weights, tmp)
         card = {**card, "id": digest, "weights": Path(weights_out).name}
         card["imported_from"] = {k: v for k, v in spec.items() if v not in (None, "")}
-        write_json(card, card_out)
+        write_card(card, card_out)
     log.info(
         "imported model %s (%s, %d classes) from %s", digest[:16], card["arch"], len(card["classes"]), spec
     )

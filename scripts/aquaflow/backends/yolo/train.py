@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 
 from aquaflow.backends.yolo import ultra
-from aquaflow.io import atomic_path, read_json, sha256_file, write_json, write_tsv
+from aquaflow.io import atomic_path, read_json, sha256_file, write_tsv
+from aquaflow.models.artifacts import write_card
 from aquaflow.tasks.detect.plots import training_curve
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,6 @@ def run(
         "loading": "Ultralytics .pt is a pickle: loaded with ULTRALYTICS_SAFE_LOAD (weights_only allow-list);"
         " load only weights this workflow produced or that you trust",
     }
-    write_json(card, out["card"])
+    write_card(card, out["card"])
     log.info("trained %s in %.1f s (%d epochs)", arch, seconds, len(hist))
     return card
