@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
@@ -26,9 +25,9 @@ from aquaflow import plots
 from aquaflow.backends import keras_model as kb
 from aquaflow.backends import pretrained
 from aquaflow.data import augment, balance, imaging
-from aquaflow.io import atomic_path, read_json, sha256_file, write_json, write_tsv
+from aquaflow.io import atomic_path, read_json, sha256_file, write_tsv
 from aquaflow.monitoring import tracking
-from aquaflow.tasks.classify.metrics import classification_metrics
+from aquaflow.tasks.classify.metrics import classification_metrics, write_confusion
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +200,6 @@ def train(
                 "seconds": time.perf_counter() - state["t0"],
             }
             rows.append(row)
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             log.info(
                 "epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
             )
@@ -242,7 +240,8 @@ def run(
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
 ) -> dict[str, Any]:
-    """The train_keras step: fit, write model.keras + card + history + curve, one MLflow run.
+    """The train_keras step: fit, write model.keras + card + history + curve, then the MLflow
+    training run (tracking.log_training).
 
     `settings`: {images (dataset folder inside raw), model, training, data (source identity)}.
     """
@@ -251,67 +250,67 @@ def run(
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
     model_cfg, train_cfg = settings["model"], settings["training"]
-    uri = tracking.tracking_uri(mlflow_cfg["tracking_uri"], mlflow_cfg["results"])
-    with tracking.run(uri, mlflow_cfg["experiment"], run_name=f"{name}-train") as active:
-        mlflow.set_tags({"usecase": name, "step": "train", "backend": "keras"})
-        tracking.log_params(
-            {"model": model_cfg, "training": train_cfg, "classes": len(classes), "images": len(manifest)}
+    started = time.time()
+    model, history, summary = train(
+        manifest, Path(raw) / settings["images"], classes, model_cfg, train_cfg, threads
+    )
+    with atomic_path(out["weights"]) as tmp:
+        keras_tmp = tmp.with_name(tmp.name + ".keras")
+        model.save(keras_tmp)
+        keras_tmp.replace(tmp)
+    write_tsv(history, out["history"])
+    plots.training_curve(history, out["curve"])
+    counts = manifest.groupby("split").size()
+    card = {
+        "id": sha256_file(out["weights"]),
+        "format": "keras",
+        "weights": Path(out["weights"]).name,
+        "backend": "keras",
+        "task": "classify",
+        "arch": model_cfg["arch"],
+        "classes": classes,
+        "input_size": model_cfg["input_size"],
+        "resize": "letterbox",
+        "preprocessing": "RGB uint8, letterbox to square (median border colour), resize, "
+        "keras.applications preprocess_input of the architecture",
+        "normalization": summary["normalization"],
+        "pretrained": summary["pretrained"],
+        "training": {
+            "manifest_sha256": manifest_hash(manifest),
+            "images": {str(k): int(v) for k, v in counts.items()},
+            "config": train_cfg,
+            "epochs_run": summary["epochs_run"],
+            "best_epoch": summary["best_epoch"],
+        },
+        "metrics": {
+            "val_macro_f1": summary["best_val_macro_f1"],
+            "val_accuracy": summary["val_metrics"]["accuracy"],
+        },
+        "data": {"source": settings.get("data", {})},
+        "libraries": kb.library_versions(),
+    }
+    with tempfile.TemporaryDirectory() as work:
+        confusion = write_confusion(
+            summary["val_metrics"]["confusion_matrix"],
+            classes,
+            work,
+            "val_confusion_matrix",
+            "Validation (best epoch)",
         )
-        model, history, summary = train(
-            manifest, Path(raw) / settings["images"], classes, model_cfg, train_cfg, threads
-        )
-        with atomic_path(out["weights"]) as tmp:
-            keras_tmp = tmp.with_name(tmp.name + ".keras")
-            model.save(keras_tmp)
-            keras_tmp.replace(tmp)
-        write_tsv(history, out["history"])
-        plots.training_curve(history, out["curve"])
-        counts = manifest.groupby("split").size()
-        card = {
-            "id": sha256_file(out["weights"]),
-            "format": "keras",
-            "weights": Path(out["weights"]).name,
-            "backend": "keras",
-            "task": "classify",
-            "arch": model_cfg["arch"],
-            "classes": classes,
-            "input_size": model_cfg["input_size"],
-            "resize": "letterbox",
-            "preprocessing": "RGB uint8, letterbox to square (median border colour), resize, "
-            "keras.applications preprocess_input of the architecture",
-            "normalization": summary["normalization"],
-            "pretrained": summary["pretrained"],
-            "training": {
-                "manifest_sha256": manifest_hash(manifest),
-                "images": {str(k): int(v) for k, v in counts.items()},
-                "config": train_cfg,
-                "epochs_run": summary["epochs_run"],
-                "best_epoch": summary["best_epoch"],
+        return tracking.log_training(
+            usecase=name,
+            card=card,
+            card_path=out["card"],
+            weights=out["weights"],
+            params={
+                "model": model_cfg,
+                "training": train_cfg,
+                "classes": len(classes),
+                "images": len(manifest),
             },
-            "metrics": {
-                "val_macro_f1": summary["best_val_macro_f1"],
-                "val_accuracy": summary["val_metrics"]["accuracy"],
-            },
-            "usecase": name,
-            "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id},
-            "data": {"source": settings.get("data", {})},
-            "libraries": kb.library_versions(),
-        }
-        write_json(card, out["card"])
-        mlflow.log_metrics(
-            {"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]}
+            history=history,
+            mlflow_cfg=mlflow_cfg,
+            metrics={"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]},
+            artifacts=[*confusion, out["curve"]],
+            started=started,
         )
-        mlflow.set_tag("model_id", card["id"])
-        for key in ("card", "weights"):  # the model folder as run artifact `model` (registry contract)
-            mlflow.log_artifact(str(out[key]), "model")
-        with tempfile.TemporaryDirectory() as work:
-            cm = Path(work) / "val_confusion_matrix.png"
-            plots.confusion_matrix(
-                np.array(summary["val_metrics"]["confusion_matrix"]),
-                classes,
-                cm,
-                title="Validation (best epoch)",
-            )
-            mlflow.log_artifact(str(cm))
-            mlflow.log_artifact(str(out["curve"]))
-    return card
