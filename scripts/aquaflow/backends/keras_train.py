@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from aquaflow.backends import keras_model as kb
 from aquaflow.backends import pretrained
 from aquaflow.data import augment, balance, imaging
 from aquaflow.io import atomic_path, read_json, sha256_file, write_tsv
-from aquaflow.monitoring import tracking
-from aquaflow.tasks.classify.metrics import classification_metrics, write_confusion
+from aquaflow.tasks.classify.metrics import classification_metrics
+from aquaflow.tasks.classify.runs import log_classifier_training
 
 log = logging.getLogger(__name__)
 
@@ -289,28 +288,15 @@ def run(
         "data": {"source": settings.get("data", {})},
         "libraries": kb.library_versions(),
     }
-    with tempfile.TemporaryDirectory() as work:
-        confusion = write_confusion(
-            summary["val_metrics"]["confusion_matrix"],
-            classes,
-            work,
-            "val_confusion_matrix",
-            "Validation (best epoch)",
-        )
-        return tracking.log_training(
-            usecase=name,
-            card=card,
-            card_path=out["card"],
-            weights=out["weights"],
-            params={
-                "model": model_cfg,
-                "training": train_cfg,
-                "classes": len(classes),
-                "images": len(manifest),
-            },
-            history=history,
-            mlflow_cfg=mlflow_cfg,
-            metrics={"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]},
-            artifacts=[*confusion, out["curve"]],
-            started=started,
-        )
+    return log_classifier_training(
+        usecase=name,
+        card=card,
+        out=out,
+        settings=settings,
+        images=len(manifest),
+        history=history,
+        val_metrics=summary["val_metrics"],
+        best={"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]},
+        mlflow_cfg=mlflow_cfg,
+        started=started,
+    )

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import math
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ from aquaflow.backends import pretrained
 from aquaflow.backends import torch_model as models
 from aquaflow.data import augment, balance, imaging
 from aquaflow.io import atomic_path, sha256_file, write_json, write_tsv
-from aquaflow.tasks.classify.metrics import classification_metrics, write_confusion
+from aquaflow.tasks.classify.metrics import classification_metrics
+from aquaflow.tasks.classify.runs import log_classifier_training
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,6 @@ def run(
     `out`: weights, card, history, curve paths.
     """
     from aquaflow.io import read_json
-    from aquaflow.monitoring import tracking
 
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
@@ -372,28 +371,15 @@ def run(
         {"data": {"source": settings["data"]}},
     )
     plots.training_curve(result.history, out["curve"])
-    with tempfile.TemporaryDirectory() as work:
-        confusion = write_confusion(
-            result.val_metrics["confusion_matrix"],
-            classes,
-            work,
-            "val_confusion_matrix",
-            "Validation confusion matrix (best epoch)",
-        )
-        return tracking.log_training(
-            usecase=name,
-            card=card,
-            card_path=out["card"],
-            weights=out["weights"],
-            params={
-                "model": model_cfg,
-                "training": train_cfg,
-                "classes": len(classes),
-                "images": len(manifest),
-            },
-            history=result.history,
-            mlflow_cfg=mlflow_cfg,
-            metrics={"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch},
-            artifacts=[*confusion, out["curve"]],
-            started=started,
-        )
+    return log_classifier_training(
+        usecase=name,
+        card=card,
+        out=out,
+        settings=settings,
+        images=len(manifest),
+        history=result.history,
+        val_metrics=result.val_metrics,
+        best={"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch},
+        mlflow_cfg=mlflow_cfg,
+        started=started,
+    )

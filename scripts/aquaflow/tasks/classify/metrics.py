@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-from aquaflow import plots
-from aquaflow.io import write_json
 
 
 def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
@@ -67,14 +63,3 @@ def classification_metrics(
         if k <= len(classes):
             out[f"top{k}_accuracy"] = top_k_accuracy(y_true, probs, k)
     return out
-
-
-def write_confusion(
-    matrix: list[list[int]], classes: list[str], folder: str | Path, name: str, title: str
-) -> list[Path]:
-    """A confusion matrix as `<name>.png` (figure) and `<name>.json` ({classes, matrix}) in folder."""
-    folder = Path(folder)
-    figure, table = folder / f"{name}.png", folder / f"{name}.json"
-    plots.confusion_matrix(np.array(matrix), classes, figure, title=title)
-    write_json({"classes": classes, "matrix": matrix}, table)
-    return [figure, table]
