@@ -137,6 +137,7 @@ def test_training_run_has_params_metrics_per_epoch_and_the_model_folder(workflow
         got = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
         assert got == [(int(e), float(v)) for e, v in zip(history["epoch"], history[column], strict=True)]
     assert run.data.metrics["train_seconds"] > 0
+    print(f"training run: {run.data.metrics['train_seconds']:.1f} s, metrics {sorted(run.data.metrics)}")
 
     model = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert model == {"model/model.pt", "model/model_card.json"}
@@ -194,6 +195,7 @@ def test_given_detector_predicts_the_campaign_without_training(workflow, given, 
     assert summary["seen"] == summary["predicted"] == 4
     ours, theirs = _predictions(res, uc), _predictions(res, "fish")
     assert len(theirs) > 0 and len(ours) == len(theirs)
+    print(f"{uc}: {len(ours)} detections on 4 images, the trained use case's exactly")
     assert (ours["model_id"] == fish["id"]).all()
     assert (
         ours["name"].tolist() == theirs["name"].tolist()
