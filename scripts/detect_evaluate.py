@@ -12,4 +12,5 @@ evaluate.run(
     out=dict(snakemake.output.items()),
     work=snakemake.params.work,
     ultralytics_dir=snakemake.params.ultralytics,
+    mlflow_cfg=snakemake.params.mlflow,
 )

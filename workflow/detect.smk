@@ -1,5 +1,7 @@
 # Detection, instance segmentation and oriented boxes (task detect | segment | obb): Ultralytics
 # YOLO, offline. Same flow as classification: prepare -> train -> evaluate -> campaign shards -> gather.
+# Training logs an MLflow run and registers the model (mlflow.registered_model), as every trainer;
+# evaluation adds its held-out figures to that run.
 # The rules only serve use cases whose task is not classify (wildcard_constraints); campaign inputs
 # come from infer_inputs (task-agnostic); detect_gather wins over infer_gather (ruleorder).
 
@@ -59,6 +61,7 @@ rule train_detect:
         task=detection_task,
         work=f"{RESULTS}/{{uc}}/detect/train",
         ultralytics=f"{RESULTS}/{{uc}}/detect/ultralytics",
+        mlflow=mlflow_settings,
     script:
         "../scripts/detect_train.py"
 
@@ -120,6 +123,7 @@ rule evaluate_detect:
         spec=detection_evaluation,
         work=f"{RESULTS}/{{uc}}/detect/eval",
         ultralytics=f"{RESULTS}/{{uc}}/detect/ultralytics",
+        mlflow=mlflow_settings,
     script:
         "../scripts/detect_evaluate.py"
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
@@ -27,9 +25,8 @@ from aquaflow.backends import keras_model as kb
 from aquaflow.backends import pretrained
 from aquaflow.data import augment, balance, imaging
 from aquaflow.io import atomic_path, read_json, sha256_file, write_tsv
-from aquaflow.models.artifacts import write_card
-from aquaflow.monitoring import tracking
 from aquaflow.tasks.classify.metrics import classification_metrics
+from aquaflow.tasks.classify.runs import log_classifier_training
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +199,6 @@ def train(
                 "seconds": time.perf_counter() - state["t0"],
             }
             rows.append(row)
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             log.info(
                 "epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
             )
@@ -243,7 +239,8 @@ def run(
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
 ) -> dict[str, Any]:
-    """The train_keras step: fit, write model.keras + card + history + curve, one MLflow run.
+    """The train_keras step: fit, write model.keras + card + history + curve, then the MLflow
+    training run (tracking.log_training).
 
     `settings`: {images (dataset folder inside raw), model, training, data (source identity)}.
     """
@@ -252,67 +249,54 @@ def run(
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
     model_cfg, train_cfg = settings["model"], settings["training"]
-    uri = tracking.tracking_uri(mlflow_cfg["tracking_uri"], mlflow_cfg["results"])
-    with tracking.run(uri, mlflow_cfg["experiment"], run_name=f"{name}-train") as active:
-        mlflow.set_tags({"usecase": name, "step": "train", "backend": "keras"})
-        tracking.log_params(
-            {"model": model_cfg, "training": train_cfg, "classes": len(classes), "images": len(manifest)}
-        )
-        model, history, summary = train(
-            manifest, Path(raw) / settings["images"], classes, model_cfg, train_cfg, threads
-        )
-        with atomic_path(out["weights"]) as tmp:
-            keras_tmp = tmp.with_name(tmp.name + ".keras")
-            model.save(keras_tmp)
-            keras_tmp.replace(tmp)
-        write_tsv(history, out["history"])
-        plots.training_curve(history, out["curve"])
-        counts = manifest.groupby("split").size()
-        card = {
-            "id": sha256_file(out["weights"]),
-            "format": "keras",
-            "weights": Path(out["weights"]).name,
-            "backend": "keras",
-            "task": "classify",
-            "arch": model_cfg["arch"],
-            "classes": classes,
-            "input_size": model_cfg["input_size"],
-            "resize": "letterbox",
-            "preprocessing": "RGB uint8, letterbox to square (median border colour), resize, "
-            "keras.applications preprocess_input of the architecture",
-            "normalization": summary["normalization"],
-            "pretrained": summary["pretrained"],
-            "training": {
-                "manifest_sha256": manifest_hash(manifest),
-                "images": {str(k): int(v) for k, v in counts.items()},
-                "config": train_cfg,
-                "epochs_run": summary["epochs_run"],
-                "best_epoch": summary["best_epoch"],
-            },
-            "metrics": {
-                "val_macro_f1": summary["best_val_macro_f1"],
-                "val_accuracy": summary["val_metrics"]["accuracy"],
-            },
-            "usecase": name,
-            "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id},
-            "data": {"source": settings.get("data", {})},
-            "libraries": kb.library_versions(),
-        }
-        write_card(card, out["card"])
-        mlflow.log_metrics(
-            {"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]}
-        )
-        mlflow.set_tag("model_id", card["id"])
-        for key in ("card", "weights"):  # the model folder as run artifact `model` (registry contract)
-            mlflow.log_artifact(str(out[key]), "model")
-        with tempfile.TemporaryDirectory() as work:
-            cm = Path(work) / "val_confusion_matrix.png"
-            plots.confusion_matrix(
-                np.array(summary["val_metrics"]["confusion_matrix"]),
-                classes,
-                cm,
-                title="Validation (best epoch)",
-            )
-            mlflow.log_artifact(str(cm))
-            mlflow.log_artifact(str(out["curve"]))
-    return card
+    started = time.time()
+    model, history, summary = train(
+        manifest, Path(raw) / settings["images"], classes, model_cfg, train_cfg, threads
+    )
+    with atomic_path(out["weights"]) as tmp:
+        keras_tmp = tmp.with_name(tmp.name + ".keras")
+        model.save(keras_tmp)
+        keras_tmp.replace(tmp)
+    write_tsv(history, out["history"])
+    plots.training_curve(history, out["curve"])
+    counts = manifest.groupby("split").size()
+    card = {
+        "id": sha256_file(out["weights"]),
+        "format": "keras",
+        "weights": Path(out["weights"]).name,
+        "backend": "keras",
+        "task": "classify",
+        "arch": model_cfg["arch"],
+        "classes": classes,
+        "input_size": model_cfg["input_size"],
+        "resize": "letterbox",
+        "preprocessing": "RGB uint8, letterbox to square (median border colour), resize, "
+        "keras.applications preprocess_input of the architecture",
+        "normalization": summary["normalization"],
+        "pretrained": summary["pretrained"],
+        "training": {
+            "manifest_sha256": manifest_hash(manifest),
+            "images": {str(k): int(v) for k, v in counts.items()},
+            "config": train_cfg,
+            "epochs_run": summary["epochs_run"],
+            "best_epoch": summary["best_epoch"],
+        },
+        "metrics": {
+            "val_macro_f1": summary["best_val_macro_f1"],
+            "val_accuracy": summary["val_metrics"]["accuracy"],
+        },
+        "data": {"source": settings.get("data", {})},
+        "libraries": kb.library_versions(),
+    }
+    return log_classifier_training(
+        usecase=name,
+        card=card,
+        out=out,
+        settings=settings,
+        images=len(manifest),
+        history=history,
+        val_metrics=summary["val_metrics"],
+        best={"best_val_macro_f1": summary["best_val_macro_f1"], "best_epoch": summary["best_epoch"]},
+        mlflow_cfg=mlflow_cfg,
+        started=started,
+    )

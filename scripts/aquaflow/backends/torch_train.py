@@ -7,13 +7,11 @@ import hashlib
 import logging
 import math
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
@@ -28,6 +26,7 @@ from aquaflow.data import augment, balance, imaging
 from aquaflow.io import atomic_path, sha256_file, write_tsv
 from aquaflow.models.artifacts import write_card
 from aquaflow.tasks.classify.metrics import classification_metrics
+from aquaflow.tasks.classify.runs import log_classifier_training
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ def train(
 ) -> tuple[TrainResult, torch.nn.Module]:
     """Train; return the result and the backbone holding the best epoch's weights.
 
-    Best = highest validation macro-F1. The caller owns the MLflow run; per-epoch metrics go to it.
+    Best = highest validation macro-F1. The history (one row per epoch) is what the MLflow run logs.
     `pretrained_file`: the fetched `model.pretrained` weights (fetch_pretrained rule); without it a
     package/path source is read where it lies. The first `freeze_epochs` train the head only.
     """
@@ -265,7 +264,6 @@ def train(
             "seconds": time.perf_counter() - t0,
         }
         history.append(row)
-        mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
         if val_f1 > best_f1 + es["min_delta"] or not has_val:
             best_f1, best_epoch, stale = float(val_f1), epoch, 0
@@ -332,25 +330,6 @@ def write_outputs(
     return card
 
 
-def log_run_artifacts(card_path: Path, result: TrainResult, classes: list[str], work: Path) -> None:
-    """Model card, validation confusion matrix and training curve into the active MLflow run."""
-    work.mkdir(parents=True, exist_ok=True)
-    cm = work / "val_confusion_matrix.png"
-    plots.confusion_matrix(
-        np.array(result.val_metrics["confusion_matrix"]),
-        classes,
-        cm,
-        title="Validation confusion matrix (best epoch)",
-    )
-    curve = work / "training_curve.png"
-    plots.training_curve(result.history, curve)
-    for p in (card_path, cm, curve):
-        mlflow.log_artifact(str(p))
-    mlflow.log_dict(
-        {"classes": classes, "matrix": result.val_metrics["confusion_matrix"]}, "val_confusion_matrix.json"
-    )
-
-
 def run(
     *,
     name: str,
@@ -364,49 +343,44 @@ def run(
     threads: int = 1,
     log_stream=None,
 ) -> dict[str, Any]:
-    """The train step: fit, write weights + card + history + curve, track it all in one MLflow run.
+    """The train step: fit, write weights + card + history + curve, then the MLflow training run
+    (tracking.log_training: params, per-epoch history, card, model folder, registry version).
 
     `settings`: {images (folder of the dataset), model, training, data (source identity)}.
     `out`: weights, card, history, curve paths.
     """
     from aquaflow.io import read_json
-    from aquaflow.monitoring import tracking
 
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
     images_root = Path(raw) / settings["images"]
     model_cfg, train_cfg = settings["model"], settings["training"]
-    uri = tracking.tracking_uri(mlflow_cfg["tracking_uri"], mlflow_cfg["results"])
-    with tracking.run(uri, mlflow_cfg["experiment"], run_name=f"{name}-train") as active:
-        mlflow.set_tags({"usecase": name, "step": "train"})
-        tracking.log_params(
-            {"model": model_cfg, "training": train_cfg, "classes": len(classes), "images": len(manifest)}
-        )
-        result, best = train(
-            manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream, pretrained_file
-        )
-        extra = {
-            "usecase": name,
-            "mlflow": {"tracking_uri": uri, "run_id": active.info.run_id},
-            "data": {"source": settings["data"]},
-        }
-        card = write_outputs(
-            best,
-            result,
-            manifest,
-            classes,
-            model_cfg,
-            train_cfg,
-            Path(out["weights"]),
-            Path(out["card"]),
-            Path(out["history"]),
-            extra,
-        )
-        plots.training_curve(result.history, out["curve"])
-        mlflow.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch})
-        mlflow.set_tag("model_id", card["id"])
-        with tempfile.TemporaryDirectory() as work:
-            log_run_artifacts(Path(out["card"]), result, classes, Path(work))
-        # issue 11: the model folder (card + weights) as run artifact `model`, registered by name
-        tracking.register_if_configured(mlflow_cfg, name, out["weights"], out["card"], card)
-    return card
+    started = time.time()
+    result, best = train(
+        manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream, pretrained_file
+    )
+    card = write_outputs(
+        best,
+        result,
+        manifest,
+        classes,
+        model_cfg,
+        train_cfg,
+        Path(out["weights"]),
+        Path(out["card"]),
+        Path(out["history"]),
+        {"data": {"source": settings["data"]}},
+    )
+    plots.training_curve(result.history, out["curve"])
+    return log_classifier_training(
+        usecase=name,
+        card=card,
+        out=out,
+        settings=settings,
+        images=len(manifest),
+        history=result.history,
+        val_metrics=result.val_metrics,
+        best={"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch},
+        mlflow_cfg=mlflow_cfg,
+        started=started,
+    )

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 
@@ -86,24 +85,13 @@ def run(
         title=f"Confusion matrix, {split} split (n={m['n']})",
     )
 
-    uri = tracking.tracking_uri(mlflow_cfg["tracking_uri"], mlflow_cfg["results"])
-    # the training run when the model was trained against this store, else an evaluation run of its own
-    trained_here = card.get("mlflow", {}).get("tracking_uri") == uri
-    run_id = card["mlflow"]["run_id"] if trained_here else None
-    run_name = None if trained_here else f"{card.get('usecase', 'model')}-evaluate"
-    try:
-        with tracking.run(uri, mlflow_cfg["experiment"], run_name=run_name, run_id=run_id):
-            if run_id is None:  # a model trained elsewhere: its own evaluation run
-                mlflow.set_tags({"step": "evaluate", "model_id": card["id"]})
-            mlflow.log_metrics(
-                {f"{split}_{k}": v for k, v in m.items() if isinstance(v, float) and np.isfinite(v)}
-            )
-            mlflow.log_artifact(str(out["confusion"]), artifact_path=f"eval_{split}")
-            mlflow.log_artifact(str(out["per_class"]), artifact_path=f"eval_{split}")
-            mlflow.log_dict(
-                {"classes": classes, "matrix": m["confusion_matrix"]}, f"eval_{split}/confusion_matrix.json"
-            )
-    except mlflow.exceptions.MlflowException as exc:  # e.g. another tracking server than at train
-        log.warning("could not log evaluation to MLflow run %s: %s", run_id, exc)
+    tracking.log_evaluation(
+        card,
+        {f"{split}_{k}": v for k, v in m.items()},
+        f"eval_{split}",
+        mlflow_cfg,
+        files=[out["confusion"], out["per_class"]],
+        dicts={"confusion_matrix.json": {"classes": classes, "matrix": m["confusion_matrix"]}},
+    )
     log.info("evaluation on %s: %s", split, {k: v for k, v in m.items() if isinstance(v, float)})
     return m

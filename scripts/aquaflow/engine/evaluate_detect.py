@@ -24,10 +24,19 @@ from aquaflow.backends.yolo import ultra
 from aquaflow.backends.yolo.predict import Detector
 from aquaflow.data import imaging
 from aquaflow.io import read_json, write_json, write_tsv
+from aquaflow.monitoring import tracking
 from aquaflow.tasks.detect import outputs
 from aquaflow.tasks.detect.detections import Detections, obb_corners
 
 log = logging.getLogger(__name__)
+# the rows of eval/summary.tsv: headline figures under their report labels
+SUMMARY_LABELS = {
+    "mAP50": "mAP50",
+    "mAP50_95": "mAP50-95",
+    "precision": "precision",
+    "recall": "recall",
+    "mean_matched_iou": "mean matched IoU",
+}
 MAP_CONF = 0.001  # as Ultralytics val and the COCO protocol: score the whole precision-recall curve
 
 
@@ -222,7 +231,10 @@ def run(
     out: dict[str, str | Path],
     work: str | Path,
     ultralytics_dir: str | Path,
+    mlflow_cfg: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Predict the held-out split, score it, write metrics.json, COCO results and the tables; with
+    `mlflow_cfg`, the headline figures go to the model's training run (tracking.log_evaluation)."""
     from aquaflow.tasks.detect.formats import read_yolo
 
     ultra.setup(ultralytics_dir)
@@ -270,19 +282,30 @@ def run(
         }
     write_json(metrics, out["metrics"])
     write_tsv(per_class_table(metrics, classes), out["per_class"])
-    summary = [
-        ("mAP50", metrics["record"]["mAP50"]),
-        ("mAP50-95", metrics["record"]["mAP50_95"]),
-        ("precision", metrics["at_threshold"]["all"]["precision"]),
-        ("recall", metrics["at_threshold"]["all"]["recall"]),
-        ("mean matched IoU", metrics["at_threshold"]["mean_matched_iou"]),
-    ]
-    write_tsv(
-        pd.DataFrame(summary, columns=["metric", "value"]).assign(source=metrics["record"]["source"]),
-        out["summary"],
-    )
+    rows = [(SUMMARY_LABELS[k], v) for k, v in headline(metrics).items() if k in SUMMARY_LABELS]
+    summary = pd.DataFrame(rows, columns=["metric", "value"])
+    write_tsv(summary.assign(source=metrics["record"]["source"]), out["summary"])
+    if mlflow_cfg is not None:
+        tracking.log_evaluation(
+            card,
+            {f"{split}_{k}": v for k, v in headline(metrics).items()},
+            f"eval_{split}",
+            mlflow_cfg,
+            files=[out["metrics"], out["summary"], out["per_class"]],
+        )
     log.info("evaluation: %s", metrics["record"])
     return metrics
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The figures of record (mAP50, mAP50-95) and those at the configured threshold."""
+    at = metrics["at_threshold"]
+    return {
+        "mAP50": metrics["record"]["mAP50"],
+        "mAP50_95": metrics["record"]["mAP50_95"],
+        **{k: at["all"][k] for k in ("precision", "recall", "f1")},
+        "mean_matched_iou": at["mean_matched_iou"],
+    }
 
 
 def per_class_table(metrics: dict[str, Any], classes: list[str]) -> pd.DataFrame:

@@ -3,26 +3,38 @@
 Safe for jobs that log at the same time (several use cases training at once on a cluster):
 on a SQLite store, database creation/migration and experiment creation happen under a file lock;
 on a server, a lost create-experiment race is resolved by reading the winner's experiment.
-Training registers its model in the model registry (`runs:/<run_id>/model`, a folder holding the
-model card and the weights); `models:/<name>/<version>` or `models:/<name>@<alias>` loads it back.
+Every trainer (torch, Keras, Ultralytics) ends in `log_training`: one run with params, per-epoch
+history, the card and the model folder, registered in the model registry (`runs:/<run_id>/model`, a
+folder holding the model card and the weights); `models:/<name>/<version>` or `models:/<name>@<alias>`
+loads it back. `log_evaluation` adds held-out figures to that run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import re
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
+
+from aquaflow.io import write_json
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"  # run artifact path of the model folder (card + weights)
+MODEL_CARD = "model_card.json"  # the card's name inside that folder (aquaflow.models.artifacts.CARD)
+_BAD_METRIC_CHARS = re.compile(r"[^\w\-./ :]")
 
 
 def tracking_uri(configured: str | None, results: str | Path) -> str:
@@ -131,6 +143,19 @@ def registered_name(template: str | None, usecase: str) -> str | None:
     return template.replace("{uc}", usecase) if template else None
 
 
+def log_model_folder(weights: str | Path, card_path: str | Path) -> None:
+    """In the active run: the model folder (weights + `model_card.json`, whatever the card file's
+    local name) as artifact path `model`, the folder a registry version points at."""
+    mlflow.log_artifact(str(weights), MODEL_ARTIFACT)
+    if Path(card_path).name == MODEL_CARD:
+        mlflow.log_artifact(str(card_path), MODEL_ARTIFACT)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        renamed = Path(tmp, MODEL_CARD)
+        shutil.copyfile(card_path, renamed)
+        mlflow.log_artifact(str(renamed), MODEL_ARTIFACT)
+
+
 def register_model(name: str, weights: str | Path, card: dict[str, Any], card_path: str | Path) -> Any:
     """In the active run: log the model folder (card + weights) as artifact path `model` and register
     `runs:/<run_id>/model` as a new version of `name`, described by the model card."""
@@ -139,8 +164,7 @@ def register_model(name: str, weights: str | Path, card: dict[str, Any], card_pa
     active = mlflow.active_run()
     if active is None:
         raise RuntimeError("register_model needs an active MLflow run")
-    mlflow.log_artifact(str(card_path), MODEL_ARTIFACT)
-    mlflow.log_artifact(str(weights), MODEL_ARTIFACT)
+    log_model_folder(weights, card_path)
     uri = mlflow.get_tracking_uri()
     # the registry of the tracking store, whatever MLFLOW_REGISTRY_URI a parent process left
     c = client(uri)
@@ -160,11 +184,12 @@ def register_model(name: str, weights: str | Path, card: dict[str, Any], card_pa
             "model_id": card["id"],
             "arch": str(card.get("arch")),
             "task": str(card.get("task")),
+            "backend": str(card.get("backend")),
             "classes": str(len(card.get("classes", []))),
             "input_size": str(card.get("input_size")),
             "usecase": str(card.get("usecase", "")),
         }
-        description = "Model card (model/model_card.json):\n" + _card_summary(card)
+        description = f"Model card ({MODEL_ARTIFACT}/{MODEL_CARD}):\n" + _card_summary(card)
         version = c.create_model_version(
             name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags, description=description
         )
@@ -173,12 +198,120 @@ def register_model(name: str, weights: str | Path, card: dict[str, Any], card_pa
     return version
 
 
-def register_if_configured(
-    mlflow_cfg: dict[str, Any], usecase: str, weights: str | Path, card_path: str | Path, card: dict[str, Any]
-) -> Any:
-    """The training step's registry call: register under `mlflow.registered_model` (null = don't)."""
-    name = registered_name(mlflow_cfg.get("registered_model", "aquaflow_{uc}"), usecase)
-    return register_model(name, weights, card, card_path) if name else None
+def metric_key(name: Any) -> str:
+    """A metric name MLflow accepts: characters outside [alphanumerics _ - . / space :] dropped
+    (Ultralytics' `metrics/mAP50(B)` -> `metrics/mAP50B`, as its own MLflow callback names it)."""
+    return _BAD_METRIC_CHARS.sub("", str(name)).strip()
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def epoch_metrics(history: pd.DataFrame) -> list[Any]:
+    """Every finite number of a training history as MLflow metrics, step = the `epoch` column
+    (else the row number from 1); one metric per other column."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    steps = history["epoch"].astype(int) if "epoch" in history else range(1, len(history) + 1)
+    out = []
+    for step, row in zip(steps, history.to_dict("records"), strict=True):
+        for key, value in row.items():
+            if key != "epoch" and _finite(value):
+                out.append(Metric(metric_key(key), float(value), now, int(step)))
+    return out
+
+
+def log_training(
+    *,
+    usecase: str,
+    card: dict[str, Any],
+    card_path: str | Path,
+    weights: str | Path,
+    params: dict[str, Any],
+    history: pd.DataFrame,
+    mlflow_cfg: dict[str, Any],
+    metrics: dict[str, float] | None = None,
+    artifacts: Sequence[str | Path] = (),
+    started: float | None = None,
+    write_card: Callable[[dict[str, Any], str | Path], Any] = write_json,
+) -> dict[str, Any]:
+    """The MLflow training run of any backend, from what its trainer wrote: tags (use case, step,
+    backend, task, model id), params (flattened), per-epoch `history` (step = epoch), summary
+    `metrics`, the card (written to `card_path` with `usecase` and `mlflow` {tracking_uri, run_id}
+    added) and `artifacts` at the top level, the model folder as artifact `model`, and a version
+    of it in the registry under `mlflow.registered_model` (null: the folder is logged, no version).
+    `started` (epoch seconds) is the run's start time, so its duration is the training's;
+    `write_card` writes the card (trainers pass `aquaflow.models.artifacts.write_card`, which
+    validates it against the model-card schema). Returns the card as written."""
+    uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
+    experiment = ensure_experiment(uri, mlflow_cfg["experiment"])
+    c = client(uri)
+    tags = {
+        "usecase": usecase,
+        "step": "train",
+        "backend": str(card.get("backend")),
+        "task": str(card.get("task")),
+        "model_id": card["id"],
+    }
+    created = c.create_run(
+        experiment,
+        start_time=int(started * 1000) if started else None,
+        tags=tags,
+        run_name=f"{usecase}-train",
+    )
+    run_id = created.info.run_id
+    with mlflow.start_run(run_id=run_id):
+        log_params(params)
+        batch = epoch_metrics(history)
+        for i in range(0, len(batch), 1000):  # MLflow's limit per log_batch call
+            c.log_batch(run_id, metrics=batch[i : i + 1000])
+        mlflow.log_metrics({metric_key(k): float(v) for k, v in (metrics or {}).items() if _finite(v)})
+        card = {**card, "usecase": usecase, "mlflow": {"tracking_uri": uri, "run_id": run_id}}
+        write_card(card, card_path)
+        for path in (card_path, *artifacts):
+            mlflow.log_artifact(str(path))
+        name = registered_name(mlflow_cfg.get("registered_model", "aquaflow_{uc}"), usecase)
+        if name:
+            register_model(name, weights, card, card_path)
+        else:
+            log_model_folder(weights, card_path)
+    log.info("training run %s of %s (model %s) in %s", run_id, usecase, card["id"][:16], uri)
+    return card
+
+
+def log_evaluation(
+    card: dict[str, Any],
+    metrics: dict[str, Any],
+    artifact_path: str,
+    mlflow_cfg: dict[str, Any],
+    files: Sequence[str | Path] = (),
+    dicts: dict[str, Any] | None = None,
+) -> str | None:
+    """Held-out figures (the finite numbers of `metrics`) plus files and dicts under `artifact_path`:
+    into the run that trained the model when it was trained here against this store, else (a given
+    model) into an evaluation run of its own. A store that refuses is a warning; returns the run id."""
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
+    tracked = card.get("mlflow") or {}
+    trained_here = tracked.get("tracking_uri") == uri and not card.get("imported_from")
+    run_id = tracked.get("run_id") if trained_here else None
+    run_name = None if run_id else f"{card.get('usecase', 'model')}-evaluate"
+    try:
+        with run(uri, mlflow_cfg["experiment"], run_name=run_name, run_id=run_id) as active:
+            if run_id is None:
+                mlflow.set_tags({"step": "evaluate", "model_id": card["id"]})
+            mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items() if _finite(v)})
+            for path in files:
+                mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            for name, value in (dicts or {}).items():
+                mlflow.log_dict(value, f"{artifact_path}/{name}")
+            return active.info.run_id
+    except MlflowException as exc:  # e.g. another tracking server than at training time
+        log.warning("could not log the evaluation to MLflow (run %s): %s", run_id, exc)
+        return None
 
 
 def _card_summary(card: dict[str, Any]) -> str:

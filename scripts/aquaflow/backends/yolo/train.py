@@ -1,4 +1,5 @@
-"""Training a YOLO detector / segmenter / OBB model with Ultralytics, offline, into a model card."""
+"""Training a YOLO detector / segmenter / OBB model with Ultralytics, offline, into a model card and
+an MLflow training run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pandas as pd
 from aquaflow.backends.yolo import ultra
 from aquaflow.io import atomic_path, read_json, sha256_file, write_tsv
 from aquaflow.models.artifacts import write_card
+from aquaflow.monitoring import tracking
 from aquaflow.tasks.detect.plots import training_curve
 
 log = logging.getLogger(__name__)
@@ -76,17 +78,64 @@ def history(results_csv: Path) -> pd.DataFrame:
     return df
 
 
+def model_card(
+    spec: dict[str, Any],
+    task: str,
+    args: dict[str, Any],
+    facts: dict[str, Any],
+    weights: Path,
+    seconds: float,
+    epochs: int,
+) -> dict[str, Any]:
+    """The model card of a trained YOLO model (`facts`: dataset.json of detect_prepare)."""
+    arch = (
+        Path(spec["model"]["weights"]).name
+        if spec["model"].get("weights")
+        else ultra.model_yaml(spec["model"]["size"], task, spec["model"]["family"])
+    )
+    return {
+        "id": sha256_file(weights),
+        "format": "ultralytics",
+        "weights": weights.name,
+        "task": task,
+        "backend": "ultralytics",
+        "arch": arch,
+        "classes": facts["names"],
+        "input_size": spec["imgsz"],
+        "normalization": {"preprocess": "Ultralytics letterbox to input_size, RGB / 255"},
+        "training": {
+            **{k: v for k, v in args.items() if k not in ("data", "project", "name", "exist_ok", "verbose")},
+            "seconds": round(seconds, 1),
+            "seconds_per_epoch": round(seconds / max(1, epochs), 2),
+            "epochs_run": epochs,
+        },
+        "data": {"splits": facts["splits"], "source": facts["source"]},
+        "libraries": library_versions(),
+        "loading": "Ultralytics .pt is a pickle: loaded with ULTRALYTICS_SAFE_LOAD (weights_only allow-list);"
+        " load only weights this workflow produced or that you trust",
+    }
+
+
+def final_metrics(trainer: Any) -> dict[str, float]:
+    """The trainer's last validation figures (of the best checkpoint) as `best.<name>` metrics."""
+    found = getattr(trainer, "metrics", None) or {}
+    return {f"best.{k}": float(v) for k, v in found.items() if isinstance(v, (int, float))}
+
+
 def run(
     *,
+    name: str,
     data_dir: str | Path,
     spec: dict[str, Any],
     task: str,
     out: dict[str, str | Path],
     work: str | Path,
     ultralytics_dir: str | Path,
+    mlflow_cfg: dict[str, Any],
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train, then write model.pt (the best checkpoint), model_card.json, history.tsv and the curve."""
+    """Train, write model.pt (the best checkpoint), history.tsv and the curve, then the MLflow
+    training run (tracking.log_training: params, per-epoch history, card, model folder, registry)."""
     ultra.setup(ultralytics_dir)
     work = Path(work)
     shutil.rmtree(work / "run", ignore_errors=True)
@@ -95,7 +144,7 @@ def run(
     model = ultra.build(spec["model"], task)
     args = train_args(spec, data_yaml, work, threads)
     log.info("ultralytics train %s", args)
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     model.train(**args)
     seconds = time.perf_counter() - t0
     save_dir = Path(model.trainer.save_dir)
@@ -107,32 +156,26 @@ def run(
     hist = history(save_dir / "results.csv")
     write_tsv(hist, out["history"])
     training_curve(hist, out["curve"])
-    arch = (
-        Path(spec["model"]["weights"]).name
-        if spec["model"].get("weights")
-        else ultra.model_yaml(spec["model"]["size"], task, spec["model"]["family"])
-    )
-    card = {
-        "id": sha256_file(out["weights"]),
-        "format": "ultralytics",
-        "weights": Path(out["weights"]).name,
+    card = model_card(spec, task, args, facts, Path(out["weights"]), seconds, len(hist))
+    log.info("trained %s in %.1f s (%d epochs)", card["arch"], seconds, len(hist))
+    params = {
         "task": task,
-        "backend": "ultralytics",
-        "arch": arch,
-        "classes": facts["names"],
-        "input_size": spec["imgsz"],
-        "normalization": {"preprocess": "Ultralytics letterbox to input_size, RGB / 255"},
-        "training": {
-            **{k: v for k, v in args.items() if k not in ("data", "project", "name", "exist_ok", "verbose")},
-            "seconds": round(seconds, 1),
-            "seconds_per_epoch": round(seconds / max(1, len(hist)), 2),
-            "epochs_run": len(hist),
-        },
-        "data": {"splits": facts["splits"], "source": facts["source"]},
-        "libraries": library_versions(),
-        "loading": "Ultralytics .pt is a pickle: loaded with ULTRALYTICS_SAFE_LOAD (weights_only allow-list);"
-        " load only weights this workflow produced or that you trust",
+        "model": spec["model"],
+        "imgsz": spec["imgsz"],
+        "training": spec["train"],
+        "classes": len(facts["names"]),
+        "images": {split: facts["splits"][split]["images"] for split in facts["splits"]},
     }
-    write_card(card, out["card"])
-    log.info("trained %s in %.1f s (%d epochs)", arch, seconds, len(hist))
-    return card
+    return tracking.log_training(
+        usecase=name,
+        card=card,
+        card_path=out["card"],
+        weights=out["weights"],
+        params=params,
+        history=hist,
+        mlflow_cfg=mlflow_cfg,
+        metrics={"train_seconds": seconds, **final_metrics(model.trainer)},
+        artifacts=[out["history"], out["curve"]],
+        started=started,
+        write_card=write_card,
+    )
