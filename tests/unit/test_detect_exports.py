@@ -13,21 +13,16 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from dwca.read import DwCAReader
-from lxml import etree
-from pyobistools.validation.check_eventids import check_extension_eventids
-from pyobistools.validation.check_fields import check_fields
-from pyobistools.validation.check_occurrence_core_and_extension import check_occurrence_core_and_extension
 
 from aquaflow.engine import staging
 from aquaflow.standards import dwca, ecotaxa
 from aquaflow.standards.taxonomy import Taxon, write_table
 from aquaflow.tasks.objects import export_objects
 
+from ..dwca_checks import meta_xml_errors, obis_problems, read_archive
 from .test_ecotaxa import reimport
 
 TASKS = ["detect", "segment", "obb"]
-XSD = Path(__file__).resolve().parents[1] / "data" / "xsd" / "tdwg_dwc_text.xsd"
 W, H = 96, 64  # every image
 PIXEL = {"value": 50, "unit": "um"}  # 0.05 mm
 MM = 0.05
@@ -254,37 +249,15 @@ def write_inputs(tmp_path: Path, task: str) -> dict:
     }
 
 
-def read_archive(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """event, occurrence, eMoF as python-dwca-reader reads them (term names, eventID for coreid)."""
-    with DwCAReader(str(path)) as dw:
-        assert sum(len(r.extensions) for r in dw) > 0
-        tables = [
-            dw.pd_read(name, dtype=str, keep_default_na=False)
-            for name in ("event.txt", "occurrence.txt", "extendedmeasurementorfact.txt")
-        ]
-    for df in tables:
-        df.columns = [c.rsplit("/", 1)[-1].replace("coreid", "eventID") for c in df.columns]
-    tables[0] = tables[0].rename(columns={"id": "eventID"})
-    return tables[0], tables[1], tables[2]
-
-
 @pytest.mark.parametrize("task", TASKS)
 def test_dwca_counts_and_cover_per_sample_and_taxon(tmp_path, task):
     args = write_inputs(tmp_path, task)
     tables = dwca.export(**args)
-    schema = etree.XMLSchema(etree.parse(str(XSD), etree.XMLParser(no_network=True)))
-    assert schema.validate(etree.fromstring(zipfile.ZipFile(args["out"]).read("meta.xml"))), schema.error_log
+    assert meta_xml_errors(args["out"]) == []
     ev, occ, emof = read_archive(args["out"])
     # S3 has an image without detections: an event with no occurrence; S4 has no image at all
     assert list(ev["eventID"]) == ["S1", "S2", "S3"] == list(tables.event["eventID"])
-    for result in (
-        check_fields(ev, analysis_type="event_core"),
-        check_fields(occ, analysis_type="occurrence_extension"),
-        check_extension_eventids(ev, occ),
-        check_extension_eventids(ev, emof),
-        check_occurrence_core_and_extension(occ),
-    ):
-        assert result.empty, result.to_dict("records")
+    assert obis_problems(ev, occ, emof) == []
     named = emof.merge(occ[["eventID", "occurrenceID", "scientificName"]], on=["eventID", "occurrenceID"])
     count = named[named["measurementTypeID"] == dwca.COUNT[1]]
     got = {
@@ -323,3 +296,18 @@ def test_dwca_counts_and_cover_per_sample_and_taxon(tmp_path, task):
     assert got_cover == pytest.approx(expect, rel=1e-5)
     assert set(cover["measurementUnitID"]) == {dwca.UNITS["percent"][1]}
     assert dwca.check(tables) == []
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_campaign_without_detections(tmp_path, task):
+    """No detection at all: an EcoTaxa table with its header and no object; the archive has the
+    imaged samples as events and no occurrence."""
+    args = write_inputs(tmp_path, task)
+    empty = pd.read_parquet(args["predictions"]).iloc[0:0]
+    empty.to_parquet(args["predictions"])
+    tsv = tmp_path / "ecotaxa_x.tsv"
+    assert ecotaxa.export(args["predictions"], tsv, ecotaxa_settings(task)) == 0
+    data, _ = ecotaxa.read_tsv(tsv)
+    assert len(data) == 0 and {"object_id", "img_file_name", "object_box_area_px"} <= set(data.columns)
+    tables = dwca.export(**args)
+    assert list(tables.event["eventID"]) == ["S1", "S2", "S3"] and tables.occurrence.empty
