@@ -343,9 +343,8 @@ def build(
         raise DwcaError(f"export.dwca.occurrence_status {s.occurrence_status!r} not in {OCCURRENCE_STATUS}")
     objs = object_table(preds, s)
     imaged = None if images is None else images.groupby(images["sample"].astype(str))["area_px"].sum()
-    unknown = sorted(
-        (set(objs["eventID"]) | set(imaged.index if imaged is not None else [])) - set(samples["eventID"])
-    )
+    imaged_events = set() if imaged is None else set(imaged.index)
+    unknown = sorted((set(objs["eventID"]) | imaged_events) - set(samples["eventID"]))
     if unknown:
         raise DwcaError(f"objects of sample(s) {unknown[:10]} have no row in the sample table (eventID)")
     taxa = resolve(objs["label"], taxa_table, s.taxonomy_path)
@@ -364,10 +363,9 @@ def build(
     }
     objs = objs[objs["keep"] & objs["label"].isin(allowed)].copy()
     objs["taxon_key"] = [occurrence_key(taxa[lb]) for lb in objs["label"]]
-    seen = (
-        set(objs["eventID"]) | set(preds_events(preds, s)) | set(imaged.index if imaged is not None else [])
-    )
-    used = samples[samples["eventID"].isin(seen)]
+    used = samples[
+        samples["eventID"].isin(set(objs["eventID"]) | set(preds_events(preds, s)) | imaged_events)
+    ]
     cover_of = imaged if imaged is not None and MASK_AREA in preds else None
     event = used.reindex(columns=[c for c in EVENT_TERMS if c in samples.columns]).reset_index(drop=True)
     occ_rows, emof_rows = [], []

@@ -26,32 +26,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from aquaflow.tasks.detect.outputs import UNIT_SCALE, area_column
+from aquaflow.tasks.detect.outputs import UNIT_SCALE, area_column, detection_schema
 
 CROP = ("crop_x", "crop_y", "crop_w", "crop_h")
-# detection-table columns the object columns replace (everything else passes through)
+# detection-table columns (aquaflow.tasks.detect.outputs) the object columns replace; the image and
+# run columns and the inputs' metadata pass through
+PASSED = {"seq", "id", "source", "model_id", "run_id"}
 REPLACED = {
-    "det",
-    "class",
-    "class_id",
-    "score",
-    "x",
-    "y",
-    "w",
-    "h",
-    "area_px",
-    "image_width",
-    "image_height",
-    "obb_cx",
-    "obb_cy",
-    "obb_w",
-    "obb_h",
-    "obb_angle",
-    "obb_corners",
-    "rle",
-    *CROP,
-}
+    f.name for task in ("detect", "segment", "obb") for f in detection_schema(task, pa.schema([]), None)
+} - PASSED | set(CROP)
 
 
 def pixel_mm(pixel_size: dict[str, Any] | None) -> float | None:
