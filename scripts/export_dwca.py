@@ -18,4 +18,6 @@ dwca.export(
     default_sample=s["default_sample"],
     package_id=s["package_id"],
     card=read_json(snakemake.input.card),
+    objects=snakemake.params.objects,
+    counts=snakemake.input.get("counts"),
 )

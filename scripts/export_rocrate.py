@@ -11,7 +11,15 @@ run_id = (card.get("mlflow") or {}).get("run_id")
 inputs = {"model card": inp.card, "inference input table": inp.inputs}
 inputs.update({role: inp[role] for role in ("samples", "taxonomy") if hasattr(inp, role)})
 outputs = {"predictions": inp.predictions, "rejected items": inp.rejected, "summary": inp.summary}
-outputs.update({role: inp[role] for role in ("ecotaxa", "dwca", "dwca_report") if hasattr(inp, role)})
+optional = {
+    "counts": "detections per image",
+    "coco": "COCO results (detections)",
+    "coco_images": "COCO images and categories",
+    "ecotaxa": "EcoTaxa import table",
+    "dwca": "Darwin Core Archive",
+    "dwca_report": "Darwin Core Archive report",
+}
+outputs.update({role: inp[key] for key, role in optional.items() if hasattr(inp, key)})
 provenance.write(
     snakemake.output[0],
     name=snakemake.params.name,
@@ -21,4 +29,5 @@ provenance.write(
     inputs=inputs,
     outputs=outputs,
     mlflow_runs=[run_id] if run_id else [],
+    task=snakemake.params.task,
 )

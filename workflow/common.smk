@@ -136,7 +136,39 @@ def ecotaxa_settings(wildcards):
         "instrument": cfg["instrument"],
         "metadata": cfg["campaigns"][wildcards.campaign]["metadata"],
         "default_sample_id": f"{wildcards.uc}_{wildcards.campaign}",
+        "objects": objects_settings(wildcards),
     }
+
+
+def campaign_sample_id(wildcards):
+    """The campaign's sample id: metadata.sample_id, else <uc>_<campaign>."""
+    metadata = UC[wildcards.uc]["campaigns"][wildcards.campaign]["metadata"]
+    return str(metadata.get("sample_id") or f"{wildcards.uc}_{wildcards.campaign}")
+
+
+def objects_settings(wildcards):
+    """What decides the rows of every export (aquaflow.tasks.objects): a classifier's predictions
+    as they are; a detection campaign's detections with the sample column, the campaign's sample id
+    and detection.pixel_size (nothing else, so other edits rerun no export)."""
+    cfg = UC[wildcards.uc]
+    if not is_detection(cfg):
+        return {"task": "classify"}
+    return {
+        "task": cfg["task"],
+        "sample_column": cfg["campaigns"][wildcards.campaign]["samples"]["column"],
+        "default_sample": campaign_sample_id(wildcards),
+        "pixel_size": cfg["detection"]["pixel_size"],
+    }
+
+
+def campaign_tables(wildcards):
+    """The tables a campaign's exports read: its predictions, plus a detection campaign's counts
+    per image (every predicted image: the events and the area a cover is measured against)."""
+    base = CAMPAIGN.format(uc=wildcards.uc, campaign=wildcards.campaign)
+    out = {"predictions": f"{base}/predictions.parquet"}
+    if is_detection(UC[wildcards.uc]):
+        out["counts"] = f"{base}/counts.parquet"
+    return out
 
 
 def mlflow_settings(wildcards):
@@ -170,13 +202,19 @@ def campaign_targets(uc, campaign):
     cfg = UC[uc]
     base = f"{RESULTS}/{uc}/campaigns/{campaign}"
     out = [f"{base}/predictions.parquet", f"{base}/summary.json"]
-    if cfg["export"]["ecotaxa"]["enabled"]:
-        out.append(f"{base}/export/ecotaxa_{uc}_{campaign}.tsv")
-        if cfg["export"]["ecotaxa"]["images"]:
-            out.append(f"{base}/export/ecotaxa_{uc}_{campaign}.zip")
+    out += ecotaxa_targets(uc, campaign)
     if cfg["litter"]["enabled"]:
         out += [f"{base}/litter/summary.tsv", f"{base}/litter/overlays"]
     return out
+
+
+def ecotaxa_targets(uc, campaign):
+    """The EcoTaxa TSV (and its zip with the objects' images) of a campaign, when enabled."""
+    ecotaxa = UC[uc]["export"]["ecotaxa"]
+    base = f"{RESULTS}/{uc}/campaigns/{campaign}/export/ecotaxa_{uc}_{campaign}"
+    if not ecotaxa["enabled"]:
+        return []
+    return [f"{base}.tsv", f"{base}.zip"] if ecotaxa["images"] else [f"{base}.tsv"]
 
 
 def all_targets():
@@ -223,9 +261,7 @@ def dwca_settings(wildcards):
         },
         "instrument": cfg["instrument"],
         "sample_column": campaign["samples"]["column"],
-        "default_sample": str(
-            campaign["metadata"].get("sample_id") or f"{wildcards.uc}_{wildcards.campaign}"
-        ),
+        "default_sample": campaign_sample_id(wildcards),
         "package_id": f"{wildcards.uc}_{wildcards.campaign}",
     }
 
@@ -251,6 +287,10 @@ def rocrate_products(wildcards):
         out["dwca_report"] = f"{base}/export/dwca_{uc}_{campaign}.json"
         out["samples"] = samples_table(wildcards)
         out["taxonomy"] = taxonomy_table(wildcards)
+    if is_detection(UC[uc]):  # the detection outputs of workflow/detect.smk
+        out["counts"] = f"{base}/counts.parquet"
+        out["coco"] = f"{base}/detections.json"
+        out["coco_images"] = f"{base}/coco_images.json"
     return out
 
 
@@ -268,11 +308,9 @@ def provenance_config(wildcards):
 
 
 def standards_targets():
-    """DwC-A and RO-Crate per campaign of classification use cases (detection: not yet)."""
+    """DwC-A and RO-Crate per campaign of every use case (every task)."""
     out = []
     for uc, cfg in UC.items():
-        if cfg["task"] != "classify":
-            continue
         for campaign in campaigns(uc):
             if has_dwca(uc, campaign):
                 out.append(dwca_zip(uc, campaign))
@@ -396,6 +434,7 @@ def detect_targets(uc):
             f"{c}/summary.json",
             f"{c}/overlays",
         ]
+        out += ecotaxa_targets(uc, campaign)
     return out
 
 

@@ -1,3 +1,7 @@
+# EcoTaxa import per campaign: one object per classified item or per detection (the task decides the
+# rows: aquaflow.tasks.objects, via params), each with its image or crop in the zip.
+
+
 rule export_ecotaxa:
     input:
         predictions=rules.infer_gather.output.predictions,
@@ -24,5 +28,7 @@ rule export_ecotaxa_bundle:
         f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_ecotaxa_bundle.log",
     conda:
         "../envs/data.yaml"
+    params:
+        objects=objects_settings,
     script:
         "../scripts/export_bundle.py"

@@ -1,10 +1,11 @@
-# Standards-compliant exports and provenance per campaign (issue 12): Darwin Core Archive for
-# OBIS/GBIF and a Workflow Run RO-Crate. Logic in scripts/aquaflow/{dwca,taxonomy,provenance}.py.
+# Standards-compliant exports and provenance per campaign of every task: Darwin Core Archive for
+# OBIS/GBIF and a Workflow Run RO-Crate. Logic in aquaflow.standards.{dwca,taxonomy,provenance}; the
+# rows (classified items or detections) are the task's (aquaflow.tasks.objects, params `objects`).
 
 
 rule export_dwca:
     input:
-        predictions=rules.infer_gather.output.predictions,
+        unpack(campaign_tables),  # predictions (+ counts per image of a detection campaign)
         card=model_card,
         samples=samples_table,
         taxonomy=taxonomy_table,
@@ -15,12 +16,11 @@ rule export_dwca:
         f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_dwca.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/export_dwca.tsv"
-    wildcard_constraints:
-        uc=ucs_where(lambda cfg: cfg["task"] == "classify"),
     conda:
         "../envs/data.yaml"
     params:
         settings=dwca_settings,
+        objects=objects_settings,
     script:
         "../scripts/export_dwca.py"
 
@@ -39,12 +39,11 @@ rule export_rocrate:
         f"{RESULTS}/{{uc}}/logs/{{campaign}}/export_rocrate.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/{{campaign}}/export_rocrate.tsv"
-    wildcard_constraints:
-        uc=ucs_where(lambda cfg: cfg["task"] == "classify"),
     conda:
         "../envs/data.yaml"
     params:
         config=provenance_config,
+        task=detection_task,  # the use case's task (words the run's description)
         name="{uc} campaign {campaign}",
         snakefile=str(Path(workflow.basedir) / "Snakefile"),
         rule_files=sorted(str(p) for p in (Path(workflow.basedir) / "workflow").glob("*.smk")),

@@ -10,21 +10,16 @@ import zipfile
 import pandas as pd
 import pytest
 import yaml
-from dwca.read import DwCAReader
-from lxml import etree
-from pyobistools.validation.check_eventids import check_extension_eventids
-from pyobistools.validation.check_fields import check_fields
-from pyobistools.validation.check_occurrence_core_and_extension import check_occurrence_core_and_extension
 from rocrate.rocrate import ROCrate
 
 from aquaflow.io import sha256_file
 from aquaflow.standards import dwca
 
 from ..conftest import REPO, run_snakemake, tiny_usecase, validate_rocrate, write_workdir
+from ..dwca_checks import meta_xml_errors, obis_problems, read_archive
 from ..unit.test_ecotaxa import reimport
 
 pytestmark = pytest.mark.workflow
-XSD = REPO / "tests/data/xsd/tdwg_dwc_text.xsd"
 
 
 @pytest.fixture(scope="module")
@@ -42,30 +37,10 @@ def test_dwca_validates_and_counts_match_predictions(demo):
     _, res = demo
     archive = res / "export/dwca_flowcam_demo.zip"
     pred = pd.read_parquet(res / "predictions.parquet")
-    schema = etree.XMLSchema(etree.parse(str(XSD), etree.XMLParser(no_network=True)))
-    assert schema.validate(etree.fromstring(zipfile.ZipFile(archive).read("meta.xml"))), schema.error_log
-    with DwCAReader(str(archive)) as dw:
-        events = [row.id for row in dw]
-        assert events == ["planktonclas_demo"]
-        occ = dw.pd_read("occurrence.txt", dtype=str, keep_default_na=False)
-        emof = dw.pd_read("extendedmeasurementorfact.txt", dtype=str, keep_default_na=False)
-        ev = dw.pd_read("event.txt", dtype=str, keep_default_na=False)
-        assert set(occ["coreid"]) <= set(events) and set(emof["coreid"]) <= set(events)
-        assert sum(len(r.extensions) for r in dw) == len(occ) + len(emof)
-    occ.columns = [c.rsplit("/", 1)[-1].replace("coreid", "eventID") for c in occ.columns]
-    emof.columns = [c.rsplit("/", 1)[-1].replace("coreid", "eventID") for c in emof.columns]
-    ev.columns = [
-        c.rsplit("/", 1)[-1].replace("id", "eventID") if c == "id" else c.rsplit("/", 1)[-1]
-        for c in ev.columns
-    ]
-    for result in (
-        check_fields(ev, analysis_type="event_core"),
-        check_fields(occ, analysis_type="occurrence_extension"),
-        check_extension_eventids(ev, occ),
-        check_extension_eventids(ev, emof),
-        check_occurrence_core_and_extension(occ),
-    ):
-        assert result.empty, result.to_dict("records")
+    assert meta_xml_errors(archive) == []
+    ev, occ, emof = read_archive(archive)
+    assert list(ev["eventID"]) == ["planktonclas_demo"]
+    assert obis_problems(ev, occ, emof) == []
     # the taxonomy table verifies only Bacillariophyceae: it alone is published, with its exact count
     report = json.loads((res / "export/dwca_flowcam_demo.json").read_text())
     per_label = pred["top1_label"].value_counts().to_dict()

@@ -8,8 +8,13 @@ al. 2022 (see README, "Publishing to OBIS"):
   `identificationVerificationStatus` `PredictedByMachine` or `ValidatedByHuman`, WoRMS LSIDs in
   `scientificNameID`, model and software in `identificationReferences`;
 - **eMoF** rows per occurrence: the object count, and when the sample volume is known the abundance
-  per m³, and when object areas and the pixel size are known the ESD-sphere biovolume per m³; per
-  event: the volume imaged and the instrument. Types and units are NERC vocabulary URIs.
+  per m³, and when object areas and the pixel size are known the ESD-sphere biovolume per m³; for
+  masks (instance segmentation) the cover: the taxon's mask pixels over the pixels of every image of
+  the sample, in percent (P01 SDBIOL10, as OBIS's benthic cover examples); per event: the volume
+  imaged and the instrument. Types and units are NERC vocabulary URIs.
+
+The objects are the task's (aquaflow.tasks.objects): a classifier's predicted items, or a
+detector's detections (then the predicted images, zero-detection ones included, make the events).
 
 Labels that are not taxa (taxonomy status `not_a_taxon`) never become occurrences; labels whose
 AphiaID is not verified are left out too unless `unverified: include`. Both are listed in the
@@ -32,6 +37,7 @@ import pandas as pd
 from aquaflow import __version__
 from aquaflow.io import atomic_path, write_json
 from aquaflow.standards.taxonomy import LSID_RE, Taxon, read_table, resolve, split_status
+from aquaflow.tasks.objects import export_images, export_objects, is_detection
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
 OBIS = "http://rs.iobis.org/obis/terms/"
@@ -101,6 +107,10 @@ BIOVOLUME = (
     f"{NVS}P01/current/CVOLUKNB/",
 )
 VOLUME = ("Volume sampled of the water body", f"{NVS}P01/current/VOLWBSMP/")
+COVER = (
+    "Coverage (in assayed sample) of biological entity specified elsewhere",
+    f"{NVS}P01/current/SDBIOL10/",
+)
 INSTRUMENT = ("Name of analytical instrument", f"{NVS}P01/current/NMANINST/")
 UNITS = {
     "dimensionless": ("Dimensionless", f"{NVS}P06/current/UUUU/"),
@@ -108,6 +118,7 @@ UNITS = {
     "mm3_per_m3": ("Cubic millimetres per cubic metre", f"{NVS}P06/current/CMCM/"),
     "m3": ("Cubic metres", f"{NVS}P06/current/MCUB/"),
     "na": ("Not applicable", f"{NVS}P06/current/XXXX/"),
+    "percent": ("Percent", f"{NVS}P06/current/UPCT/"),
 }
 L22 = {
     "flowcam": f"{NVS}L22/current/TOOL1583/",
@@ -121,6 +132,7 @@ MEASUREMENT_CODES = {
     ABUNDANCE[1]: "abundance",
     BIOVOLUME[1]: "biovolume",
     VOLUME[1]: "volume",
+    COVER[1]: "cover",
     INSTRUMENT[1]: "instrument",
 }
 MEASUREMENT_TYPE_IDS = set(MEASUREMENT_CODES)
@@ -131,6 +143,22 @@ _ISO_DATE = re.compile(
     r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?)?"
     r"(/\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?)?)?$"
 )
+
+
+# how the objects were identified, by whether they are detections (False: classified items)
+WORDING = {
+    False: {
+        "remark": "top-1 label of an image classifier",
+        "count": "objects classified in the imaged volume",
+        "method": "were classified by a machine-learning model",
+    },
+    True: {
+        "remark": "class of a detection by an object detector",
+        "count": "objects detected in the sample's images",
+        "method": "were detected, located and classified by an object detector",
+    },
+}
+MASK_AREA = "mask_area_px"  # the object column whose presence means masks: cover per taxon
 
 
 class DwcaError(ValueError):
@@ -153,6 +181,7 @@ class Settings:
     default_sample: str = ""
     references: str = ""
     taxonomy_path: str = "taxonomy table"
+    detection: bool = False  # objects are detections (wording of remarks and methods)
     eml: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -262,6 +291,7 @@ def object_table(preds: pd.DataFrame, s: Settings) -> pd.DataFrame:
             "status": status.to_numpy(),
             "score": preds["top1_prob"].astype(float).to_numpy(),
             "biovolume_mm3": biovolumes(preds, s),
+            "mask_area_px": preds[MASK_AREA].astype(float).to_numpy() if MASK_AREA in preds else np.nan,
         }
     )
 
@@ -298,12 +328,23 @@ class Tables:
     report: dict[str, Any]
 
 
-def build(preds: pd.DataFrame, samples: pd.DataFrame, taxa_table: dict[str, Taxon], s: Settings) -> Tables:
-    """Event, Occurrence and eMoF tables plus a report (kept/excluded labels with object counts)."""
+def build(
+    preds: pd.DataFrame,
+    samples: pd.DataFrame,
+    taxa_table: dict[str, Taxon],
+    s: Settings,
+    images: pd.DataFrame | None = None,
+) -> Tables:
+    """Event, Occurrence and eMoF tables plus a report (kept/excluded labels with object counts).
+
+    `images` (detection campaigns): every predicted image's `sample` and `area_px`; their samples are
+    events even without objects, and their pixels are what a taxon's mask cover is measured against."""
     if s.occurrence_status not in OCCURRENCE_STATUS:
         raise DwcaError(f"export.dwca.occurrence_status {s.occurrence_status!r} not in {OCCURRENCE_STATUS}")
     objs = object_table(preds, s)
-    unknown = sorted(set(objs["eventID"]) - set(samples["eventID"]))
+    imaged = None if images is None else images.groupby(images["sample"].astype(str))["area_px"].sum()
+    imaged_events = set() if imaged is None else set(imaged.index)
+    unknown = sorted((set(objs["eventID"]) | imaged_events) - set(samples["eventID"]))
     if unknown:
         raise DwcaError(f"objects of sample(s) {unknown[:10]} have no row in the sample table (eventID)")
     taxa = resolve(objs["label"], taxa_table, s.taxonomy_path)
@@ -322,7 +363,10 @@ def build(preds: pd.DataFrame, samples: pd.DataFrame, taxa_table: dict[str, Taxo
     }
     objs = objs[objs["keep"] & objs["label"].isin(allowed)].copy()
     objs["taxon_key"] = [occurrence_key(taxa[lb]) for lb in objs["label"]]
-    used = samples[samples["eventID"].isin(set(objs["eventID"]) | set(preds_events(preds, s)))]
+    used = samples[
+        samples["eventID"].isin(set(objs["eventID"]) | set(preds_events(preds, s)) | imaged_events)
+    ]
+    cover_of = imaged if imaged is not None and MASK_AREA in preds else None
     event = used.reindex(columns=[c for c in EVENT_TERMS if c in samples.columns]).reset_index(drop=True)
     occ_rows, emof_rows = [], []
     vol = {r["eventID"]: volume_m3(r) for _, r in used.iterrows()}
@@ -332,6 +376,8 @@ def build(preds: pd.DataFrame, samples: pd.DataFrame, taxa_table: dict[str, Taxo
         occ_id = f"{ev}_{status}_{key}"
         occ_rows.append(_occurrence(ev, occ_id, status, taxon, labels, s))
         emof_rows += _occurrence_measurements(ev, occ_id, grp, vol[ev], s)
+        if cover_of is not None:
+            emof_rows.append(_cover(ev, occ_id, grp, float(cover_of.get(ev, 0.0))))
     for ev in event["eventID"]:
         emof_rows += _event_measurements(ev, vol[ev], s.instrument)
     occurrence = pd.DataFrame(occ_rows, columns=OCCURRENCE_TERMS)
@@ -354,7 +400,7 @@ def preds_events(preds: pd.DataFrame, s: Settings) -> list[str]:
 def _occurrence(ev: str, occ_id: str, status: str, taxon: Taxon, labels: list[str], s: Settings) -> dict:
     if status == "P":
         remarks = (
-            f"top-1 label of an image classifier; score threshold {s.min_score:g}; not validated by a human"
+            f"{WORDING[s.detection]['remark']}; score threshold {s.min_score:g}; not validated by a human"
         )
     else:
         remarks = "machine prediction checked by a human"
@@ -400,7 +446,7 @@ def _occurrence_measurements(
     ev: str, occ: str, grp: pd.DataFrame, vol: float | None, s: Settings
 ) -> list[dict]:
     n = len(grp)
-    rows = [_mof(ev, occ, COUNT, n, "dimensionless", "objects classified in the imaged volume")]
+    rows = [_mof(ev, occ, COUNT, n, "dimensionless", WORDING[s.detection]["count"])]
     if vol:
         rows.append(_mof(ev, occ, ABUNDANCE, _fmt(n / vol), "per_m3", f"{n} objects / {vol:g} m3 imaged"))
         bv = grp["biovolume_mm3"].to_numpy(float)
@@ -416,6 +462,17 @@ def _occurrence_measurements(
                 )
             )
     return rows
+
+
+def _cover(ev: str, occ: str, grp: pd.DataFrame, imaged_px: float) -> dict:
+    """The taxon's cover of the sample's images: its mask pixels / all pixels imaged, in percent."""
+    masks = float(grp["mask_area_px"].sum())
+    cover = 100.0 * masks / imaged_px if imaged_px > 0 else 0.0
+    method = (
+        f"sum of the {len(grp)} instance masks' pixels ({masks:.0f}) / pixels of every image of the "
+        f"sample ({imaged_px:.0f}) x 100; overlaps between masks count twice"
+    )
+    return _mof(ev, occ, COVER, _fmt(cover), "percent", method)
 
 
 def _event_measurements(ev: str, vol: float | None, instrument: str) -> list[dict]:
@@ -590,26 +647,33 @@ def export(
     default_sample: str,
     package_id: str,
     card: dict[str, Any] | None = None,
+    objects: dict[str, Any] | None = None,
+    counts: str | Path | None = None,
 ) -> Tables:
-    """The export_dwca step: predictions + sample table + taxonomy table -> DwC-A zip + report json."""
-    preds = pd.read_parquet(predictions)
+    """The export_dwca step: predictions + sample table + taxonomy table -> DwC-A zip + report json.
+
+    `objects`: the task's rows (aquaflow.tasks.objects; absent = classification); `counts`: a
+    detection campaign's counts.parquet (every predicted image, for events and cover)."""
+    preds = export_objects(pd.read_parquet(predictions), objects)
     s = Settings.from_config(
         cfg,
         instrument=instrument,
         sample_column=sample_column,
         default_sample=default_sample,
         taxonomy_path=str(taxonomy),
+        detection=is_detection(objects),
     )
     s.references = references(card, preds)
-    tables = build(preds, read_samples(samples), read_table(taxonomy), s)
+    images = export_images(pd.read_parquet(counts), objects) if counts and objects else None
+    tables = build(preds, read_samples(samples), read_table(taxonomy), s, images)
     problems = check(tables)
     if problems:
         raise DwcaError(f"DwC-A for {package_id} fails checks: {problems}")
     eml = {**s.eml, "title": s.eml.get("title") or package_id}
     methods = (
-        f"Objects imaged with {instrument} were classified by a machine-learning model ({s.references}). "
-        f"One occurrence per sample, taxon and verification status; counts, abundance and biovolume "
-        f"in the ExtendedMeasurementOrFact extension."
+        f"Objects imaged with {instrument} {WORDING[s.detection]['method']} ({s.references}). "
+        f"One occurrence per sample, taxon and verification status; counts, abundance, biovolume and "
+        f"cover in the ExtendedMeasurementOrFact extension."
     )
     write_archive(tables, out, eml_xml(tables, eml, package_id, methods))
     write_json({**tables.report, "package_id": package_id, "checks": "passed"}, report)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from aquaflow.data import imaging
 from aquaflow.io import atomic_path
+from aquaflow.tasks.objects import export_objects
 
 PREFIXES = ("img_", "object_", "sample_", "acq_", "process_")
 KNOWN_TEXT = {
@@ -144,8 +145,11 @@ def table(
             name = ecotaxa_name(col)
             if name not in out:
                 out[name] = preds[col].to_numpy()
-    out["sample_id"] = cfg["sample_id"]
-    out["acq_id"] = cfg["acq_id"]
+    # a per-object sample (a manifest column, a detection campaign's samples) wins over the
+    # campaign's; each such sample is its own acquisition unless the campaign names one
+    per_object = "sample_id" in preds
+    out["sample_id"] = preds["sample_id"].astype(str).to_numpy() if per_object else cfg["sample_id"]
+    out["acq_id"] = cfg.get("acq_id") or out["sample_id"]
     out["acq_instrument"] = instrument
     out["process_id"] = preds["run_id"].to_numpy() if "run_id" in preds else ""
     out["process_model_id"] = preds["model_id"].to_numpy() if "model_id" in preds else ""
@@ -238,13 +242,14 @@ def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path, rea
 def export(predictions: str | Path, tsv: str | Path, settings: dict[str, Any]) -> int:
     """The export step: a campaign's predictions.parquet -> EcoTaxa TSV; returns the row count.
 
-    `settings`: export.ecotaxa plus top_k, instrument, the campaign's metadata and default_sample_id.
+    `settings`: export.ecotaxa plus top_k, instrument, the campaign's metadata, default_sample_id
+    and `objects` (the task's rows: aquaflow.tasks.objects; absent = classification).
     """
     meta = settings["metadata"]
     cfg = dict(settings)
     cfg["sample_id"] = str(meta.get("sample_id") or settings["default_sample_id"])
-    cfg["acq_id"] = str(meta.get("acq_id") or cfg["sample_id"])
-    preds = pd.read_parquet(predictions)
+    preds = export_objects(pd.read_parquet(predictions), settings.get("objects"))
+    cfg["acq_id"] = str(meta.get("acq_id") or ("" if "sample_id" in preds else cfg["sample_id"]))
     for key, value in meta.items():  # constant campaign metadata (cruise, station): sample level
         if key not in ("sample_id", "acq_id"):
             preds[key if key.startswith(PREFIXES) else f"sample_{key}"] = value

@@ -29,7 +29,26 @@ PROFILES = {
     "wroc": "https://w3id.org/workflowhub/workflow-ro-crate/1.0",
 }
 SHA256_TERM = "https://w3id.org/ro/terms/workflow-run#sha256"
-SOFTWARE = ("snakemake", "torch", "timm", "onnxruntime", "numpy", "pandas", "pyarrow", "mlflow", "rocrate")
+SOFTWARE = (
+    "snakemake",
+    "torch",
+    "timm",
+    "onnxruntime",
+    "ultralytics",
+    "pycocotools",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "mlflow",
+    "rocrate",
+)
+# what the run did, by the use case's task
+DESCRIPTIONS = {
+    "classify": "Bulk classification of a campaign and its standard exports",
+    "detect": "Object detection (boxes) over a campaign and its standard exports",
+    "segment": "Instance segmentation (masks) over a campaign and its standard exports",
+    "obb": "Oriented-box detection over a campaign and its standard exports",
+}
 
 
 def software_versions(packages: tuple[str, ...] = SOFTWARE) -> dict[str, str]:
@@ -78,11 +97,12 @@ def build(
     end: float | None = None,
     software: dict[str, str] | None = None,
     max_copy_mb: float = 200,
+    task: str = "classify",
 ) -> ROCrate:
     """The crate object. `config_path`: the resolved `config` as a file; `inputs`/`outputs`: role ->
     file; start/end: epoch seconds (default: the oldest input's and newest output's modification
     time, i.e. when the run's files were made). Files are read when the crate is written; files
-    over `max_copy_mb` are described (size, sha256, path) but not copied."""
+    over `max_copy_mb` are described (size, sha256, path) but not copied; `task` words the run."""
     crate = ROCrate(version="1.1")
     # the WRROC term for file checksums, defined inline so the crate reads without fetching contexts
     crate.metadata.extra_contexts.append({"sha256": SHA256_TERM})
@@ -121,7 +141,7 @@ def build(
     t1 = end if end is not None else max(Path(p).stat().st_mtime for p in outputs.values())
     props: dict[str, Any] = {
         "name": f"Run of aquaflow: {name}",
-        "description": "Bulk classification of a campaign and its standard exports",
+        "description": DESCRIPTIONS[task],
         "startTime": _iso(t0),
         "endTime": _iso(t1),
         "actionStatus": {"@id": "http://schema.org/CompletedActionStatus"},

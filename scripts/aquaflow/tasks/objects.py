@@ -1,0 +1,41 @@
+"""The rows every export writes, decided by the task: one object per classified item or per detection.
+
+`settings` (the rules' `objects` params): {"task": "classify"} for a classifier, whose predictions
+already are one object per row; for detect / segment / obb also `sample_column`, `default_sample` and
+`pixel_size` (see aquaflow.tasks.detect.objects).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from aquaflow.tasks.detect import objects as detect_objects
+
+CLASSIFY = {"task": "classify"}
+
+
+def is_detection(settings: dict[str, Any] | None) -> bool:
+    return (settings or CLASSIFY)["task"] != "classify"
+
+
+def export_objects(predictions: pd.DataFrame, settings: dict[str, Any] | None) -> pd.DataFrame:
+    """A campaign's predictions table -> the object table the EcoTaxa and Darwin Core writers read."""
+    s = settings or CLASSIFY
+    if not is_detection(s):
+        return predictions
+    return detect_objects.objects(
+        predictions,
+        s["task"],
+        sample_column=s["sample_column"],
+        default_sample=s["default_sample"],
+        pixel_size=s.get("pixel_size"),
+    )
+
+
+def export_images(counts: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
+    """A detection campaign's counts table -> every predicted image's sample and area (pixels)."""
+    return detect_objects.images(
+        counts, sample_column=settings["sample_column"], default_sample=settings["default_sample"]
+    )
