@@ -26,7 +26,7 @@ rule import_ultralytics_model:
         mem_mb=4000,
     params:
         source=model_source,
-        task=lambda wildcards: UC[wildcards.uc]["task"],
+        task=uc_section("task"),
         mlflow=mlflow_settings,
         ultralytics=f"{RESULTS}/{{uc}}/ultralytics/settings",
     script:
@@ -55,9 +55,7 @@ rule train_yolo_classify:
         f"{RESULTS}/{{uc}}/benchmarks/train_yolo_classify.tsv"
     wildcard_constraints:
         uc=ucs_where(
-            lambda cfg: trains(cfg)
-            and cfg["task"] == "classify"
-            and backend(cfg) == "ultralytics"
+            lambda cfg: trains(cfg) and cfg["task"] == "classify" and backend(cfg) == "ultralytics"
         ),
     conda:
         "../envs/torch.yaml"
