@@ -271,3 +271,21 @@ def test_train_args_map_the_training_section():
         yolo_cls.train_args({"input_size": 48}, {**t, "scheduler": "step"}, Path("d"), Path("w"), False)
     with pytest.raises(ValueError, match=r"yolo11n-cls\.yaml"):
         yolo_cls.build("mobilenetv4_conv_small")
+
+
+def test_config_refuses_what_an_ultralytics_classifier_cannot_do():
+    from aquaflow.config import ConfigError, check_usecase
+
+    uc = {"task": "classify", "model": {"backend": "ultralytics", "arch": "mobilenetv4_conv_small"}}
+    with pytest.raises(ConfigError, match=r"'model\.arch' is 'mobilenetv4_conv_small'"):
+        check_usecase(uc, "uc.yaml")
+    uc = {
+        "task": "classify",
+        "model": {"backend": "ultralytics", "source": "path"},
+        "inference": {"backend": "onnx"},
+    }
+    with pytest.raises(ConfigError, match=r"'inference\.backend: onnx' is for timm models"):
+        check_usecase(uc, "uc.yaml")
+    check_usecase(
+        {"task": "classify", "model": {"backend": "ultralytics", "arch": "yolo11n-cls.yaml"}}, "uc.yaml"
+    )
