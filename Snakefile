@@ -37,13 +37,13 @@ include: "workflow/drift.smk"
 include: "workflow/standards.smk"
 include: "workflow/keras.smk"
 include: "workflow/detect.smk"
+include: "workflow/ultralytics.smk"
 
 
 # Given models are copied in on the host that sees their path / registry (also without a shared
 # file system); the jobs then read the copy under results/.
 localrules:
     import_model,
-    import_detect_model,
 
 
 rule all:

@@ -66,22 +66,8 @@ rule train_detect:
         "../scripts/detect_train.py"
 
 
-# A detector trained elsewhere (model.source path | package | mlflow): model.pt + card copied in.
-rule import_detect_model:
-    output:
-        weights=f"{RESULTS}/{{uc}}/model/model.pt",
-        card=f"{RESULTS}/{{uc}}/model/model_card.json",
-    log:
-        f"{RESULTS}/{{uc}}/logs/import_detect_model.log",
-    wildcard_constraints:
-        uc=ucs_where(lambda cfg: is_detection(cfg) and not trains(cfg)),
-    conda:
-        "../envs/torch.yaml"
-    params:
-        source=model_source,
-        mlflow=mlflow_settings,
-    script:
-        "../scripts/import_model.py"
+# A detector trained elsewhere (model.source path | package | mlflow): rule import_ultralytics_model
+# (workflow/ultralytics.smk) copies its model.pt in, its task checked.
 
 
 rule evaluate_detect:

@@ -122,6 +122,18 @@ def check_usecase(uc: dict[str, Any], origin: str) -> None:
             f"'inference.backend: onnx' runs on the CPU but 'inference.device' is "
             f"{inference['device']!r}: use backend eager or compile on a GPU, or device cpu"
         )
+    model = uc.get("model") or {}
+    if uc.get("task", "classify") == "classify" and model.get("backend") == "ultralytics":
+        if inference.get("backend") in ("onnx", "compile"):
+            problems.append(
+                f"'inference.backend: {inference['backend']}' is for timm models but 'model.backend' is "
+                "ultralytics: use auto or eager"
+            )
+        if model.get("source", "train") == "train" and not str(model.get("arch", "")).endswith(".yaml"):
+            problems.append(
+                f"'model.backend: ultralytics' trains a model built from its yaml but 'model.arch' is "
+                f"{model.get('arch')!r}: use e.g. yolo11n-cls.yaml"
+            )
     steps = (uc.get("preprocess") or {}).get("steps") or []
     if (uc.get("litter") or {}).get("enabled") and "patchify" not in steps:
         problems.append(

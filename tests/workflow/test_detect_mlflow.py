@@ -178,7 +178,7 @@ def test_given_detector_predicts_the_campaign_without_training(workflow, given, 
     jobs = given["second"].stderr
     stats = jobs[jobs.index("Job stats:") :].split("\n\n")[0]
     assert "train_detect" not in stats and "detect_prepare" not in stats
-    assert "import_detect_model" in stats
+    assert "import_ultralytics_model" in stats
     assert not (res / uc / "model/history.tsv").exists() and not (res / uc / "logs/train_detect.log").exists()
 
     card = _card(res, uc)

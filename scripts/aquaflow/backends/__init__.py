@@ -18,7 +18,8 @@ def load_predictor(
     threads: int = 1,
     runtime: str = "auto",
 ) -> Any:
-    """The predictor of the backend that made `card` (torch/timm unless the card says keras)."""
+    """The predictor of the backend that made `card` (torch/timm unless the card says keras or
+    ultralytics; an Ultralytics card of another task than classify is refused, naming it)."""
     from aquaflow.io import read_json
 
     card = card if isinstance(card, dict) else read_json(card)
@@ -26,6 +27,10 @@ def load_predictor(
         from aquaflow.backends.keras_model import KerasPredictor  # TensorFlow only when needed
 
         return KerasPredictor.load(weights, card, device, threads)
+    if card.get("backend") == "ultralytics" or card.get("format") == "ultralytics":
+        from aquaflow.backends.yolo.classify import Predictor as UltralyticsPredictor
+
+        return UltralyticsPredictor.load(weights, card, device, threads, runtime)
     from aquaflow.backends.torch_model import Predictor
 
     return Predictor.load(weights, card, device, threads, runtime)

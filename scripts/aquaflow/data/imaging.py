@@ -277,6 +277,23 @@ def stretch(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to `size`, then the central size x size: torchvision's Resize(size) +
+    CenterCrop(size) on a PIL image (Pillow bilinear, antialiased; the longer side truncated, the
+    crop offset rounded), i.e. Ultralytics' classification preprocessing, pixel for pixel."""
+    h, w = image.shape[:2]
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    nw, nh = (size, new_long) if w <= h else (new_long, size)
+    if (nh, nw) != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))
+    top, left = round((nh - size) / 2.0), round((nw - size) / 2.0)
+    return np.ascontiguousarray(image[top : top + size, left : left + size])
+
+
+RESIZE = {"letterbox": letterbox, "stretch": stretch, "center_crop": center_crop}  # model card `resize`
+
+
 def encode(image: np.ndarray, fmt: str = ".png") -> bytes:
     """Encode an RGB uint8 array (PNG by default, lossless)."""
     ok, buf = cv2.imencode(fmt, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

@@ -51,9 +51,12 @@ class Items(Dataset):
     ):
         self.sources, self.crops = sources, crops
         self.size, self.max_pixels = size, max_pixels
-        # the model card's `resize`: letterbox (ours) or stretch (e.g. planktonclas Keras models)
-        self.resize = imaging.stretch if resize == "stretch" else imaging.letterbox
-        self.draft = size if resize == "letterbox" else None  # exact pixels for stretch models
+        # the model card's `resize`: letterbox (ours), stretch (e.g. planktonclas Keras models) or
+        # center_crop (Ultralytics classification models)
+        if resize not in imaging.RESIZE:
+            raise ValueError(f"model card key 'resize': {resize!r} is not one of {sorted(imaging.RESIZE)}")
+        self.resize = imaging.RESIZE[resize]
+        self.draft = size if resize == "letterbox" else None  # exact pixels for the other modes
         self._collage: tuple[str | bytes, np.ndarray | imaging.Rejected] | None = None
 
     def __len__(self) -> int:

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,21 @@ def import_model(
     weights_out: str | Path,
     card_out: str | Path,
     mlflow_cfg: dict[str, Any] | None = None,
+    describe: Callable[[Path, dict[str, Any] | None], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Copy a given model into the workflow: card validated, weights hash = card id (= the pin)."""
+    """Copy a given model into the workflow: card validated, weights hash = card id (= the pin).
+
+    `describe(weights, card)`: a backend's check of what was found against the weights themselves
+    (e.g. the task inside an Ultralytics checkpoint), returning the card to import. With it, the
+    source may also be a bare weights file (`card` None: the backend writes the card)."""
     with tempfile.TemporaryDirectory() as work:
-        weights, card = locate(source_folder(spec, mlflow_cfg, Path(work)))
+        found = source_folder(spec, mlflow_cfg, Path(work))
+        if describe is not None and found.is_file() and found.suffix != ".json":
+            weights, card = found, None
+        else:
+            weights, card = locate(found)
+        if describe is not None:
+            card = validate_card(describe(weights, card), str(weights))
         digest = sha256_file(weights)
         if card.get("id") and card["id"] != digest:
             raise ModelCardError(f"{weights}: sha256 {digest} differs from the card's id {card['id']}")

@@ -122,6 +122,25 @@ def final_metrics(trainer: Any) -> dict[str, float]:
     return {f"best.{k}": float(v) for k, v in found.items() if isinstance(v, (int, float))}
 
 
+def fit(model: Any, args: dict[str, Any], out: dict[str, str | Path]) -> tuple[float, float, pd.DataFrame]:
+    """Ultralytics' trainer with `args`; the best checkpoint (else the last) becomes out["weights"],
+    its per-epoch results out["history"] and out["curve"]. Returns (start time, seconds, history)."""
+    log.info("ultralytics train %s", args)
+    started, t0 = time.time(), time.perf_counter()
+    model.train(**args)
+    seconds = time.perf_counter() - t0
+    save_dir = Path(model.trainer.save_dir)
+    best = save_dir / "weights" / "best.pt"
+    if not best.exists():
+        best = save_dir / "weights" / "last.pt"
+    with atomic_path(out["weights"]) as tmp:
+        shutil.copyfile(best, tmp)
+    hist = history(save_dir / "results.csv")
+    write_tsv(hist, out["history"])
+    training_curve(hist, out["curve"])
+    return started, seconds, hist
+
+
 def run(
     *,
     name: str,
@@ -143,19 +162,7 @@ def run(
     facts = read_json(Path(data_dir) / "dataset.json")
     model = ultra.build(spec["model"], task)
     args = train_args(spec, data_yaml, work, threads)
-    log.info("ultralytics train %s", args)
-    started, t0 = time.time(), time.perf_counter()
-    model.train(**args)
-    seconds = time.perf_counter() - t0
-    save_dir = Path(model.trainer.save_dir)
-    best = save_dir / "weights" / "best.pt"
-    if not best.exists():
-        best = save_dir / "weights" / "last.pt"
-    with atomic_path(out["weights"]) as tmp:
-        shutil.copyfile(best, tmp)
-    hist = history(save_dir / "results.csv")
-    write_tsv(hist, out["history"])
-    training_curve(hist, out["curve"])
+    started, seconds, hist = fit(model, args, out)
     card = model_card(spec, task, args, facts, Path(out["weights"]), seconds, len(hist))
     log.info("trained %s in %.1f s (%d epochs)", card["arch"], seconds, len(hist))
     params = {

@@ -1,0 +1,291 @@
+"""Ultralytics classification as a backend: our engine's decoding + predictor give Ultralytics' own
+labels and probabilities; cards come from the checkpoint; a checkpoint of another task is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from aquaflow.backends import load_predictor
+from aquaflow.backends.yolo import checkpoint
+from aquaflow.backends.yolo import classify as yolo_cls
+from aquaflow.data import imaging
+from aquaflow.data.inputs import build
+from aquaflow.engine import infer
+from aquaflow.io import sha256_file, write_json
+from aquaflow.models.artifacts import ModelCardError, validate_card
+
+IMGSZ = 32
+
+
+def train_tiny_cls(images: Path, work: Path, epochs: int = 3) -> Path:
+    """A yolo11n-cls model trained by Ultralytics itself (no aquaflow code) on the planktonclas
+    FlowCam crops at 32 px: one image in four to val. Returns best.pt."""
+    checkpoint.offline(work / "ultralytics")
+    from ultralytics import YOLO
+
+    data = work / "data"
+    for cls in sorted(p.name for p in images.iterdir() if p.is_dir()):
+        for i, f in enumerate(sorted((images / cls).glob("*.jpg"))):
+            dst = data / ("val" if i % 4 == 0 else "train") / cls / f.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(f, dst)
+    model = YOLO("yolo11n-cls.yaml", task="classify")
+    model.train(
+        data=str(data),
+        epochs=epochs,
+        imgsz=IMGSZ,
+        batch=16,
+        nbs=16,
+        lr0=0.01,
+        warmup_epochs=0,
+        device="cpu",
+        amp=False,
+        pretrained=False,
+        workers=0,
+        plots=False,
+        seed=0,
+        project=str(work / "runs"),
+        name="run",
+        exist_ok=True,
+        verbose=False,
+    )
+    return Path(model.trainer.save_dir) / "weights" / "best.pt"
+
+
+def odd_images(src: list[Path], out: Path) -> list[Path]:
+    """Images of other shapes than the crops: very wide, very tall, smaller than the model's input,
+    exactly its size, grey PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = np.asarray(Image.open(src[0]).convert("RGB"))
+    shapes = {
+        "wide": (20, 200),
+        "tall": (180, 25),
+        "small": (12, 17),
+        "exact": (IMGSZ, IMGSZ),
+        "odd": (33, 47),
+    }
+    paths = []
+    for name, (h, w) in shapes.items():
+        p = out / f"{name}.png"
+        Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC).save(p)
+        paths.append(p)
+    grey = out / "grey.png"
+    Image.open(src[1]).convert("L").save(grey)
+    return [*paths, grey]
+
+
+def ultralytics_probs(weights: Path, paths: list[Path]) -> np.ndarray:
+    """Ultralytics' own predict, one image path at a time, at the model's image size."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    return np.stack(
+        [
+            model.predict(source=str(p), imgsz=IMGSZ, device="cpu", verbose=False)[0].probs.data.numpy()
+            for p in paths
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, planktonclas_resources):
+    """The trained checkpoint, its model folder (model.pt + card) and test images of every shape."""
+    work = tmp_path_factory.mktemp("yolo_cls")
+    best = train_tiny_cls(planktonclas_resources / "demo-images", work)
+    folder = work / "model"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(best.read_bytes())
+    net, ckpt = checkpoint.load(folder / "model.pt")
+    write_json(checkpoint.make_card(net, ckpt, folder / "model.pt"), folder / "model_card.json")
+    crops = sorted((planktonclas_resources / "demo-images").rglob("*.jpg"))[::4]  # 27 real crops
+    images = work / "images"
+    images.mkdir()
+    for p in crops:
+        (images / f"{p.parent.name}_{p.name}").symlink_to(p)
+    odd_images(crops, images)
+    return {"best": best, "folder": folder, "images": images, "work": work}
+
+
+def test_center_crop_is_torchvision_resize_and_center_crop():
+    import torchvision.transforms as T
+
+    rng = np.random.default_rng(0)
+    for h, w, size in [
+        (30, 34, 32),
+        (555, 283, 32),
+        (20, 200, 48),
+        (12, 17, 32),
+        (32, 32, 32),
+        (47, 33, 224),
+    ]:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ref = np.asarray(T.Compose([T.Resize(size), T.CenterCrop(size)])(Image.fromarray(img)))
+        got = imaging.center_crop(img, size)
+        assert got.shape == (size, size, 3)
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_card_comes_from_the_checkpoint(tiny):
+    from ultralytics import YOLO
+
+    card = json.loads((tiny["folder"] / "model_card.json").read_text())
+    validate_card(dict(card))
+    names = YOLO(str(tiny["best"])).names
+    assert card["classes"] == [names[i] for i in range(len(names))]
+    assert card["input_size"] == IMGSZ and card["task"] == "classify"
+    assert card["format"] == card["backend"] == "ultralytics" and card["arch"] == "yolo11n-cls.yaml"
+    assert card["id"] == sha256_file(tiny["folder"] / "model.pt")
+    assert card["resize"] == "center_crop"
+    assert card["normalization"]["mean"] == [0.0] * 3 and card["normalization"]["std"] == [1.0] * 3
+
+
+def test_engine_predictions_equal_ultralytics_predict(tiny, tmp_path):
+    """Every image (real crops 30x34 .. 555x283 px, wide, tall, smaller than the input, grey) through
+    the shard engine (Items decoding, batches of 8) vs Ultralytics' predict on the file path."""
+    table = build(
+        [{"kind": "folder", "path": str(tiny["images"]), "extensions": [".jpg", ".png"]}], None, None
+    )
+    summary = infer.run_shard(
+        table,
+        tiny["folder"] / "model.pt",
+        tiny["folder"] / "model_card.json",
+        tmp_path / "p.parquet",
+        tmp_path / "r.parquet",
+        tmp_path / "s.json",
+        top_k=6,
+        batch_size=8,
+        workers=0,
+        device="cpu",
+        embeddings=True,
+    )
+    assert summary["predicted"] == summary["seen"] == len(list(tiny["images"].iterdir())) == 33
+    pred = pd.read_parquet(tmp_path / "p.parquet").sort_values("seq")
+    classes = json.loads((tiny["folder"] / "model_card.json").read_text())["classes"]
+    ours = np.zeros((len(pred), len(classes)), np.float32)
+    for k in range(1, 7):
+        idx = pred[f"top{k}_label"].map(classes.index).to_numpy()
+        ours[np.arange(len(pred)), idx] = pred[f"top{k}_prob"].to_numpy()
+    theirs = ultralytics_probs(tiny["best"], [Path(s) for s in pred["source"]])
+    assert np.abs(ours - theirs).max() <= 1e-5
+    assert (pred["top1_label"].to_numpy() == np.array(classes)[theirs.argmax(1)]).all()
+    assert np.ptp(theirs, axis=1).min() > 1e-3  # a model that separates classes, not a uniform one
+    assert len(pred["embedding"].iloc[0]) == 1280  # the head's pooled features
+
+
+def test_predictor_refuses_other_tasks(tiny, tmp_path):
+    """A detection checkpoint (or a card saying detect) never reaches the classification engine."""
+    from ultralytics import YOLO
+
+    det = tmp_path / "det" / "model.pt"
+    det.parent.mkdir()
+    YOLO("yolo11n.yaml", task="detect").save(str(det))
+    card = json.loads((tiny["folder"] / "model_card.json").read_text())
+    with pytest.raises(ModelCardError, match=r"'detect' model but .* is 'classify'"):
+        load_predictor(det, card, "cpu")
+    with pytest.raises(ModelCardError, match=r"'detect' model but .* is 'classify'"):
+        load_predictor(tiny["folder"] / "model.pt", {**card, "task": "detect"}, "cpu")
+    with pytest.raises(ValueError, match="onnx"):
+        load_predictor(tiny["folder"] / "model.pt", card, "cpu", runtime="onnx")
+
+
+def test_import_reads_the_task_and_card_from_the_checkpoint(tiny, tmp_path):
+    from ultralytics import YOLO
+
+    out = tmp_path / "out"
+    card = checkpoint.import_model(
+        {"source": "path", "path": str(tiny["best"])}, "classify", out / "model.pt", out / "model_card.json"
+    )
+    assert card["id"] == sha256_file(tiny["best"]) == sha256_file(out / "model.pt")
+    assert card["classes"] == json.loads((tiny["folder"] / "model_card.json").read_text())["classes"]
+    assert json.loads((out / "model_card.json").read_text())["imported_from"]["path"] == str(tiny["best"])
+    det = tmp_path / "model.pt"
+    YOLO("yolo11n-seg.yaml", task="segment").save(str(det))
+    with pytest.raises(
+        ModelCardError,
+        match=r"model\.pt is an Ultralytics 'segment' model but the use case's task is 'classify'",
+    ):
+        checkpoint.import_model(
+            {"source": "path", "path": str(det)}, "classify", out / "x.pt", out / "x.json"
+        )
+    with pytest.raises(ModelCardError, match="'classify' model but the use case's task is 'obb'"):
+        checkpoint.import_model(
+            {"source": "path", "path": str(tiny["best"])}, "obb", out / "x.pt", out / "x.json"
+        )
+    lying = tmp_path / "lying"
+    lying.mkdir()
+    (lying / "model.pt").write_bytes(tiny["best"].read_bytes())
+    good = json.loads((tiny["folder"] / "model_card.json").read_text())
+    write_json({**good, "classes": good["classes"][::-1]}, lying / "model_card.json")
+    with pytest.raises(ModelCardError, match="says classes"):
+        checkpoint.import_model(
+            {"source": "path", "path": str(lying)}, "classify", out / "x.pt", out / "x.json"
+        )
+    assert not (out / "x.pt").exists()
+
+
+def test_aquaflow_predict_gives_ultralytics_labels(tiny, tmp_path):
+    """`aquaflow predict --model <folder with model.pt + model_card.json>`; an obb checkpoint stops it."""
+    from ultralytics import YOLO
+
+    from aquaflow import cli
+
+    out = tmp_path / "out"
+    args = ["predict", str(tiny["images"]), "-o", str(out), "--top-k", "6", "--device", "cpu"]
+    assert cli.main([*args, "--model", str(tiny["folder"])]) == 0
+    pred = pd.read_parquet(out / "predictions.parquet").sort_values("seq")
+    assert len(pred) == 33 and json.loads((out / "summary.json").read_text())["rejected"] == 0
+    theirs = ultralytics_probs(tiny["best"], [Path(s) for s in pred["source"]])
+    classes = json.loads((tiny["folder"] / "model_card.json").read_text())["classes"]
+    assert (pred["top1_label"].to_numpy() == np.array(classes)[theirs.argmax(1)]).all()
+    assert np.abs(pred["top1_prob"].to_numpy() - theirs.max(1)).max() <= 1e-5
+    obb = tmp_path / "obb"
+    obb.mkdir()
+    YOLO("yolo11n-obb.yaml", task="obb").save(str(obb / "model.pt"))
+    net, ckpt = checkpoint.load(obb / "model.pt")
+    write_json(checkpoint.make_card(net, ckpt, obb / "model.pt"), obb / "model_card.json")
+    with pytest.raises(ModelCardError, match=r"Ultralytics 'obb' model but .* is 'classify'"):
+        cli.main([*args, "--model", str(obb)])
+
+
+def test_train_args_map_the_training_section():
+    t = {
+        "epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0,
+        "scheduler": "none", "warmup_epochs": 0, "label_smoothing": 0.1,
+        "augmentation": ["vflip", "rot90"], "balancing": "weights",
+        "class_weights": {}, "early_stopping": {"patience": 0}, "freeze_epochs": 0, "backbone_lr_scale": 1.0,
+        "seed": 1, "num_workers": 0, "device": "cpu", "amp": True,
+    }  # fmt: skip
+    args, unused = yolo_cls.train_args({"input_size": 48}, t, Path("d"), Path("w"), False)
+    assert args["optimizer"] == "SGD" and args["lrf"] == 1.0 and not args["cos_lr"]
+    assert (args["fliplr"], args["flipud"], args["scale"], args["hsv_v"]) == (0.0, 0.5, 0.0, 0.0)
+    assert args["imgsz"] == 48 and args["amp"] is False and args["patience"] == 3 and args["nbs"] == 8
+    assert unused == ["augmentation rot90", "balancing / class_weights", "label_smoothing"]
+    with pytest.raises(ValueError, match="step"):
+        yolo_cls.train_args({"input_size": 48}, {**t, "scheduler": "step"}, Path("d"), Path("w"), False)
+    with pytest.raises(ValueError, match=r"yolo11n-cls\.yaml"):
+        yolo_cls.build("mobilenetv4_conv_small")
+
+
+def test_config_refuses_what_an_ultralytics_classifier_cannot_do():
+    from aquaflow.config import ConfigError, check_usecase
+
+    uc = {"task": "classify", "model": {"backend": "ultralytics", "arch": "mobilenetv4_conv_small"}}
+    with pytest.raises(ConfigError, match=r"'model\.arch' is 'mobilenetv4_conv_small'"):
+        check_usecase(uc, "uc.yaml")
+    uc = {
+        "task": "classify",
+        "model": {"backend": "ultralytics", "source": "path"},
+        "inference": {"backend": "onnx"},
+    }
+    with pytest.raises(ConfigError, match=r"'inference\.backend: onnx' is for timm models"):
+        check_usecase(uc, "uc.yaml")
+    check_usecase(
+        {"task": "classify", "model": {"backend": "ultralytics", "arch": "yolo11n-cls.yaml"}}, "uc.yaml"
+    )

@@ -1,0 +1,133 @@
+"""Ultralytics classification use cases through the real workflow: a `.pt` trained elsewhere
+predicts campaigns with Ultralytics' own labels and probabilities; `source: train` trains with
+Ultralytics' trainer and is evaluated; a checkpoint of another task stops the import naming both."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aquaflow.io import sha256_file
+
+from ..conftest import REPO, run_snakemake, tiny_usecase, write_workdir
+from ..unit.test_yolo_classify import IMGSZ, odd_images, train_tiny_cls, ultralytics_probs
+
+
+@pytest.fixture(scope="module")
+def given_pt(tmp_path_factory, planktonclas_resources) -> Path:
+    """A yolo11n-cls checkpoint trained by Ultralytics alone (no aquaflow code), at 32 px."""
+    return train_tiny_cls(planktonclas_resources / "demo-images", tmp_path_factory.mktemp("given_pt"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, planktonclas_resources, given_pt):
+    """One workflow run with two use cases: `given` (the bare .pt, one campaign of crops and odd
+    shapes, no dataset) and `trained` (the FlowCam demo data, Ultralytics' trainer for 2 epochs
+    starting from the given checkpoint, the demo campaign with a DwC-A)."""
+    work = tmp_path_factory.mktemp("yolo_cls_wf")
+    crops = sorted((planktonclas_resources / "demo-images").rglob("*.jpg"))[::9]
+    images = work / "campaign_images"
+    images.mkdir()
+    for p in crops:
+        shutil.copyfile(p, images / f"{p.parent.name}_{p.name}")
+    odd_images(crops, images)
+    (images / "broken.jpg").write_bytes(b"not an image")
+    given = {
+        "task": "classify",
+        "instrument": "FlowCam",
+        "model": {"source": "path", "path": str(given_pt), "backend": "ultralytics"},
+        "inference": {"device": "cpu", "batch_size": 8},
+        "campaigns": {"c1": {"inputs": [{"kind": "folder", "path": str(images)}]}},
+    }
+    trained = tiny_usecase()
+    trained["model"] = {
+        "backend": "ultralytics",
+        "arch": "yolo11n-cls.yaml",
+        "input_size": IMGSZ,
+        "pretrained": {"kind": "path", "path": str(given_pt), "sha256": sha256_file(given_pt)},
+    }
+    trained["training"].update(
+        {"epochs": 2, "batch_size": 16, "warmup_epochs": 0, "lr": 0.01, "device": "cpu"}
+    )
+    trained["inference"] = {"device": "cpu"}
+    trained["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
+    trained["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
+    write_workdir(work, {"given": given, "trained": trained})
+    run_snakemake(work, "--set-scatter", "infer=1")
+    return {"res": work / "results", "images": images, "given_pt": given_pt, "work": work}
+
+
+def test_given_pt_predicts_campaigns_as_ultralytics_does(run):
+    res = run["res"] / "given"
+    card = json.loads((res / "model/model_card.json").read_text())
+    assert card["id"] == sha256_file(run["given_pt"]) == sha256_file(res / "model/model.pt")
+    assert card["task"] == "classify" and card["backend"] == "ultralytics" and card["input_size"] == IMGSZ
+    c1 = res / "campaigns/c1"
+    pred = pd.read_parquet(c1 / "predictions.parquet").sort_values("seq")
+    rejected = pd.read_parquet(c1 / "rejected.parquet")
+    summary = json.loads((c1 / "summary.json").read_text())
+    n = len(list(run["images"].iterdir()))
+    assert summary["predicted"] == len(pred) == n - 1 and summary["rejected"] == 1
+    assert rejected["source"].str.endswith("broken.jpg").all()
+    theirs = ultralytics_probs(run["given_pt"], [Path(s) for s in pred["source"]])
+    classes = np.array(card["classes"])
+    assert (pred["top1_label"].to_numpy() == classes[theirs.argmax(1)]).all()
+    assert np.abs(pred["top1_prob"].to_numpy() - theirs.max(1)).max() <= 1e-5
+    assert (pred["model_id"] == card["id"]).all()
+    ecotaxa = pd.read_csv(c1 / "export/ecotaxa_given_c1.tsv", sep="\t", skiprows=[1])
+    assert len(ecotaxa) == len(pred)
+    crate = zipfile.ZipFile(c1 / "export/rocrate_given_c1.zip")
+    assert "ro-crate-metadata.json" in crate.namelist()
+
+
+def test_source_train_writes_model_eval_and_campaign_exports(run):
+    res = run["res"] / "trained"
+    card = json.loads((res / "model/model_card.json").read_text())
+    assert card["arch"] == "yolo11n-cls.yaml" and card["resize"] == "center_crop"
+    assert card["id"] == sha256_file(res / "model/model.pt")
+    assert sorted(card["classes"]) == card["classes"] and len(card["classes"]) == 6
+    assert card["training"]["epochs_run"] == 2 and card["training"]["ultralytics_args"]["amp"] is False
+    assert card["training"]["images"]["train"] > 0 and card["pretrained"]["file"] == run["given_pt"].name
+    assert "augmentation rot90" in card["training"]["not_applied"]
+    history = pd.read_csv(res / "model/history.tsv", sep="\t")
+    assert len(history) == 2 and (res / "model/training_curve.png").stat().st_size > 0
+    metrics = json.loads((res / "eval/metrics.json").read_text())
+    assert metrics["model_id"] == card["id"] and 0.0 <= metrics["accuracy"] <= 1.0
+    manifest = pd.read_parquet(res / "prepared/manifest.parquet")
+    assert metrics["n"] == int((manifest["split"] == "test").sum())
+    demo = res / "campaigns/demo"
+    summary = json.loads((demo / "summary.json").read_text())
+    assert summary["predicted"] == len(manifest) and summary["rejected"] == 0
+    assert (demo / "export/dwca_trained_demo.zip").stat().st_size > 0
+    assert (demo / "export/ecotaxa_trained_demo.tsv").exists()
+
+
+def test_a_checkpoint_of_another_task_stops_the_import(run, tmp_path):
+    from ultralytics import YOLO
+
+    det = tmp_path / "model.pt"
+    YOLO("yolo11n.yaml", task="detect").save(str(det))
+    work = write_workdir(
+        tmp_path / "wrong",
+        {
+            "wrong": {
+                "task": "classify",
+                "model": {"source": "path", "path": str(det), "backend": "ultralytics"},
+            },
+            "fish": {"task": "detect", "model": {"source": "path", "path": str(run["given_pt"])}},
+        },
+    )
+    targets = ["results/wrong/model/model_card.json", "results/fish/model/model_card.json"]
+    proc = run_snakemake(work, *targets, "--keep-going", check=False)
+    assert proc.returncode != 0
+    logs = (work / "results/wrong/logs/import_ultralytics_model.log").read_text()
+    assert f"{det} is an Ultralytics 'detect' model but the use case's task is 'classify'" in logs
+    logs = (work / "results/fish/logs/import_ultralytics_model.log").read_text()
+    assert "is an Ultralytics 'classify' model but the use case's task is 'detect'" in logs
+    assert not (work / "results/wrong/model/model.pt").exists()
