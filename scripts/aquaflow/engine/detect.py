@@ -31,13 +31,15 @@ from aquaflow.engine import gather as shard_gather
 from aquaflow.engine.items import CROP_COLUMNS, REJECTED_SCHEMA, Items, crop_of, prefetched
 from aquaflow.engine.staging import source_reader
 from aquaflow.io import atomic_path, read_json, sha256_file, write_json, write_tsv
+from aquaflow.monitoring import drift
 from aquaflow.tasks.detect import outputs
 
 log = logging.getLogger(__name__)
 
 
 class _Frames(Items):
-    """Decoded full-resolution RGB arrays (no letterbox, no JPEG draft) or rejection records."""
+    """Decoded full-resolution RGB arrays (no letterbox, no JPEG draft) with their image statistics
+    (`aquaflow.monitoring.drift.image_stats`, for drift monitoring), or rejection records."""
 
     def __getitem__(self, i: int):
         src, box = self.sources[i], self.crops[i]
@@ -45,11 +47,11 @@ class _Frames(Items):
             if isinstance(src, imaging.Rejected):  # found while staging (aquaflow.engine.staging)
                 raise src
             img, digest = self._crop(src, box) if box else self._whole(src)
-            return i, img, digest[:16], "", ""
+            return i, img, digest[:16], "", "", drift.image_stats(img, img.shape[1], img.shape[0])
         except imaging.Rejected as rej:
-            return i, None, "", rej.reason, rej.detail
+            return i, None, "", rej.reason, rej.detail, None
         except Exception as exc:  # a shard never crashes on one bad file
-            return i, None, "", imaging.DECODE_ERROR, f"{type(exc).__name__}: {exc}"
+            return i, None, "", imaging.DECODE_ERROR, f"{type(exc).__name__}: {exc}", None
 
 
 def _collate(batch: list) -> dict[str, Any]:
@@ -59,6 +61,7 @@ def _collate(batch: list) -> dict[str, Any]:
         "ids": [b[2] for b in ok],
         "images": [b[1] for b in ok],
         "rejected": [(b[0], b[3], b[4]) for b in batch if b[1] is None],
+        "stats": [b[5] for b in ok],
     }
 
 
@@ -66,7 +69,8 @@ def _counts_schema(meta: pa.Schema, classes: list[str]) -> pa.Schema:
     f = pa.field
     fields = [f("seq", pa.int64()), f("id", pa.string()), f("source", pa.string()), *meta]
     fields += [f("image_width", pa.int32()), f("image_height", pa.int32()), f("n", pa.int32())]
-    return pa.schema(fields + [f(f"n_{c}", pa.int32()) for c in classes])
+    fields += [f(f"n_{c}", pa.int32()) for c in classes]
+    return pa.schema(fields + [f(c, pa.float32()) for c in drift.STAT_COLUMNS])
 
 
 def run_shard(
@@ -131,7 +135,9 @@ def run_shard(
             )
             dcols: dict[str, list] = collections.defaultdict(list)
             ccols: dict[str, list] = collections.defaultdict(list)
-            for i, image_id, d in zip(batch["index"], batch["ids"], found, strict=True):
+            for i, image_id, d, stats in zip(
+                batch["index"], batch["ids"], found, batch["stats"], strict=True
+            ):
                 rows = outputs.detection_rows(d, task, classes, px)
                 k = len(d)
                 base = {"seq": [seq[i]] * k, "id": [image_id] * k, "source": [sources[i]] * k}
@@ -149,6 +155,8 @@ def run_shard(
                 hist = np.bincount(d.cls, minlength=len(classes))
                 for j, c in enumerate(classes):
                     ccols[f"n_{c}"].append(int(hist[j]))
+                for c, v in zip(drift.STAT_COLUMNS, stats, strict=True):
+                    ccols[c].append(float(v))
                 per_class.update(classes[c] for c in d.cls)
                 n_det += k
             n_img += len(batch["index"])
