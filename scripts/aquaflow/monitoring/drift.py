@@ -317,9 +317,7 @@ def _ref_counts(ref: dict[str, np.ndarray]) -> np.ndarray:
 def unavailable(ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, str]:
     """Configured detectors the model cannot serve, with the reason (listed in drift.json)."""
     if "mmd" in cfg["detectors"] and "embeddings" not in ref:
-        return {
-            "mmd": "the model's backend (Ultralytics) stores no embeddings; image statistics and counts are tested"
-        }
+        return {"mmd": "the Ultralytics backend stores no embeddings; image statistics and counts are tested"}
     return {}
 
 
