@@ -39,3 +39,24 @@ def write_model(folder: Path, task: str, classes: list[str], imgsz: int = 64, se
     }
     write_json(card, folder / "model_card.json")
     return folder
+
+
+def write_models(root: Path, classes_of: dict[str, list[str]]) -> Path:
+    """root/<task>/ model folders (write_model) for every task of `classes_of`, built in a child
+    process so that this process's environment (Ultralytics settings) stays untouched."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    root.mkdir(parents=True, exist_ok=True)
+    code = (
+        "from pathlib import Path; from aquaflow.backends.yolo import ultra; "
+        f"ultra.setup({str(root / 'ultralytics')!r}); from tests.given_yolo import write_model; "
+        + "; ".join(
+            f"write_model(Path({str(root / t)!r}), {t!r}, {list(c)!r})" for t, c in classes_of.items()
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "scripts"), str(repo)])}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root, timeout=600)
+    return root

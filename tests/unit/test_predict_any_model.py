@@ -22,6 +22,7 @@ from aquaflow.data import imaging
 from aquaflow.monitoring import drift
 from aquaflow.synthetic import scenes
 from tests.conftest import REPO
+from tests.given_yolo import write_models
 
 KIND = {"detect": "fish", "segment": "coral", "obb": "diatoms"}
 FAULTS = {"zero.jpg": "zero_bytes", "truncated.jpg": "truncated", "notes.png": "not_an_image"}
@@ -40,17 +41,7 @@ def _folder(tmp_path, kind: str) -> list:
 def models(tmp_path_factory):
     """One model folder per task, built in a child process (Ultralytics reads its env at import)."""
     root = tmp_path_factory.mktemp("given_yolo")
-    code = (
-        "import sys; from pathlib import Path; from aquaflow.backends.yolo import ultra; "
-        f"ultra.setup({str(root / 'ul')!r}); from tests.given_yolo import write_model; "
-        + "; ".join(
-            f"write_model(Path({str(root / t)!r}), {t!r}, {list(scenes.KINDS[k][1])!r})"
-            for t, k in KIND.items()
-        )
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "scripts"), str(REPO)])}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root, timeout=600)
-    return root
+    return write_models(root, {t: list(scenes.KINDS[k][1]) for t, k in KIND.items()})
 
 
 @pytest.mark.parametrize("task", list(KIND))

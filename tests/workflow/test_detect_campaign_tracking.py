@@ -12,10 +12,7 @@ reruns nothing but the policy.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -24,8 +21,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from aquaflow.synthetic import scenes
+from tests.given_yolo import write_models
 
-from ..conftest import REPO, run_snakemake, write_workdir
+from ..conftest import run_snakemake, write_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -69,16 +67,7 @@ def _usecase(task: str, data, model, incoming, on_drift: str) -> dict:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("detect_tracking")
-    code = (
-        "from pathlib import Path; from aquaflow.backends.yolo import ultra; "
-        f"ultra.setup({str(work / 'ul')!r}); from tests.given_yolo import write_model; "
-        + "; ".join(
-            f"write_model(Path({str(work / 'models' / t)!r}), {t!r}, {list(scenes.KINDS[k][1])!r})"
-            for t, k in KIND.items()
-        )
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "scripts"), str(REPO)])}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=work, timeout=600)
+    write_models(work / "models", {t: list(scenes.KINDS[k][1]) for t, k in KIND.items()})
     ucs = {}
     for task, kind in KIND.items():
         data = scenes.write_dataset(kind, work / "data" / kind, N_REF, 8, (96, 96), seed=3).parent
