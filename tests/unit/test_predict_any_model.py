@@ -1,5 +1,6 @@
-"""`aquaflow predict` with any model folder: Ultralytics detect / segment / obb models (untrained YOLO11n
-built by the test, low conf) on a folder of good and broken files, through the detection shard engine.
+"""`aquaflow predict` with any model folder, dispatched on its card: Ultralytics detect / segment / obb
+models (untrained YOLO11n built by the test, low conf) through the detection shard engine, and a Keras
+classifier through the classification engine, on a folder of good and broken files.
 
 Counts reconcile (every file in exactly one of counts or rejected, with its reason), the detection
 table agrees with the per-image counts, and every predicted image carries the five image statistics
@@ -88,3 +89,53 @@ def test_predict_a_folder_with_an_ultralytics_model(models, tmp_path, task):
         got = np.array([getattr(row, c) for c in drift.STAT_COLUMNS], np.float32)
         np.testing.assert_allclose(got, want, rtol=1e-5)
         assert (row.image_width, row.image_height) == (96, 80)
+
+
+def test_predict_a_folder_with_a_keras_model(tmp_path):
+    """A Keras classifier folder (model.keras + card) goes through the classification engine."""
+    from aquaflow.backends import keras_model as kb
+    from aquaflow.io import write_json
+
+    keras = kb.tf_setup(1)
+    (tmp_path / "model").mkdir()
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "model" / "model.keras")
+    card = {
+        "format": "keras",
+        "arch": "tiny_cnn",
+        "classes": ["clear", "turbid"],
+        "input_size": 16,
+        "normalization": {"preprocess": "scale"},
+    }
+    write_json(card, tmp_path / "model" / "model_card.json")
+    _folder(tmp_path, "fish")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "aquaflow.cli",
+        "predict",
+        "--model",
+        str(tmp_path / "model"),
+        str(tmp_path / "in"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
+    proc = subprocess.run(
+        [*cmd, "-o", str(out), "--top-k", "2", "--embeddings"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "5 predicted, 3 rejected of 8" in proc.stdout and "classify" in proc.stdout
+    pred = pd.read_parquet(out / "predictions.parquet")
+    rejected = pd.read_parquet(out / "rejected.parquet")
+    assert {
+        os.path.basename(s): r for s, r in zip(rejected["source"], rejected["reason"], strict=True)
+    } == FAULTS
+    assert len(pred) == 5 and set(pred["top1_label"]) <= set(card["classes"])
+    np.testing.assert_allclose(pred["top1_prob"] + pred["top2_prob"], 1.0, atol=1e-5)
+    assert {*drift.STAT_COLUMNS, "embedding"} <= set(pred.columns) and len(pred["embedding"].iloc[0]) == 4
