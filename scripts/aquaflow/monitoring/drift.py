@@ -316,7 +316,7 @@ def _ref_counts(ref: dict[str, np.ndarray]) -> np.ndarray:
 
 def unavailable(ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, str]:
     """Configured detectors the model cannot serve, with the reason (listed in drift.json)."""
-    if "mmd" in cfg["detectors"] and "embeddings" not in ref:
+    if "mmd" in cfg["detectors"] and "counts" in ref and "embeddings" not in ref:  # a detector's reference
         return {"mmd": "the Ultralytics backend stores no embeddings; image statistics and counts are tested"}
     return {}
 
@@ -330,7 +330,7 @@ def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any])
     missing = unavailable(ref, cfg)
     cfg = {**cfg, "detectors": [d for d in cfg["detectors"] if d not in missing]}
     by_counts = "counts" in ref
-    classes = ref["classes"].astype(str).tolist()
+    classes = ref["classes"].astype(str).tolist() if by_counts else []
     n_shift = (1 + len(classes)) if by_counts else 1
     n_tests = (
         ("mmd" in cfg["detectors"])
