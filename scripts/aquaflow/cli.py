@@ -144,6 +144,7 @@ def known_models(results: Path) -> list[dict[str, Any]]:
             {
                 "usecase": card_path.parent.parent.name,
                 "model_id": card.get("id", "")[:16],
+                "task": card.get("task", "classify"),
                 "arch": card.get("arch", ""),
                 "classes": len(card.get("classes", [])),
                 "input_size": card.get("input_size", ""),

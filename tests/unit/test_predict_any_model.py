@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -83,6 +84,15 @@ def test_predict_a_folder_with_an_ultralytics_model(models, tmp_path, task):
         assert table["rle"].str.len().gt(0).all()
     card = json.loads((models / task / "model_card.json").read_text())
     assert set(table["model_id"]) == {card["id"]}
+    results = tmp_path / "results"
+    shutil.copytree(models / task, results / KIND[task] / "model")
+    listing = subprocess.run(
+        [sys.executable, "-m", "aquaflow.cli", "models", "--results", str(results)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert f"usecase={KIND[task]}\tmodel_id={card['id'][:16]}\ttask={task}\t" in listing.stdout
     for row in counts.itertuples(index=False):  # the drift statistics of every predicted image
         img = imaging.load(row.source).image
         want = drift.image_stats(img, img.shape[1], img.shape[0])

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.workflow
 
 KIND = {"detect": "fish", "segment": "coral", "obb": "diatoms"}
 N_REF, N_BATCH = 40, 24
+SCATTER = ("--set-scatter", "infer=1")  # one shard per campaign, in every run of the module
 TARGETS = [
     f"results/{t}/campaigns/survey/{f}" for t in KIND for f in ("drift/policy.json", "mlflow_run.json")
 ]
@@ -74,7 +75,7 @@ def run(tmp_path_factory):
         _campaign_folders(work, kind)
         ucs[task] = _usecase(task, data, work / "models" / task, work / "incoming" / kind, "warn")
     write_workdir(work / "wd", ucs)
-    proc = run_snakemake(work / "wd", *TARGETS, "--set-scatter", "infer=1")
+    proc = run_snakemake(work / "wd", *TARGETS, *SCATTER)
     return work / "wd", proc
 
 
@@ -133,7 +134,7 @@ def test_fail_policy_stops_the_workflow_naming_the_batch(run):
     uc = yaml.safe_load(path.read_text())
     uc["drift"]["on_drift"] = "fail"
     path.write_text(yaml.safe_dump(uc, sort_keys=False))
-    proc = run_snakemake(wd, *TARGETS, check=False)
+    proc = run_snakemake(wd, *TARGETS, *SCATTER, check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "drift detected in 1 batch(es)" in out and "shifted" in out and "on_drift: fail" in out
