@@ -39,6 +39,13 @@ def _folder(tmp_path, kind: str) -> list:
     return good
 
 
+def aquaflow(*args: str) -> subprocess.CompletedProcess:
+    """The `aquaflow` command of this checkout, in a child process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
+    cmd = [sys.executable, "-m", "aquaflow.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """One model folder per task, built in a child process (Ultralytics reads its env at import)."""
@@ -50,18 +57,10 @@ def models(tmp_path_factory):
 def test_predict_a_folder_with_an_ultralytics_model(models, tmp_path, task):
     good = _folder(tmp_path, KIND[task])
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "aquaflow.cli",
-        "predict",
-        "--model",
-        str(models / task),
-        str(tmp_path / "in"),
-    ]
-    cmd += ["-o", str(out), "--conf", "0.001", "--max-det", "20", "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = aquaflow(
+        "predict", "--model", str(models / task), str(tmp_path / "in"), "-o", str(out),
+        "--conf", "0.001", "--max-det", "20", "--device", "cpu",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "5 predicted, " in proc.stdout and "3 rejected of 8" in proc.stdout and task in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -86,12 +85,7 @@ def test_predict_a_folder_with_an_ultralytics_model(models, tmp_path, task):
     assert set(table["model_id"]) == {card["id"]}
     results = tmp_path / "results"
     shutil.copytree(models / task, results / KIND[task] / "model")
-    listing = subprocess.run(
-        [sys.executable, "-m", "aquaflow.cli", "models", "--results", str(results)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    listing = aquaflow("models", "--results", str(results))
     assert f"usecase={KIND[task]}\tmodel_id={card['id'][:16]}\ttask={task}\t" in listing.stdout
     for row in counts.itertuples(index=False):  # the drift statistics of every predicted image
         img = imaging.load(row.source).image
@@ -122,23 +116,10 @@ def test_predict_a_folder_with_a_keras_model(tmp_path):
     write_json(card, tmp_path / "model" / "model_card.json")
     _folder(tmp_path, "fish")
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "aquaflow.cli",
-        "predict",
-        "--model",
-        str(tmp_path / "model"),
-        str(tmp_path / "in"),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
-    proc = subprocess.run(
-        [*cmd, "-o", str(out), "--top-k", "2", "--embeddings"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = aquaflow(
+        "predict", "--model", str(tmp_path / "model"), str(tmp_path / "in"), "-o", str(out),
+        "--top-k", "2", "--embeddings",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "5 predicted, 3 rejected of 8" in proc.stdout and "classify" in proc.stdout
     pred = pd.read_parquet(out / "predictions.parquet")
