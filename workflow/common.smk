@@ -433,6 +433,7 @@ def detect_targets(uc):
             f"{c}/detections.json",
             f"{c}/summary.json",
             f"{c}/overlays",
+            *tracking_targets(uc, campaign),  # MLflow inference run, drift
         ]
         out += ecotaxa_targets(uc, campaign)
     return out
@@ -459,6 +460,18 @@ def drift_reference_settings(wildcards):
         "images": images_folder(wildcards),
         "device": cfg["inference"]["device"],
     }
+
+
+def drift_sample_settings(wildcards):
+    """What a detector's drift reference reads of the drift section: which images, the seed."""
+    return {k: UC[wildcards.uc]["drift"][k] for k in ("reference", "seed")}
+
+
+def drift_table(wildcards):
+    """The per-image table the drift test reads: a classifier's predictions (embeddings and image
+    statistics included), a detector's per-image counts (image statistics included)."""
+    name = "counts" if is_detection(UC[wildcards.uc]) else "predictions"
+    return f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}/{name}.parquet"
 
 
 def campaign_drift(wildcards):

@@ -1,19 +1,24 @@
-# Drift monitoring (issue 11): a reference built with the model, one drift test per campaign,
-# the on_drift policy, and one MLflow run per campaign inference.
+# Drift monitoring: a reference built with the model, one drift test per campaign, the on_drift
+# policy, and one MLflow run per campaign inference. Every task: classifiers test embeddings, image
+# statistics and predicted classes; detectors (detect, segment, obb) image statistics and detections
+# per class per image.
 for _uc, _cfg in UC.items():
-    if drift_enabled(_cfg) and _cfg["task"] != "classify":
-        raise WorkflowError(
-            f"use case {_uc}: drift monitoring is implemented for task classify only"
-        )
-    if drift_enabled(_cfg) and not _cfg["inference"]["embeddings"]:
+    if not drift_enabled(_cfg):
+        continue
+    if _cfg["task"] == "classify" and not _cfg["inference"]["embeddings"]:
         raise WorkflowError(
             f"use case {_uc}: drift.enabled needs inference.embeddings: true "
             "(the drift test compares penultimate-layer embeddings and image statistics)"
         )
-    if drift_enabled(_cfg) and not has_labels(_uc):
+    if _cfg["task"] == "classify" and not has_labels(_uc):
         raise WorkflowError(
             f"use case {_uc}: drift.enabled needs a dataset (source + dataset): "
             "the drift reference is drawn from its prepared images"
+        )
+    if _cfg["task"] != "classify" and "source" not in _cfg:
+        raise WorkflowError(
+            f"use case {_uc}: drift.enabled needs labelled data (source + detection.data): "
+            "the drift reference is the detector run on its prepared images"
         )
 
 
@@ -47,10 +52,41 @@ rule drift_reference:
         "../scripts/drift_reference.py"
 
 
+# Image statistics and detections per class of a sample of a detector's training images.
+rule drift_reference_detect:
+    input:
+        data=f"{RESULTS}/{{uc}}/detect/data",
+        weights=model_weights,
+        card=model_card,
+    output:
+        reference=f"{RESULTS}/{{uc}}/model/drift_reference.npz",
+        summary=f"{RESULTS}/{{uc}}/model/drift_reference.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/drift_reference.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/drift_reference.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: drift_enabled(cfg) and is_detection(cfg)),
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=6000,
+        runtime=60,
+    params:
+        drift=drift_sample_settings,
+        settings=detection_prediction,
+        ultralytics=f"{RESULTS}/{{uc}}/detect/ultralytics",
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/drift_reference_detect.py"
+
+
 rule drift:
     input:
-        predictions=f"{CAMPAIGN}/predictions.parquet",
-        reference=rules.drift_reference.output.reference,
+        predictions=drift_table,  # classifiers: predictions; detectors: the per-image counts
+        reference=f"{RESULTS}/{{uc}}/model/drift_reference.npz",
     output:
         json=f"{CAMPAIGN}/drift/drift.json",
         table=report(

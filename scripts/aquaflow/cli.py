@@ -1,5 +1,7 @@
 """The `aquaflow` command: predictions from a given model without writing a config, and the models
-this workflow knows. It runs the same library code as the workflow's inference shards."""
+this workflow knows. It runs the same library code as the workflow's inference shards: the
+classification engine for classifiers (torch/timm/ONNX, Keras), the detection engine for Ultralytics
+detect / segment / obb models; which one is read from the model card."""
 
 from __future__ import annotations
 
@@ -32,48 +34,102 @@ def input_spec(path: str, kind: str = "auto") -> dict[str, Any]:
 
 
 def resolve_model(model: str, work: Path, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:
-    """(weights, card) of a model folder, a card file or an MLflow registry reference."""
+    """(weights, validated card) of a model folder, a card file or an MLflow registry reference;
+    a registry model is downloaded into `work` (whatever its backend)."""
     from aquaflow.models import artifacts
 
     if model.startswith("models:/"):
-        weights, card = work / "model.safetensors", work / "model_card.json"
         mlflow_cfg = {"tracking_uri": tracking_uri, "results": str(Path("results"))}
-        artifacts.import_model({"source": "mlflow", "uri": model}, weights, card, mlflow_cfg)
-        return weights, artifacts.read_card(card)
+        return artifacts.locate(artifacts.source_folder({"source": "mlflow", "uri": model}, mlflow_cfg, work))
     return artifacts.locate(model)
 
 
-def predict(args: argparse.Namespace) -> int:
-    from aquaflow.data import inputs
+def detection_settings(args: argparse.Namespace, card: dict[str, Any]) -> dict[str, Any]:
+    """The campaign prediction settings (`detection.predict`, config/README.md) from the options."""
+    tiling = {
+        "enabled": args.tile is not None,
+        "tile": args.tile or 640,
+        "overlap": args.tile_overlap,
+        "full_image": False,
+        "merge": "nmm",
+        "match_metric": "ios",
+        "match_threshold": 0.5,
+    }
+    return {
+        "conf": args.conf,
+        "iou": args.iou,
+        "max_det": args.max_det,
+        "batch": args.batch_size or 16,
+        "device": args.device,
+        "max_pixels": args.max_pixels,
+        "imgsz": args.imgsz or int(card["input_size"]),
+        "tiling": tiling,
+        "pixel_size": None,
+    }
+
+
+def _predict_detections(args, table, weights: Path, card: dict[str, Any], out: Path) -> dict[str, Any]:
+    """An Ultralytics model (detect, segment, obb): the detection shard engine, as in a campaign."""
+    from aquaflow.backends.yolo import ultra
+    from aquaflow.engine import detect
+
+    ultra.setup(out / ".ultralytics")  # its settings stay with the outputs, nothing in $HOME
+    names = {"predictions": "parquet", "counts": "parquet", "rejected": "parquet", "summary": "json"}
+    settings = detection_settings(args, card)
+    return detect.run_shard(
+        table,
+        weights,
+        card,
+        {k: out / f"{k}.{ext}" for k, ext in names.items()},
+        settings,
+        batch_size=settings["batch"],
+        device=args.device,
+        run_id="cli",
+        progress=sys.stderr,
+    )
+
+
+def _predict_classes(args, table, weights: Path, card: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A classifier (timm/ONNX or Keras, from its card): the classification shard engine."""
     from aquaflow.engine import infer
+
+    params = {"device": args.device, "batch_size": args.batch_size, "workers": args.workers}
+    batch_size, workers = infer.loader_settings(params, args.threads)
+    return infer.run_shard(
+        table,
+        weights,
+        card,
+        out / "predictions.parquet",
+        out / "rejected.parquet",
+        out / "summary.json",
+        top_k=args.top_k,
+        batch_size=batch_size,
+        workers=workers,
+        threads=args.threads,
+        device=args.device,
+        embeddings=args.embeddings,
+        max_pixels=args.max_pixels,
+        backend=args.backend,
+        run_id="cli",
+        progress=sys.stderr,
+    )
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Predict every input with the model, dispatching on its card (task, backend)."""
+    from aquaflow.data import inputs
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     table = inputs.build([input_spec(p, args.kind) for p in args.inputs], None, None)
     with tempfile.TemporaryDirectory() as work:
         weights, card = resolve_model(args.model, Path(work), args.tracking_uri)
-        params = {"device": args.device, "batch_size": args.batch_size, "workers": args.workers}
-        batch_size, workers = infer.loader_settings(params, args.threads)
-        summary = infer.run_shard(
-            table,
-            weights,
-            card,
-            out / "predictions.parquet",
-            out / "rejected.parquet",
-            out / "summary.json",
-            top_k=args.top_k,
-            batch_size=batch_size,
-            workers=workers,
-            threads=args.threads,
-            device=args.device,
-            embeddings=args.embeddings,
-            backend=args.backend,
-            run_id="cli",
-            progress=sys.stderr,
-        )
+        run = _predict_detections if card["task"] != "classify" else _predict_classes
+        summary = run(args, table, weights, card, out)
+    found = f", {summary['detections']} detections" if "detections" in summary else ""
     print(
-        f"{summary['predicted']} predicted, {summary['rejected']} rejected of {summary['seen']} "
-        f"(model {summary['model_id'][:16]}) -> {out}"
+        f"{summary['predicted']} predicted{found}, {summary['rejected']} rejected of {summary['seen']} "
+        f"({card['task']} model {summary['model_id'][:16]}) -> {out}"
     )
     return 0
 
@@ -88,6 +144,7 @@ def known_models(results: Path) -> list[dict[str, Any]]:
             {
                 "usecase": card_path.parent.parent.name,
                 "model_id": card.get("id", "")[:16],
+                "task": card.get("task", "classify"),
                 "arch": card.get("arch", ""),
                 "classes": len(card.get("classes", [])),
                 "input_size": card.get("input_size", ""),
@@ -137,17 +194,33 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict images with a given model, no config needed")
     p.add_argument("inputs", nargs="+", help="image folder(s), FlowCam run folder(s) or manifest file(s)")
     p.add_argument(
-        "--model", required=True, help="model folder, model_card.json, or models:/<name>/<version>"
+        "--model",
+        required=True,
+        help="model folder (torch, Keras or Ultralytics: read from its card), model_card.json, "
+        "or models:/<name>/<version>",
     )
-    p.add_argument("-o", "--output", required=True, help="folder for predictions/rejected/summary")
+    p.add_argument(
+        "-o", "--output", required=True, help="folder for predictions/rejected/summary (detectors: + counts)"
+    )
     p.add_argument("--kind", default="auto", choices=["auto", "folder", "flowcam", "manifest"])
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: by device)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"])
-    p.add_argument("--embeddings", action="store_true")
+    p.add_argument(
+        "--max-pixels", type=int, default=imaging.DEFAULT_MAX_PIXELS, help="larger images: too_large"
+    )
+    c = p.add_argument_group("classifiers (torch, Keras)")
+    c.add_argument("--top-k", type=int, default=5)
+    c.add_argument("--workers", type=int, default=None)
+    c.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"])
+    c.add_argument("--embeddings", action="store_true")
+    d = p.add_argument_group("detectors (Ultralytics detect, segment, obb): as detection.predict")
+    d.add_argument("--conf", type=float, default=0.25, help="score threshold")
+    d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    d.add_argument("--max-det", type=int, default=300)
+    d.add_argument("--imgsz", type=int, default=None, help="default: the card's input_size")
+    d.add_argument("--tile", type=int, default=None, help="predict tiles of this side (px)")
+    d.add_argument("--tile-overlap", type=int, default=128)
     p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ references")
     p.set_defaults(func=predict)
     m = sub.add_parser("models", help="list the models this workflow knows")

@@ -12,6 +12,13 @@ id or date) frouros detectors compare the batch with the reference:
 - `label_shift`: chi-square test of predicted class frequencies (batch vs reference predictions).
 All p-values of a batch are Holm-corrected together, so a batch of in-distribution images is
 flagged with probability <= alpha.
+
+Detection-type tasks (detect, segment, obb) use the per-image table of the detection shards
+(`counts.parquet`: the image statistics and detections per class of every predicted image) and a
+reference made by the same detector on the reference images. `label_shift` is then one two-sample
+test (the `univariate_test`) per class of the per-image counts `n_<class>` plus one of the total
+`n`: images are independent draws, the detections within an image are not, so the image is the
+unit tested. The Ultralytics backend stores no embeddings: `mmd` is listed as unavailable.
 """
 
 from __future__ import annotations
@@ -85,21 +92,27 @@ def save_reference(ref: dict[str, np.ndarray], path: str | Path, meta_path: str 
     """The arrays as .npz (no pickled objects) and a JSON summary beside them."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **ref)
-    meta = {
-        "model_id": str(ref["model_id"]),
-        "images": len(ref["embeddings"]),
-        "pca_components": int(ref["pca_components"].shape[0]),
-        "embedding_dim": int(ref["pca_components"].shape[1]),
-        "bandwidth": float(ref["bandwidth"]),
-        "stats": {
-            s: {"median": float(np.median(ref["stats"][:, j])), "iqr": _iqr(ref["stats"][:, j])}
-            for j, s in enumerate(STATS)
-        },
-        "predicted_distribution": _freq(ref["predicted"]),
-        "training_class_distribution": dict(
-            zip(ref["train_labels"].tolist(), ref["train_counts"].tolist(), strict=True)
-        ),
+    meta: dict[str, Any] = {"model_id": str(ref["model_id"]), "images": len(ref["stats"])}
+    if "embeddings" in ref:
+        meta |= {
+            "pca_components": int(ref["pca_components"].shape[0]),
+            "embedding_dim": int(ref["pca_components"].shape[1]),
+            "bandwidth": float(ref["bandwidth"]),
+        }
+    meta["stats"] = {
+        s: {"median": float(np.median(ref["stats"][:, j])), "iqr": _iqr(ref["stats"][:, j])}
+        for j, s in enumerate(STATS)
     }
+    if "predicted" in ref:
+        meta["predicted_distribution"] = _freq(ref["predicted"])
+    if "counts" in ref:  # detection-type tasks: detections per class and per image
+        meta["detections_per_class"] = dict(
+            zip(ref["classes"].tolist(), ref["counts"].sum(0).tolist(), strict=True)
+        )
+        meta["mean_detections_per_image"] = float(ref["counts"].sum(1).mean()) if len(ref["counts"]) else 0.0
+    meta["training_class_distribution"] = dict(
+        zip(ref["train_labels"].tolist(), ref["train_counts"].tolist(), strict=True)
+    )
     write_json(meta, meta_path)
     return meta
 
@@ -219,6 +232,24 @@ def univariate_test(ref: np.ndarray, x: np.ndarray, kind: str) -> dict[str, floa
     return {"statistic": float(result.statistic), "p_value": float(result.p_value)}
 
 
+def count_columns(classes: list[str]) -> list[str]:
+    """The per-image count columns of a detection campaign's counts table: n, then n_<class>."""
+    return ["n", *(f"n_{c}" for c in classes)]
+
+
+def count_tests(ref: np.ndarray, x: np.ndarray, classes: list[str], kind: str) -> dict[str, dict[str, float]]:
+    """Shift of the per-image detection counts: one two-sample test (`kind`: ks | cvm) of the total
+    per image and one per class; ref and x are (images, 1 + classes) in count_columns order."""
+    out = {}
+    for j, name in enumerate(["total", *classes]):
+        a, b = ref[:, j], x[:, j]
+        if np.unique(np.concatenate([a, b])).size < 2:  # the same count everywhere: nothing can shift
+            out[f"count_{name}"] = {"statistic": 0.0, "p_value": 1.0}
+        else:
+            out[f"count_{name}"] = univariate_test(a, b, kind)
+    return out
+
+
 def label_shift_test(ref: np.ndarray, x: np.ndarray) -> dict[str, float]:
     from frouros.detectors.data_drift import ChiSquareTest
 
@@ -234,11 +265,13 @@ def test_batch(
     ref: dict[str, np.ndarray],
     emb: np.ndarray | None,
     stats: np.ndarray | None,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     cfg: dict[str, Any],
     seed: int,
+    counts: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Every configured detector on one batch (already sampled); Holm-corrected verdicts."""
+    """Every configured detector on one batch (already sampled); Holm-corrected verdicts.
+    Class shift: `labels` (top-1 of a classifier) or `counts` (per-image detections, count_columns)."""
     alpha, tests = cfg["alpha"], {}
     if "mmd" in cfg["detectors"] and emb is not None:
         r = mmd_test(ref["mmd_sample"], emb, float(ref["bandwidth"]), cfg["permutations"], seed)
@@ -250,8 +283,11 @@ def test_batch(
             tests[f"{cfg['univariate_test']}_{s}"] = univariate_test(
                 ref["stats"][:, j], stats[:, j], cfg["univariate_test"]
             )
-    if "label_shift" in cfg["detectors"]:
+    if "label_shift" in cfg["detectors"] and labels is not None:
         tests["label_shift"] = label_shift_test(ref["predicted"], labels)
+    if "label_shift" in cfg["detectors"] and counts is not None:
+        classes = ref["classes"].astype(str).tolist()
+        tests |= count_tests(_ref_counts(ref), counts, classes, cfg["univariate_test"])
     names = list(tests)
     adjusted = holm(np.array([tests[k]["p_value"] for k in names])) if names else []
     for k, pa in zip(names, adjusted, strict=True):
@@ -273,28 +309,54 @@ def _needed_permutations(cfg: dict[str, Any], n_tests: int) -> None:
         )
 
 
+def _ref_counts(ref: dict[str, np.ndarray]) -> np.ndarray:
+    """The reference's per-image counts as (images, 1 + classes): the total, then each class."""
+    return np.column_stack([ref["counts"].sum(1), ref["counts"]])
+
+
+def unavailable(ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, str]:
+    """Configured detectors the model cannot serve, with the reason (listed in drift.json)."""
+    if "mmd" in cfg["detectors"] and "counts" in ref and "embeddings" not in ref:  # a detector's reference
+        return {"mmd": "the Ultralytics backend stores no embeddings; image statistics and counts are tested"}
+    return {}
+
+
 def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, Any]:
-    """All batches plus the whole campaign ('overall') tested against the reference."""
+    """All batches plus the whole campaign ('overall') tested against the reference.
+
+    `preds`: a classifier's predictions (top1_label, embedding, img_*) or, with a detection
+    reference (one holding `counts`), the per-image table of a detection campaign (n, n_<class>, img_*)."""
     seed = cfg["seed"]
+    missing = unavailable(ref, cfg)
+    cfg = {**cfg, "detectors": [d for d in cfg["detectors"] if d not in missing]}
+    by_counts = "counts" in ref
+    classes = ref["classes"].astype(str).tolist() if by_counts else []
+    n_shift = (1 + len(classes)) if by_counts else 1
     n_tests = (
-        ("mmd" in cfg["detectors"]) + 5 * ("stats" in cfg["detectors"]) + ("label_shift" in cfg["detectors"])
+        ("mmd" in cfg["detectors"])
+        + len(STATS) * ("stats" in cfg["detectors"])
+        + n_shift * ("label_shift" in cfg["detectors"])
     )
     _needed_permutations(cfg, n_tests)
-    has_emb = "embedding" in preds.columns
-    if not has_emb and ("mmd" in cfg["detectors"] or "stats" in cfg["detectors"]):
-        raise ValueError(
-            "the predictions have no embeddings / image statistics: set inference.embeddings: true"
-        )
-    rng = np.random.default_rng(seed)
+    if "mmd" in cfg["detectors"] and "embedding" not in preds.columns:
+        raise ValueError("the predictions have no embeddings: set inference.embeddings: true")
+    if "stats" in cfg["detectors"] and not set(STAT_COLUMNS) <= set(preds.columns):
+        raise ValueError("the predictions have no image statistics: set inference.embeddings: true")
     ref = dict(ref)
-    n_mmd = min(cfg["sample_size"], len(ref["embeddings"]))
-    ref["mmd_sample"] = ref["embeddings"][rng.choice(len(ref["embeddings"]), n_mmd, replace=False)]
-    emb_all = stats_all = None
-    if has_emb:
+    emb_all = stats_all = labels_all = counts_all = None
+    n_mmd = 0
+    if "mmd" in cfg["detectors"]:
+        rng = np.random.default_rng(seed)
+        n_mmd = min(cfg["sample_size"], len(ref["embeddings"]))
+        ref["mmd_sample"] = ref["embeddings"][rng.choice(len(ref["embeddings"]), n_mmd, replace=False)]
         raw = np.stack(preds["embedding"].to_numpy()).astype(np.float32)
         emb_all = (raw - ref["pca_mean"]) @ ref["pca_components"].T
+    if "stats" in cfg["detectors"]:
         stats_all = preds[list(STAT_COLUMNS)].to_numpy(np.float32)
-    labels_all = preds["top1_label"].astype(str).to_numpy()
+    if by_counts:
+        counts_all = preds[count_columns(classes)].to_numpy(np.float64)
+    else:
+        labels_all = preds["top1_label"].astype(str).to_numpy()
 
     def run(idx: np.ndarray, salt: int) -> dict[str, Any]:
         if len(idx) > cfg["sample_size"]:
@@ -303,9 +365,10 @@ def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any])
             ref,
             None if emb_all is None else emb_all[idx],
             None if stats_all is None else stats_all[idx],
-            labels_all[idx],
+            None if labels_all is None else labels_all[idx],
             cfg,
             seed + salt,
+            None if counts_all is None else counts_all[idx],
         ) | {"n_tested": len(idx)}
 
     batches = []
@@ -328,8 +391,9 @@ def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any])
         "univariate_test": cfg["univariate_test"],
         "permutations": cfg["permutations"],
         "batch": dict(cfg["batch"]),
+        "unavailable": missing,
         "reference": {
-            "images": len(ref["embeddings"]),
+            "images": len(ref["stats"]),
             "model_id": str(ref["model_id"]),
             "mmd_sample": n_mmd,
         },
@@ -400,7 +464,7 @@ def plot(report: dict[str, Any], path: str | Path, title: str) -> None:
     families = {"mmd": "mmd", "label_shift": "label_shift"}
     for b in tested:
         for k in b["tests"]:
-            families.setdefault(k, "image statistics")
+            families.setdefault(k, "detections per image" if k.startswith("count_") else "image statistics")
     for fam in dict.fromkeys(families.values()):
         ys = [
             min((t["p_adjusted"] for k, t in b["tests"].items() if families.get(k) == fam), default=np.nan)
@@ -432,7 +496,9 @@ def run(
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(predictions)
-    wanted = ["seq", "source", "top1_label", "embedding", *STAT_COLUMNS]
+    ref = load_reference(reference)
+    counted = count_columns(ref["classes"].astype(str).tolist()) if "counts" in ref else []
+    wanted = ["seq", "source", "top1_label", "embedding", *STAT_COLUMNS, *counted]
     by = cfg["batch"]["by"]
     if by not in ("chunk", "folder"):
         wanted.append(by)
@@ -443,7 +509,7 @@ def run(
             f"({[c for c in schema.names if c != 'embedding']})"
         )
     preds = pd.read_parquet(predictions, columns=cols)
-    report = detect(preds, load_reference(reference), cfg)
+    report = detect(preds, ref, cfg)
     write_json(report, out["json"])
     write_tsv(batch_rows(report), out["table"])
     plot(report, out["plot"], title)

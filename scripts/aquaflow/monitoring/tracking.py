@@ -402,8 +402,10 @@ def log_inference(
     mlflow_cfg: dict[str, Any],
     out: str | Path,
 ) -> dict[str, Any]:
-    """One MLflow run per campaign inference: model (id, registry name/version), counts, throughput,
-    drift summary; writes {run_id, tracking_uri, ...} to `out`."""
+    """One MLflow run per campaign inference, for every task: model (id, registry name/version),
+    counts, throughput, drift summary; writes {run_id, tracking_uri, ...} to `out`. Classifiers log
+    images per predicted class (`predicted.<class>`), detectors the detections (`detections`,
+    `detections.<class>`: their summary's per_class counts objects, not images)."""
     from aquaflow.io import write_json
 
     uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
@@ -417,7 +419,12 @@ def log_inference(
         "images_per_second": summary["seen"] / shard_seconds if shard_seconds > 0 else 0.0,
     }
     metrics |= {f"rejected.{k}": v for k, v in summary.get("rejected_by_reason", {}).items()}
-    metrics |= {f"predicted.{k}": v for k, v in summary.get("per_class", {}).items()}
+    per_class = summary.get("per_class", {})
+    if card.get("task", "classify") == "classify":
+        metrics |= {f"predicted.{k}": v for k, v in per_class.items()}
+    else:
+        metrics["detections"] = sum(per_class.values())
+        metrics |= {f"detections.{k}": v for k, v in per_class.items()}
     if drift is not None:
         ov = drift["overall"]
         metrics |= {
@@ -432,7 +439,17 @@ def log_inference(
             {"usecase": usecase, "campaign": campaign, "step": "inference", "model_id": card["id"]}
             | {k: v for k, v in model.items() if v}
         )
-        log_params({"model": {"id": card["id"], "arch": card.get("arch"), **model}, "campaign": campaign})
+        log_params(
+            {
+                "model": {
+                    "id": card["id"],
+                    "arch": card.get("arch"),
+                    "task": card.get("task", "classify"),
+                    **model,
+                },
+                "campaign": campaign,
+            }
+        )
         mlflow.log_metrics({k.replace(" ", "_"): float(v) for k, v in metrics.items()})
         mlflow.log_dict(summary, "summary.json")
         if drift is not None:

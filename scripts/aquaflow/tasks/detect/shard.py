@@ -1,5 +1,6 @@
 """What a detection-type shard writes (detect, segment, obb): one row per detection (box, score,
-class, mask or rotated box, area) and one row per image with its counts per class."""
+class, mask or rotated box, area) and one row per image with its counts per class and its image
+statistics (drift monitoring)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aquaflow.data.inputs import metadata_columns
+from aquaflow.monitoring.drift import STAT_COLUMNS
 from aquaflow.tasks.detect import outputs
 from aquaflow.tasks.detect.detections import Detections
 
@@ -21,7 +23,8 @@ def counts_schema(meta: pa.Schema, classes: list[str]) -> pa.Schema:
     f = pa.field
     fields = [f("seq", pa.int64()), f("id", pa.string()), f("source", pa.string()), *meta]
     fields += [f("image_width", pa.int32()), f("image_height", pa.int32()), f("n", pa.int32())]
-    return pa.schema(fields + [f(f"n_{c}", pa.int32()) for c in classes])
+    fields += [f(f"n_{c}", pa.int32()) for c in classes]
+    return pa.schema(fields + [f(c, pa.float32()) for c in STAT_COLUMNS])  # for drift monitoring
 
 
 class DetectSink:
@@ -60,7 +63,7 @@ class DetectSink:
         dcols: dict[str, list] = collections.defaultdict(list)
         ccols: dict[str, list] = collections.defaultdict(list)
         per_class: collections.Counter[str] = collections.Counter()
-        for i, image_id, d in zip(batch["index"], batch["ids"], found, strict=True):
+        for i, image_id, d, stats in zip(batch["index"], batch["ids"], found, batch["stats"], strict=True):
             k, image = len(d), self._image(i) | {"id": image_id}
             rows = outputs.detection_rows(d, self.task, self.classes, self.px)
             for key, vals in {**{c: [v] * k for c, v in image.items()}, **rows}.items():
@@ -70,6 +73,7 @@ class DetectSink:
             hist = np.bincount(d.cls, minlength=len(self.classes))
             counts = {"image_width": d.width, "image_height": d.height, "n": k}
             counts |= {f"n_{c}": int(hist[j]) for j, c in enumerate(self.classes)}
+            counts |= {c: float(v) for c, v in zip(STAT_COLUMNS, stats, strict=True)}
             for key, val in (image | counts).items():
                 ccols[key].append(val)
             per_class.update(self.classes[c] for c in d.cls)
