@@ -1,4 +1,4 @@
-# Input functions and config loading only; rules live in the other .smk files.
+# Input functions and config loading only; rules live in the other .smk files. Grouped by stage.
 import sys
 from pathlib import Path
 
@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from aquaflow.config import ConfigError, load_workflow_config  # noqa: E402
 from snakemake.exceptions import WorkflowError  # noqa: E402
+from snakemake_interface_executor_plugins.settings import SharedFSUsage  # noqa: E402
 
 try:
     CONFIG, UC = load_workflow_config(config, Path(workflow.basedir) / "workflow" / "schemas")
@@ -17,8 +18,8 @@ RESOURCES = CONFIG["resources"]
 ENVS = Path(workflow.basedir) / "envs"
 # Weights file of a model, by backend; the card is always model/model_card.json.
 MODEL_FILE = {"torch": "model.safetensors", "keras": "model.keras", "ultralytics": "model.pt"}
-NEVER = "(?!)"
-CAMPAIGN = f"{RESULTS}/{{uc}}/campaigns/{{campaign}}"  # a campaign's output folder (pattern)  # a regex that matches nothing: the constraint of a rule no use case needs
+NEVER = "(?!)"  # a regex that matches nothing: the constraint of a rule no use case needs
+CAMPAIGN = f"{RESULTS}/{{uc}}/campaigns/{{campaign}}"  # a campaign's output folder (pattern)
 
 
 wildcard_constraints:
@@ -26,29 +27,14 @@ wildcard_constraints:
     campaign="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
+# --- Use cases: which rules serve which use case ----------------------------------------------
+
+
 def ucs_where(predicate):
     """A regex matching exactly the use cases whose config satisfies predicate (for per-rule
     wildcard_constraints, so backend-specific rules never compete for the same file)."""
     names = [uc for uc, cfg in UC.items() if predicate(cfg)]
     return "|".join(names) or NEVER
-
-
-def uc_section(section):
-    """An input function returning one section of the use case config."""
-
-    def get(wildcards):
-        return UC[wildcards.uc][section]
-
-    return get
-
-
-def campaign_section(key):
-    """An input function returning one key of a campaign's config."""
-
-    def get(wildcards):
-        return UC[wildcards.uc]["campaigns"][wildcards.campaign][key]
-
-    return get
 
 
 def campaigns(uc):
@@ -65,6 +51,13 @@ def backend(cfg):
     return cfg["model"].get("backend", "torch")
 
 
+def is_detection(cfg):
+    return cfg.get("task", "classify") != "classify"
+
+
+DETECT_UCS = ucs_where(is_detection)
+
+
 def has_labels(uc):
     """Labelled data to evaluate on: the use case describes a dataset."""
     return "dataset" in UC[uc] and "source" in UC[uc]
@@ -74,12 +67,56 @@ def has_preprocess(uc):
     return bool(UC[uc]["preprocess"]["steps"])
 
 
-def model_weights(wildcards):
-    return f"{RESULTS}/{wildcards.uc}/model/{MODEL_FILE[backend(UC[wildcards.uc])]}"
+def drift_enabled(cfg):
+    return cfg["drift"]["enabled"]
 
 
-def model_card(wildcards):
-    return f"{RESULTS}/{wildcards.uc}/model/model_card.json"
+def has_dwca(uc, campaign):
+    cfg = UC[uc]
+    return cfg["export"]["dwca"]["enabled"] and bool(cfg["campaigns"][campaign]["samples"]["path"])
+
+
+def staging():
+    """True when jobs share no file system with this host (decided at DAG time, so the
+    executor's own setting, e.g. Kubernetes', counts)."""
+    return SharedFSUsage.INPUT_OUTPUT not in workflow.storage_settings.shared_fs_usage
+
+
+# --- Config slices (a rule's params carry only what it reads) ---------------------------------
+
+
+def uc_section(section):
+    """An input function returning one section of the use case config."""
+
+    def get(wildcards):
+        return UC[wildcards.uc][section]
+
+    return get
+
+
+def uc_model_section(key):
+    """An input function returning UC[uc]["model"][key] (a narrow params slice)."""
+
+    def get(wildcards):
+        return UC[wildcards.uc]["model"][key]
+
+    return get
+
+
+def campaign_section(key):
+    """An input function returning one key of a campaign's config."""
+
+    def get(wildcards):
+        return UC[wildcards.uc]["campaigns"][wildcards.campaign][key]
+
+    return get
+
+
+def mlflow_settings(wildcards):
+    return {**CONFIG["mlflow"], "results": RESULTS}
+
+
+# --- Data: fetch, preprocess, prepare ---------------------------------------------------------
 
 
 def dataset_root(wildcards):
@@ -101,6 +138,27 @@ def campaign_raw(wildcards):
     return dataset_root(wildcards) if kinds & {"dataset", "preprocessed"} else []
 
 
+def pretrained_weights(wildcards):
+    """The fetched pretrained weights of a use case (rule fetch_pretrained), or [] for random init."""
+    from aquaflow.backends.pretrained import file_name
+
+    spec = UC[wildcards.uc]["model"]["pretrained"]
+    if not spec:
+        return []
+    return f"{RESOURCES}/{wildcards.uc}/pretrained/{file_name(spec)}"
+
+
+# --- Model: train or import, evaluate ---------------------------------------------------------
+
+
+def model_weights(wildcards):
+    return f"{RESULTS}/{wildcards.uc}/model/{MODEL_FILE[backend(UC[wildcards.uc])]}"
+
+
+def model_card(wildcards):
+    return f"{RESULTS}/{wildcards.uc}/model/model_card.json"
+
+
 def training_settings(wildcards):
     """What training reads: images folder, model architecture settings, training settings.
     Model-source keys, descriptions, inference and export settings are left out on purpose."""
@@ -119,6 +177,11 @@ def model_source(wildcards):
     return {k: UC[wildcards.uc]["model"].get(k) for k in given}
 
 
+def keras_model_source(wildcards):
+    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
+    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
+
+
 def evaluation_settings(wildcards):
     cfg = UC[wildcards.uc]
     return {
@@ -128,51 +191,35 @@ def evaluation_settings(wildcards):
     }
 
 
-def ecotaxa_settings(wildcards):
-    cfg = UC[wildcards.uc]
-    return {
-        **cfg["export"]["ecotaxa"],
-        "top_k": cfg["inference"]["top_k"],
-        "instrument": cfg["instrument"],
-        "metadata": cfg["campaigns"][wildcards.campaign]["metadata"],
-        "default_sample_id": f"{wildcards.uc}_{wildcards.campaign}",
-        "objects": objects_settings(wildcards),
-    }
+def detection_task(wildcards):
+    return UC[wildcards.uc]["task"]
 
 
-def campaign_sample_id(wildcards):
-    """The campaign's sample id: metadata.sample_id, else <uc>_<campaign>."""
-    metadata = UC[wildcards.uc]["campaigns"][wildcards.campaign]["metadata"]
-    return str(metadata.get("sample_id") or f"{wildcards.uc}_{wildcards.campaign}")
+def detection_section(key):
+    """An input function returning one key of the use case's `detection` section."""
+
+    def get(wildcards):
+        return UC[wildcards.uc]["detection"][key]
+
+    return get
 
 
-def objects_settings(wildcards):
-    """What decides the rows of every export (aquaflow.tasks.objects): a classifier's predictions
-    as they are; a detection campaign's detections with the sample column, the campaign's sample id
-    and detection.pixel_size (nothing else, so other edits rerun no export)."""
-    cfg = UC[wildcards.uc]
-    if not is_detection(cfg):
-        return {"task": "classify"}
-    return {
-        "task": cfg["task"],
-        "sample_column": cfg["campaigns"][wildcards.campaign]["samples"]["column"],
-        "default_sample": campaign_sample_id(wildcards),
-        "pixel_size": cfg["detection"]["pixel_size"],
-    }
+def detection_training(wildcards):
+    d = UC[wildcards.uc]["detection"]
+    return {"model": d["model"], "imgsz": d["imgsz"], "train": d["train"]}
 
 
-def campaign_tables(wildcards):
-    """The tables a campaign's exports read: its predictions, plus a detection campaign's counts
-    per image (every predicted image: the events and the area a cover is measured against)."""
-    base = CAMPAIGN.format(uc=wildcards.uc, campaign=wildcards.campaign)
-    out = {"predictions": f"{base}/predictions.parquet"}
-    if is_detection(UC[wildcards.uc]):
-        out["counts"] = f"{base}/counts.parquet"
-    return out
+def detection_evaluation(wildcards):
+    d = UC[wildcards.uc]["detection"]
+    return {"imgsz": d["imgsz"], "predict": d["predict"], "evaluate": d["evaluate"]}
 
 
-def mlflow_settings(wildcards):
-    return {**CONFIG["mlflow"], "results": RESULTS}
+# --- Campaigns: inputs, staging, shards, gather -----------------------------------------------
+
+
+def detection_prediction(wildcards):
+    d = UC[wildcards.uc]["detection"]
+    return {**d["predict"], "imgsz": d["imgsz"], "pixel_size": d["pixel_size"]}
 
 
 def shard_files(kind, ext):
@@ -185,150 +232,12 @@ def shard_files(kind, ext):
     return get
 
 
-def campaign_summaries(wildcards):
-    return [f"{RESULTS}/{wildcards.uc}/campaigns/{c}/summary.json" for c in campaigns(wildcards.uc)]
+def detect_shard_files(kind, ext):
+    def get(wildcards):
+        base = CAMPAIGN.format(uc=wildcards.uc, campaign=wildcards.campaign)
+        return gather.infer(f"{base}/{kind}/{{scatteritem}}.{ext}")
 
-
-def preprocess_targets(uc):
-    if not has_preprocess(uc):
-        return []
-    return [
-        f"{RESULTS}/{uc}/preprocess/before_after.png",
-        f"{RESULTS}/{uc}/preprocess/examples.png",
-    ]
-
-
-def campaign_targets(uc, campaign):
-    cfg = UC[uc]
-    base = f"{RESULTS}/{uc}/campaigns/{campaign}"
-    out = [f"{base}/predictions.parquet", f"{base}/summary.json"]
-    out += ecotaxa_targets(uc, campaign)
-    if cfg["litter"]["enabled"]:
-        out += [f"{base}/litter/summary.tsv", f"{base}/litter/overlays"]
-    return out
-
-
-def ecotaxa_targets(uc, campaign):
-    """The EcoTaxa TSV (and its zip with the objects' images) of a campaign, when enabled."""
-    ecotaxa = UC[uc]["export"]["ecotaxa"]
-    base = f"{RESULTS}/{uc}/campaigns/{campaign}/export/ecotaxa_{uc}_{campaign}"
-    if not ecotaxa["enabled"]:
-        return []
-    return [f"{base}.tsv", f"{base}.zip"] if ecotaxa["images"] else [f"{base}.tsv"]
-
-
-def all_targets():
-    targets = []
-    for uc, cfg in UC.items():
-        if cfg["task"] != "classify":  # detection, segmentation, obb: workflow/detect.smk
-            targets += detect_targets(uc)
-            continue
-        base = f"{RESULTS}/{uc}"
-        targets.append(f"{base}/model/model_card.json")
-        if trains(cfg):
-            targets.append(f"{base}/model/training_curve.png")
-        if has_labels(uc):
-            targets += [f"{base}/eval/metrics.json", f"{base}/eval/confusion_matrix.png"]
-        for campaign in campaigns(uc):
-            targets += campaign_targets(uc, campaign)
-        for campaign in campaigns(uc):
-            targets += tracking_targets(uc, campaign)  # issue 11: MLflow run + drift per campaign
-        if campaigns(uc):
-            targets.append(f"{base}/campaigns/summary.tsv")
-        targets += preprocess_targets(uc)
-    return targets
-
-
-# --- issue 12 (standards: DwC-A, RO-Crate; rules in workflow/standards.smk) ---------------------
-
-
-def taxonomy_table(wildcards):
-    path = UC[wildcards.uc]["export"]["dwca"]["taxonomy"]
-    return path or f"config/taxonomy/{wildcards.uc}.tsv"
-
-
-def samples_table(wildcards):
-    return UC[wildcards.uc]["campaigns"][wildcards.campaign]["samples"]["path"]
-
-
-def dwca_settings(wildcards):
-    """What export_dwca reads: export.dwca, the instrument, the campaign's sample column/id."""
-    cfg = UC[wildcards.uc]
-    campaign = cfg["campaigns"][wildcards.campaign]
-    return {
-        "dwca": {
-            k: v for k, v in cfg["export"]["dwca"].items() if k not in ("enabled", "taxonomy")
-        },
-        "instrument": cfg["instrument"],
-        "sample_column": campaign["samples"]["column"],
-        "default_sample": campaign_sample_id(wildcards),
-        "package_id": f"{wildcards.uc}_{wildcards.campaign}",
-    }
-
-
-def has_dwca(uc, campaign):
-    cfg = UC[uc]
-    return cfg["export"]["dwca"]["enabled"] and bool(cfg["campaigns"][campaign]["samples"]["path"])
-
-
-def dwca_zip(uc, campaign):
-    return f"{RESULTS}/{uc}/campaigns/{campaign}/export/dwca_{uc}_{campaign}.zip"
-
-
-def rocrate_products(wildcards):
-    """The campaign's exports that exist in this configuration (outputs of the run, in the crate)."""
-    uc, campaign = wildcards.uc, wildcards.campaign
-    base = f"{RESULTS}/{uc}/campaigns/{campaign}"
-    out = {}
-    if UC[uc]["export"]["ecotaxa"]["enabled"]:
-        out["ecotaxa"] = f"{base}/export/ecotaxa_{uc}_{campaign}.tsv"
-    if has_dwca(uc, campaign):
-        out["dwca"] = dwca_zip(uc, campaign)
-        out["dwca_report"] = f"{base}/export/dwca_{uc}_{campaign}.json"
-        out["samples"] = samples_table(wildcards)
-        out["taxonomy"] = taxonomy_table(wildcards)
-    if is_detection(UC[uc]):  # the detection outputs of workflow/detect.smk
-        out["counts"] = f"{base}/counts.parquet"
-        out["coco"] = f"{base}/detections.json"
-        out["coco_images"] = f"{base}/coco_images.json"
-    return out
-
-
-def provenance_config(wildcards):
-    """The validated config that made this campaign's results (defaults filled): everything but
-    descriptions and the other campaigns, so that editing those reruns nothing."""
-    cfg = UC[wildcards.uc]
-    out = {k: v for k, v in cfg.items() if k not in ("description", "campaigns")}
-    campaign = cfg["campaigns"][wildcards.campaign]
-    out["campaign"] = {
-        "name": wildcards.campaign,
-        **{k: v for k, v in campaign.items() if k != "description"},
-    }
-    return out
-
-
-def standards_targets():
-    """DwC-A and RO-Crate per campaign of every use case (every task)."""
-    out = []
-    for uc, cfg in UC.items():
-        for campaign in campaigns(uc):
-            if has_dwca(uc, campaign):
-                out.append(dwca_zip(uc, campaign))
-            if cfg["export"]["rocrate"]["enabled"]:
-                out.append(
-                    f"{RESULTS}/{uc}/campaigns/{campaign}/export/rocrate_{uc}_{campaign}.zip"
-                )
-    return out
-
-
-# --- issue 9: runs without a shared file system (rules in workflow/staging.smk) ---
-from snakemake_interface_executor_plugins.settings import SharedFSUsage  # noqa: E402
-
-
-def staging():
-    """True when jobs share no file system with this host (decided at DAG time, so the
-    executor's own setting, e.g. Kubernetes', counts)."""
-    return SharedFSUsage.INPUT_OUTPUT not in workflow.storage_settings.shared_fs_usage
+    return get
 
 
 def shard_table(wildcards):
@@ -347,101 +256,21 @@ def staged_bundles(wildcards):
     return gather.infer(f"{base}/staged/{{scatteritem}}.zip")
 
 
-# --- issue 13 (Keras backend) ---
-def keras_model_source(wildcards):
-    """Where the given model comes from, plus the explicit safe_mode opt-out (nothing else)."""
-    return {**model_source(wildcards), "safe_mode": UC[wildcards.uc]["model"]["safe_mode"]}
+def campaign_summaries(wildcards):
+    return [f"{RESULTS}/{wildcards.uc}/campaigns/{c}/summary.json" for c in campaigns(wildcards.uc)]
 
 
-# --- issue 8, pretrained backbones (helper branch issue8-pretrained) ---
-def uc_model_section(key):
-    """An input function returning UC[uc]["model"][key] (a narrow params slice)."""
-
-    def get(wildcards):
-        return UC[wildcards.uc]["model"][key]
-
-    return get
-
-
-# --- issue 10: detection, instance segmentation, oriented boxes (rules in workflow/detect.smk) ---
-def is_detection(cfg):
-    return cfg.get("task", "classify") != "classify"
-
-
-DETECT_UCS = ucs_where(is_detection)
-
-
-def detection_task(wildcards):
-    return UC[wildcards.uc]["task"]
-
-
-def detection_section(key):
-    """An input function returning one key of the use case's `detection` section."""
-
-    def get(wildcards):
-        return UC[wildcards.uc]["detection"][key]
-
-    return get
-
-
-def pretrained_weights(wildcards):
-    """The fetched pretrained weights of a use case (rule fetch_pretrained), or [] for random init."""
-    from aquaflow.backends.pretrained import file_name
-
-    spec = UC[wildcards.uc]["model"]["pretrained"]
-    if not spec:
-        return []
-    return f"{RESOURCES}/{wildcards.uc}/pretrained/{file_name(spec)}"
-
-
-def detection_training(wildcards):
-    d = UC[wildcards.uc]["detection"]
-    return {"model": d["model"], "imgsz": d["imgsz"], "train": d["train"]}
-
-
-def detection_evaluation(wildcards):
-    d = UC[wildcards.uc]["detection"]
-    return {"imgsz": d["imgsz"], "predict": d["predict"], "evaluate": d["evaluate"]}
-
-
-def detection_prediction(wildcards):
-    d = UC[wildcards.uc]["detection"]
-    return {**d["predict"], "imgsz": d["imgsz"], "pixel_size": d["pixel_size"]}
-
-
-def detect_shard_files(kind, ext):
-    def get(wildcards):
-        base = CAMPAIGN.format(uc=wildcards.uc, campaign=wildcards.campaign)
-        return gather.infer(f"{base}/{kind}/{{scatteritem}}.{ext}")
-
-    return get
-
-
-def detect_targets(uc):
-    """The targets of a detection use case (for all_targets): model, evaluation, every campaign."""
-    base = f"{RESULTS}/{uc}"
-    out = [f"{base}/model/model_card.json"]
-    if trains(UC[uc]):
-        out += [f"{base}/model/training_curve.png", f"{base}/eval/metrics.json"]
-    if campaigns(uc):
-        out.append(f"{base}/campaigns/summary.tsv")
-    for campaign in campaigns(uc):
-        c = f"{base}/campaigns/{campaign}"
-        out += [
-            f"{c}/predictions.parquet",
-            f"{c}/counts.parquet",
-            f"{c}/detections.json",
-            f"{c}/summary.json",
-            f"{c}/overlays",
-            *tracking_targets(uc, campaign),  # MLflow inference run, drift
-        ]
-        out += ecotaxa_targets(uc, campaign)
+def campaign_tables(wildcards):
+    """The tables a campaign's exports read: its predictions, plus a detection campaign's counts
+    per image (every predicted image: the events and the area a cover is measured against)."""
+    base = CAMPAIGN.format(uc=wildcards.uc, campaign=wildcards.campaign)
+    out = {"predictions": f"{base}/predictions.parquet"}
+    if is_detection(UC[wildcards.uc]):
+        out["counts"] = f"{base}/counts.parquet"
     return out
 
 
-# --- issue 11: drift monitoring and MLflow inference runs -----------------------------------------
-def drift_enabled(cfg):
-    return cfg["drift"]["enabled"]
+# --- Monitoring: drift and MLflow inference runs ----------------------------------------------
 
 
 def drift_settings(wildcards):
@@ -481,6 +310,133 @@ def campaign_drift(wildcards):
     return []
 
 
+# --- Exports: EcoTaxa, Darwin Core Archive, RO-Crate ------------------------------------------
+
+
+def ecotaxa_settings(wildcards):
+    cfg = UC[wildcards.uc]
+    return {
+        **cfg["export"]["ecotaxa"],
+        "top_k": cfg["inference"]["top_k"],
+        "instrument": cfg["instrument"],
+        "metadata": cfg["campaigns"][wildcards.campaign]["metadata"],
+        "default_sample_id": f"{wildcards.uc}_{wildcards.campaign}",
+        "objects": objects_settings(wildcards),
+    }
+
+
+def campaign_sample_id(wildcards):
+    """The campaign's sample id: metadata.sample_id, else <uc>_<campaign>."""
+    metadata = UC[wildcards.uc]["campaigns"][wildcards.campaign]["metadata"]
+    return str(metadata.get("sample_id") or f"{wildcards.uc}_{wildcards.campaign}")
+
+
+def objects_settings(wildcards):
+    """What decides the rows of every export (aquaflow.tasks.objects): a classifier's predictions
+    as they are; a detection campaign's detections with the sample column, the campaign's sample id
+    and detection.pixel_size (nothing else, so other edits rerun no export)."""
+    cfg = UC[wildcards.uc]
+    if not is_detection(cfg):
+        return {"task": "classify"}
+    return {
+        "task": cfg["task"],
+        "sample_column": cfg["campaigns"][wildcards.campaign]["samples"]["column"],
+        "default_sample": campaign_sample_id(wildcards),
+        "pixel_size": cfg["detection"]["pixel_size"],
+    }
+
+
+def taxonomy_table(wildcards):
+    path = UC[wildcards.uc]["export"]["dwca"]["taxonomy"]
+    return path or f"config/taxonomy/{wildcards.uc}.tsv"
+
+
+def samples_table(wildcards):
+    return UC[wildcards.uc]["campaigns"][wildcards.campaign]["samples"]["path"]
+
+
+def dwca_settings(wildcards):
+    """What export_dwca reads: export.dwca, the instrument, the campaign's sample column/id."""
+    cfg = UC[wildcards.uc]
+    campaign = cfg["campaigns"][wildcards.campaign]
+    return {
+        "dwca": {
+            k: v for k, v in cfg["export"]["dwca"].items() if k not in ("enabled", "taxonomy")
+        },
+        "instrument": cfg["instrument"],
+        "sample_column": campaign["samples"]["column"],
+        "default_sample": campaign_sample_id(wildcards),
+        "package_id": f"{wildcards.uc}_{wildcards.campaign}",
+    }
+
+
+def dwca_zip(uc, campaign):
+    return f"{RESULTS}/{uc}/campaigns/{campaign}/export/dwca_{uc}_{campaign}.zip"
+
+
+def rocrate_products(wildcards):
+    """The campaign's exports that exist in this configuration (outputs of the run, in the crate)."""
+    uc, campaign = wildcards.uc, wildcards.campaign
+    base = f"{RESULTS}/{uc}/campaigns/{campaign}"
+    out = {}
+    if UC[uc]["export"]["ecotaxa"]["enabled"]:
+        out["ecotaxa"] = f"{base}/export/ecotaxa_{uc}_{campaign}.tsv"
+    if has_dwca(uc, campaign):
+        out["dwca"] = dwca_zip(uc, campaign)
+        out["dwca_report"] = f"{base}/export/dwca_{uc}_{campaign}.json"
+        out["samples"] = samples_table(wildcards)
+        out["taxonomy"] = taxonomy_table(wildcards)
+    if is_detection(UC[uc]):  # the detection outputs of workflow/detect.smk
+        out["counts"] = f"{base}/counts.parquet"
+        out["coco"] = f"{base}/detections.json"
+        out["coco_images"] = f"{base}/coco_images.json"
+    return out
+
+
+def provenance_config(wildcards):
+    """The validated config that made this campaign's results (defaults filled): everything but
+    descriptions and the other campaigns, so that editing those reruns nothing."""
+    cfg = UC[wildcards.uc]
+    out = {k: v for k, v in cfg.items() if k not in ("description", "campaigns")}
+    campaign = cfg["campaigns"][wildcards.campaign]
+    out["campaign"] = {
+        "name": wildcards.campaign,
+        **{k: v for k, v in campaign.items() if k != "description"},
+    }
+    return out
+
+
+# --- Targets ----------------------------------------------------------------------------------
+
+
+def preprocess_targets(uc):
+    if not has_preprocess(uc):
+        return []
+    return [
+        f"{RESULTS}/{uc}/preprocess/before_after.png",
+        f"{RESULTS}/{uc}/preprocess/examples.png",
+    ]
+
+
+def campaign_targets(uc, campaign):
+    cfg = UC[uc]
+    base = f"{RESULTS}/{uc}/campaigns/{campaign}"
+    out = [f"{base}/predictions.parquet", f"{base}/summary.json"]
+    out += ecotaxa_targets(uc, campaign)
+    if cfg["litter"]["enabled"]:
+        out += [f"{base}/litter/summary.tsv", f"{base}/litter/overlays"]
+    return out
+
+
+def ecotaxa_targets(uc, campaign):
+    """The EcoTaxa TSV (and its zip with the objects' images) of a campaign, when enabled."""
+    ecotaxa = UC[uc]["export"]["ecotaxa"]
+    base = f"{RESULTS}/{uc}/campaigns/{campaign}/export/ecotaxa_{uc}_{campaign}"
+    if not ecotaxa["enabled"]:
+        return []
+    return [f"{base}.tsv", f"{base}.zip"] if ecotaxa["images"] else [f"{base}.tsv"]
+
+
 def tracking_targets(uc, campaign):
     base = f"{RESULTS}/{uc}/campaigns/{campaign}"
     out = [f"{base}/mlflow_run.json"]
@@ -491,3 +447,61 @@ def tracking_targets(uc, campaign):
             f"{base}/drift/policy.json",
         ]
     return out
+
+
+def detect_targets(uc):
+    """The targets of a detection use case (for all_targets): model, evaluation, every campaign."""
+    base = f"{RESULTS}/{uc}"
+    out = [f"{base}/model/model_card.json"]
+    if trains(UC[uc]):
+        out += [f"{base}/model/training_curve.png", f"{base}/eval/metrics.json"]
+    if campaigns(uc):
+        out.append(f"{base}/campaigns/summary.tsv")
+    for campaign in campaigns(uc):
+        c = f"{base}/campaigns/{campaign}"
+        out += [
+            f"{c}/predictions.parquet",
+            f"{c}/counts.parquet",
+            f"{c}/detections.json",
+            f"{c}/summary.json",
+            f"{c}/overlays",
+            *tracking_targets(uc, campaign),  # MLflow inference run, drift
+        ]
+        out += ecotaxa_targets(uc, campaign)
+    return out
+
+
+def standards_targets():
+    """DwC-A and RO-Crate per campaign of every use case (every task)."""
+    out = []
+    for uc, cfg in UC.items():
+        for campaign in campaigns(uc):
+            if has_dwca(uc, campaign):
+                out.append(dwca_zip(uc, campaign))
+            if cfg["export"]["rocrate"]["enabled"]:
+                out.append(
+                    f"{RESULTS}/{uc}/campaigns/{campaign}/export/rocrate_{uc}_{campaign}.zip"
+                )
+    return out
+
+
+def all_targets():
+    targets = []
+    for uc, cfg in UC.items():
+        if cfg["task"] != "classify":  # detection, segmentation, obb: workflow/detect.smk
+            targets += detect_targets(uc)
+            continue
+        base = f"{RESULTS}/{uc}"
+        targets.append(f"{base}/model/model_card.json")
+        if trains(cfg):
+            targets.append(f"{base}/model/training_curve.png")
+        if has_labels(uc):
+            targets += [f"{base}/eval/metrics.json", f"{base}/eval/confusion_matrix.png"]
+        for campaign in campaigns(uc):
+            targets += campaign_targets(uc, campaign)
+        for campaign in campaigns(uc):
+            targets += tracking_targets(uc, campaign)  # MLflow run + drift per campaign
+        if campaigns(uc):
+            targets.append(f"{base}/campaigns/summary.tsv")
+        targets += preprocess_targets(uc)
+    return targets

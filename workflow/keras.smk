@@ -1,4 +1,4 @@
-# Keras/TensorFlow backend (issue 13), for use cases with model.backend: keras.
+# Keras/TensorFlow backend, for use cases with model.backend: keras.
 # import_keras_model: a given .keras/.h5 model (with its model_card.json) or a planktonclas model
 # folder -> model/model.keras + model_card.json. train_keras: fine-tune a keras.applications backbone.
 # Bulk inference and evaluation use the common rules: model_weights() names model.keras for these
