@@ -29,7 +29,7 @@ def given_pt(tmp_path_factory, planktonclas_resources) -> Path:
 def run(tmp_path_factory, planktonclas_resources, given_pt):
     """One workflow run with two use cases: `given` (the bare .pt, one campaign of crops and odd
     shapes, no dataset) and `trained` (the FlowCam demo data, Ultralytics' trainer for 2 epochs
-    starting from the given checkpoint, the demo campaign with a DwC-A)."""
+    starting from the given checkpoint, the demo campaign with a DwC-A, embeddings and drift)."""
     work = tmp_path_factory.mktemp("yolo_cls_wf")
     crops = sorted((planktonclas_resources / "demo-images").rglob("*.jpg"))[::9]
     images = work / "campaign_images"
@@ -55,7 +55,8 @@ def run(tmp_path_factory, planktonclas_resources, given_pt):
     trained["training"].update(
         {"epochs": 2, "batch_size": 16, "warmup_epochs": 0, "lr": 0.01, "device": "cpu"}
     )
-    trained["inference"] = {"device": "cpu"}
+    trained["inference"] = {"device": "cpu", "embeddings": True}
+    trained["drift"] = {"enabled": True, "on_drift": "warn", "batch": {"by": "folder", "min_size": 5}}
     trained["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
     trained["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
     write_workdir(work, {"given": given, "trained": trained})
@@ -131,3 +132,35 @@ def test_a_checkpoint_of_another_task_stops_the_import(run, tmp_path):
     logs = (work / "results/fish/logs/import_ultralytics_model.log").read_text()
     assert "is an Ultralytics 'classify' model but the use case's task is 'detect'" in logs
     assert not (work / "results/wrong/model/model.pt").exists()
+
+
+def test_training_run_registry_inference_run_and_drift(run):
+    """The engine's capabilities reach this backend: MLflow training run and registry version,
+    the campaign's inference run, a drift reference from the model's embeddings and a drift test."""
+    from mlflow.tracking import MlflowClient
+
+    res = run["res"] / "trained"
+    card = json.loads((res / "model/model_card.json").read_text())
+    client = MlflowClient(card["mlflow"]["tracking_uri"])
+    training = client.get_run(card["mlflow"]["run_id"])
+    assert training.data.tags["backend"] == "ultralytics" and training.data.tags["model_id"] == card["id"]
+    assert training.data.params["model.arch"] == "yolo11n-cls.yaml"
+    top1 = client.get_metric_history(training.info.run_id, "metrics/accuracy_top1")
+    assert [m.step for m in top1] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(training.info.run_id, "model")}
+    assert artifacts == {"model/model.pt", "model/model_card.json"}
+    (version,) = client.search_model_versions("name='aquaflow_trained'")
+    assert version.version == "1" and version.run_id == training.info.run_id
+    demo = res / "campaigns/demo"
+    info = json.loads((demo / "mlflow_run.json").read_text())
+    inference = client.get_run(info["run_id"])
+    summary = json.loads((demo / "summary.json").read_text())
+    assert inference.data.metrics["images_predicted"] == summary["predicted"] == 105
+    assert info["model_version"] == "1"
+    reference = json.loads((res / "model/drift_reference.json").read_text())
+    assert reference["model_id"] == card["id"] and reference["embedding_dim"] == 1280
+    drift = json.loads((demo / "drift/drift.json").read_text())
+    assert sum(b["n"] for b in drift["batches"]) == 105  # one batch per class folder of the demo
+    tested = [b for b in drift["batches"] if b["drift"] is not None] + [drift["overall"]]
+    assert len(tested) >= 2 and drift["unavailable"] == {}
+    assert all(0 < b["tests"]["mmd"]["p_value"] <= 1 for b in tested)
