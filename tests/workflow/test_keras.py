@@ -7,6 +7,7 @@ import importlib.util
 import shutil
 import sys
 import types
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,11 @@ if importlib.util.find_spec("tensorflow") is None:  # the optional extra; `make 
 from aquaflow.backends import keras_model as kb
 from aquaflow.data import imaging
 from aquaflow.io import read_json, write_json
+from aquaflow.standards.dwca import COUNT
+from aquaflow.standards.taxonomy import Taxon, write_table
 
 from ..conftest import REPO, run_snakemake, write_workdir
+from ..dwca_checks import read_archive
 
 keras = kb.tf_setup(2)  # loads triton before TensorFlow (the reverse order segfaults)
 # step scripts import this checkout's aquaflow, not an editable install of another checkout
@@ -229,8 +233,22 @@ def test_train_keras_one_epoch_is_tracked_in_mlflow(tmp_path):
             "augmentation": ["hflip", "rot90"],
             "class_weights": {"b": 2.0},
         },
-        "inference": {"device": "cpu"},
+        "inference": {"device": "cpu", "embeddings": True},
+        # every campaign capability of the engine, for this backend too
+        "campaigns": {"c": {"inputs": [{"kind": "dataset"}], "samples": {"path": str(tmp_path / "s.csv")}}},
+        "drift": {"enabled": True, "on_drift": "warn", "batch": {"by": "folder", "min_size": 4}},
+        "export": {"dwca": {"taxonomy": str(tmp_path / "taxa.tsv")}},
     }
+    (tmp_path / "s.csv").write_text(
+        "eventID,eventDate,decimalLatitude,decimalLongitude\nkt_c,2024-05-08T10:00:00Z,51.2,2.9\n"
+    )
+    write_table(
+        [
+            Taxon("a", "Bacillariophyceae", 148899, "Class", "Chromista", "verified", "2026-01-01"),
+            Taxon("b", "Biota", 1, "", "", "verified", "2026-01-01"),
+        ],
+        tmp_path / "taxa.tsv",
+    )
     wd = write_workdir(tmp_path / "wd", {"kt": uc})
     run_snakemake(wd, "--set-scatter", "infer=1", env=ENV)
     card = read_json(wd / "results/kt/model/model_card.json")
@@ -249,5 +267,26 @@ def test_train_keras_one_epoch_is_tracked_in_mlflow(tmp_path):
     assert run.data.tags["backend"] == "keras" and run.data.tags["model_id"] == card["id"]
     assert "val_macro_f1" in run.data.metrics and run.data.params["model.arch"] == "MobileNetV3Small"
     assert run.data.params["training.class_weights.b"] == "2.0"
-    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "model")}
+    client = mlflow.MlflowClient()
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert logged == {"model/model.keras", "model/model_card.json"}
+    (version,) = client.search_model_versions("name='aquaflow_kt'")  # registered, as for torch
+    assert version.run_id == run.info.run_id
+
+    campaign = wd / "results/kt/campaigns/c"
+    summary = read_json(campaign / "summary.json")
+    assert summary["predicted"] == 16 and summary["model_id"] == card["id"]
+    info = read_json(campaign / "mlflow_run.json")  # the campaign's inference run
+    assert info["model_version"] == version.version
+    assert client.get_run(info["run_id"]).data.metrics["images_predicted"] == 16
+    drift = read_json(campaign / "drift/drift.json")  # embeddings of the Keras model
+    assert {b["batch"] for b in drift["batches"]} == {"a", "b"} and drift["unavailable"] == {}
+    assert all(0 < b["tests"]["mmd"]["p_value"] <= 1 for b in drift["batches"])
+    ecotaxa = pd.read_csv(campaign / "export/ecotaxa_kt_c.tsv", sep="\t", skiprows=[1])
+    assert len(ecotaxa) == 16 and set(ecotaxa["object_annotation_category"]) <= set(classes)
+    _, occurrences, emof = read_archive(campaign / "export/dwca_kt_c.zip")
+    assert set(occurrences["scientificName"]) <= {"Bacillariophyceae", "Biota"}
+    counts = emof[emof["measurementTypeID"] == COUNT[1]]["measurementValue"].astype(int)
+    assert counts.sum() == summary["predicted"] == 16
+    with zipfile.ZipFile(campaign / "export/rocrate_kt_c.zip") as crate:
+        assert "ro-crate-metadata.json" in crate.namelist()
