@@ -277,7 +277,7 @@ def test_train_keras_one_epoch_is_tracked_in_mlflow(tmp_path):
     summary = read_json(campaign / "summary.json")
     assert summary["predicted"] == 16 and summary["model_id"] == card["id"]
     info = read_json(campaign / "mlflow_run.json")  # the campaign's inference run
-    assert info["model_version"] == version.version
+    assert info["model_version"] == str(version.version)
     assert client.get_run(info["run_id"]).data.metrics["images_predicted"] == 16
     drift = read_json(campaign / "drift/drift.json")  # embeddings of the Keras model
     assert {b["batch"] for b in drift["batches"]} == {"a", "b"} and drift["unavailable"] == {}

@@ -150,7 +150,7 @@ def test_training_run_registry_inference_run_and_drift(run):
     artifacts = {a.path for a in client.list_artifacts(training.info.run_id, "model")}
     assert artifacts == {"model/model.pt", "model/model_card.json"}
     (version,) = client.search_model_versions("name='aquaflow_trained'")
-    assert version.version == "1" and version.run_id == training.info.run_id
+    assert str(version.version) == "1" and version.run_id == training.info.run_id
     demo = res / "campaigns/demo"
     info = json.loads((demo / "mlflow_run.json").read_text())
     inference = client.get_run(info["run_id"])
