@@ -138,6 +138,45 @@ def run_snakemake(
     return proc
 
 
+FLOWCAM_TRAINED = (
+    "results/flowcam/model/model_card.json",
+    "results/flowcam/model/training_curve.png",
+    "results/flowcam/eval/metrics.json",
+    "results/flowcam/eval/confusion_matrix.png",
+)
+
+
+@pytest.fixture(scope="session")
+def flowcam_trained(tmp_path_factory) -> Path:
+    """A workdir where the workflow has fetched, prepared, trained and evaluated `tiny_usecase()`
+    (FlowCam demo, lcnet_050, 64 px, 3 epochs), once per pytest session; no campaign has run.
+    Do not write into it: take a copy with `trained_copy`, which then runs only what comes after
+    training (the model is up to date there for Snakemake: same params, code, inputs, mtimes)."""
+    work = write_workdir(tmp_path_factory.mktemp("flowcam_trained"), {"flowcam": tiny_usecase()})
+    run_snakemake(work, *FLOWCAM_TRAINED)
+    return work
+
+
+def trained_copy(flowcam_trained: Path, dest: Path, uc: dict | None = None) -> Path:
+    """A copy of the `flowcam_trained` workdir, with the use case `uc` when given (tiny_usecase()
+    with other campaigns, inference or export settings: what trains must stay as it is, or it
+    retrains)."""
+    shutil.copytree(flowcam_trained, dest, symlinks=True)
+    return write_workdir(dest, {"flowcam": uc}) if uc is not None else dest
+
+
+@pytest.fixture(scope="session")
+def flowcam_model(flowcam_trained) -> Path:
+    """The model folder of `flowcam_trained` (model.safetensors, model_card.json, history.tsv; do
+    not write into it), for a use case given a model: `uc["model"] |= given_model(flowcam_model)`."""
+    return flowcam_trained / "results/flowcam/model"
+
+
+def given_model(folder: Path) -> dict:
+    """The `model` section of a use case that predicts with a model folder trained elsewhere."""
+    return {"source": "path", "path": str(folder)}
+
+
 @pytest.fixture
 def copy_tree():
     def copy(src: Path, dst: Path) -> Path:

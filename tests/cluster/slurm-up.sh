@@ -75,8 +75,10 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=/var/log/slurm/jobcomp.log
 JobAcctGatherType=jobacct_gather/none
-# finished jobs stay visible to squeue for 10 min (the plugin needs >= 3 x init-seconds)
-MinJobAge=600
+# finished jobs stay visible to squeue and scontrol for 1 h (the plugin needs >= 3 x init-seconds;
+# test_slurm.py reads every job of its run from scontrol at the end, which on a busy machine came
+# more than 10 min after the first job had finished)
+MinJobAge=3600
 SlurmctldDebug=info
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdDebug=info

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import subprocess
@@ -65,7 +66,10 @@ def seed(client, prefix: str, keys: list[str]) -> None:
     """Put placeholder objects, as if earlier jobs had written these outputs to storage."""
     for key in keys:
         client.put_object(Bucket=BUCKET, Key=f"{prefix}/{key}", Body=b"placeholder")
-    time.sleep(1.1)  # S3 timestamps have 1 s resolution: later seeds must look newer
+    # S3 timestamps have 1 s resolution: later seeds must look newer, so wait until the second
+    # after the last seed's own timestamp has begun (at most 1 s; the server is on this clock)
+    last = client.head_object(Bucket=BUCKET, Key=f"{prefix}/{keys[-1]}")["LastModified"].timestamp()
+    time.sleep(max(0.0, math.floor(last) + 1 - time.time()))
 
 
 def rule_of(job: dict) -> str:

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -73,20 +74,35 @@ def rules_in_log(text: str) -> set[str]:
     return set(re.findall(r"^\s*(?:local)?rule (\w+):", text, flags=re.M)) - {"all"}
 
 
+def timed_run(workdir: Path) -> float:
+    t0 = time.monotonic()
+    run_snakemake(workdir)
+    return time.monotonic() - t0
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, slurm_cluster, demo_zip_server):
+    """The local run and the Slurm run of the same config, side by side (the Slurm run mostly waits
+    for its status polls). The local run's one download is served before the fault is armed."""
     server, source = demo_zip_server
     uc = tiny_usecase(source=source)
 
     local = write_workdir(tmp_path_factory.mktemp("local"), {"flowcam": uc})
-    t0 = time.monotonic()
-    run_snakemake(local)
-    local_seconds = time.monotonic() - t0
+    pool = ThreadPoolExecutor(1)
+    local_run = pool.submit(timed_run, local)
+    deadline = time.monotonic() + 300
+    while True:  # barrier: the local run's request is in (its outcome is decided under the lock)
+        with server.lock:
+            if server.requests:
+                server.requests.clear()
+                server.fail_next = 1  # the first download of the Slurm run gets HTTP 500
+                break
+        if local_run.done() or time.monotonic() > deadline:
+            local_run.result()  # raises the local run's failure
+            raise AssertionError("the local run made no download request")
+        time.sleep(0.05)
 
     slurm = write_workdir(tmp_path_factory.mktemp("slurm"), {"flowcam": uc})
-    with server.lock:
-        server.requests.clear()
-        server.fail_next = 1  # the first download of the Slurm run gets HTTP 500
     log = slurm / "snakemake-slurm.log"
     cmd = workflow_cmd(
         slurm,
@@ -100,6 +116,8 @@ def runs(tmp_path_factory, slurm_cluster, demo_zip_server):
         "--verbose",
     )
     rc, slurm_seconds = run_logged(cmd, slurm, log, timeout=1200)
+    local_seconds = local_run.result()
+    pool.shutdown()
     text = log.read_text()
     m = re.search(r"SLURM run ID: (\S+)", text)
     jobs = [j for j in slurm_jobs() if m and j.get("JobName") == m.group(1)]

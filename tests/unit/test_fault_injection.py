@@ -4,12 +4,16 @@ Each input goes through the library engine (aquaflow.data.inputs.build + aquaflo
 a tiny model. For every file the outcome is asserted (predicted, rejected with which reason, or
 skipped by the listing with which reason), and predicted + rejected + skipped = files in the folder.
 
-The engine runs in a subprocess as an unprivileged user (uid 65534 when the tests run as root, as
-in CI), so that a file without read permission is really unreadable.
+The engine runs in a subprocess without privileges, so that a file without read permission is
+really unreadable: run as root (CI), the subprocess gives up every capability before it reads
+anything (root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH is held to the permission bits like
+any user). It keeps uid 0, so it still reads a checkout and a venv under a folder only root may
+enter (e.g. a clone in /root), which a switch to another uid could not.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -33,7 +37,6 @@ from aquaflow.io import write_json
 from aquaflow.synthetic.flowcam import write_run
 
 REPO = Path(__file__).resolve().parents[2]
-NOBODY = 65534
 PREDICTED = "predicted"
 LATIN1 = b"caf\xe9_\xb5m.jpg"  # "café_µm.jpg" as a Latin-1 instrument PC writes it: not UTF-8
 
@@ -144,22 +147,43 @@ def build_flowcam(folder: Path) -> dict[int, str]:
     return expect
 
 
+def drop_all_capabilities() -> None:
+    """Give up every capability of this thread (and of anything it starts or executes): from here
+    on, uid 0 is held to the files' permission bits like any user; mode 000 means unreadable.
+    Self-contained: its source is the first thing the engine's subprocess runs (see faults)."""
+    import ctypes
+
+    caps_v3, pr_capbset_drop = 0x20080522, 24  # _LINUX_CAPABILITY_VERSION_3, from linux/prctl.h
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/sys/kernel/cap_last_cap") as fh:
+        last_cap = int(fh.read())
+    for cap in range(last_cap + 1):  # the bounding set: an exec'd program cannot get them back
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
+    if libc.capset(ctypes.byref(Header(caps_v3, 0)), (Data * 2)()) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def engine(base: str) -> None:
     """The run under test (in a subprocess): list inputs, drop one file, predict one shard, gather.
 
-    Started as root (CI), it imports what it needs, then drops to uid/gid 65534 with os.setuid:
-    from there on a file without read permission is unreadable, as for any user.
+    Started as root (CI), the subprocess gave up every capability before its first import
+    (drop_all_capabilities): a file without read permission is unreadable, as for any user.
     """
-    import encodings.latin_1  # noqa: F401  (imported lazily: load them before dropping rights)
-
-    import tifffile  # noqa: F401
+    # capset acts on one thread: no thread of this process (torch's included) may have any left
+    for task in Path("/proc/self/task").iterdir():
+        status = (task / "status").read_text()
+        assert "CapEff:\t0000000000000000" in status, status
 
     from aquaflow.engine import gather, infer
 
-    if os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
     base_path = Path(base)
     spec = json.loads((base_path / "spec.json").read_text())
     table = inputs.build(spec["inputs"], base_path)
@@ -242,15 +266,14 @@ def faults():
         (base / "spec.json").write_text(json.dumps(spec))
         (base / "out").mkdir()
         (base / "home").mkdir()
-        if os.geteuid() == 0:  # the engine drops to this user (see engine)
-            for d in (base / "out", base / "home", folder):
-                os.chown(d, NOBODY, NOBODY)
         env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": str(base / "home"),
             "PYTHONPATH": f"{REPO / 'scripts'}{os.pathsep}{REPO}",
         }
         code = f"from tests.unit.test_fault_injection import engine; engine({str(base)!r})"
+        if os.geteuid() == 0:  # before any import starts a thread: see drop_all_capabilities
+            code = f"{inspect.getsource(drop_all_capabilities)}\ndrop_all_capabilities()\n{code}"
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=base, env=env, capture_output=True, text=True, timeout=300
         )

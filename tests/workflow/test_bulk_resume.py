@@ -12,25 +12,24 @@ import pytest
 from aquaflow.data.fetch import package_root
 from aquaflow.synthetic.flowcam import perturbed_copies
 
-from ..conftest import run_snakemake, tiny_usecase, workflow_cmd, write_workdir
+from ..conftest import run_snakemake, tiny_usecase, trained_copy, workflow_cmd
 
 pytestmark = pytest.mark.workflow
 SCATTER = ("--set-scatter", "infer=4")
 TARGET = "results/flowcam/campaigns/bulk/predictions.parquet"
+EXTRA = 395  # + the 105 demo images = 500 items, 125 per shard: 8 batches of 16 each
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A workdir with a trained tiny model and 3,000 extra crops to predict."""
-    work = tmp_path_factory.mktemp("bulk")
-    perturbed_copies(
-        package_root("planktonclas") / "resources" / "demo-images", work / "incoming", 3000, seed=3
-    )
+def trained(tmp_path_factory, flowcam_trained):
+    """A workdir with the session's trained tiny model (trained_copy) and EXTRA crops to predict."""
     uc = tiny_usecase()
-    uc["inference"] = {"batch_size": 64}
+    uc["inference"] = {"batch_size": 16}
     uc["campaigns"] = {"bulk": {"inputs": [{"kind": "dataset"}, {"kind": "folder", "path": "incoming"}]}}
-    write_workdir(work, {"flowcam": uc})
-    run_snakemake(work, "results/flowcam/model/model.safetensors")
+    work = trained_copy(flowcam_trained, tmp_path_factory.mktemp("bulk") / "work", uc)
+    perturbed_copies(
+        package_root("planktonclas") / "resources" / "demo-images", work / "incoming", EXTRA, seed=3
+    )
     return work
 
 
@@ -87,4 +86,4 @@ def test_kill_and_resume_gives_identical_output(trained, tmp_path):
         b = (work / "results/flowcam/campaigns/bulk" / name).read_bytes()
         assert a == b, f"{name} differs after kill and resume"
     pred = pd.read_parquet(work / TARGET)
-    assert len(pred) == 3105 and pred["seq"].is_unique
+    assert len(pred) == 105 + EXTRA and pred["seq"].is_unique

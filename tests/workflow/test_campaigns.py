@@ -13,7 +13,7 @@ from aquaflow.data.fetch import package_root
 from aquaflow.io import sha256_file
 from aquaflow.synthetic.flowcam import perturbed_copies
 
-from ..conftest import run_snakemake, tiny_usecase, write_workdir
+from ..conftest import run_snakemake, tiny_usecase, trained_copy, write_workdir
 
 pytestmark = pytest.mark.workflow
 UC = "config/usecases/flowcam.yaml"
@@ -27,13 +27,15 @@ def year(work, name, n, seed):
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory):
-    """A finished run: a tiny model trained here and one campaign (2025)."""
-    work = tmp_path_factory.mktemp("campaigns")
+def done(tmp_path_factory, flowcam_trained):
+    """A finished run: the tiny model trained in this workdir (by the session: trained_copy) and
+    one campaign (2025)."""
+    work = trained_copy(flowcam_trained, tmp_path_factory.mktemp("campaigns") / "work")
     uc = tiny_usecase()
     uc["campaigns"] = {"2025": year(work, "y2025", 40, seed=1)}
     write_workdir(work, {"flowcam": uc})
-    run_snakemake(work)
+    proc = run_snakemake(work)
+    assert "rule train:" not in proc.stdout + proc.stderr  # the session's training was up to date
     return work
 
 

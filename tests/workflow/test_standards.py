@@ -15,7 +15,7 @@ from rocrate.rocrate import ROCrate
 from aquaflow.io import sha256_file
 from aquaflow.standards import dwca
 
-from ..conftest import REPO, run_snakemake, tiny_usecase, validate_rocrate, write_workdir
+from ..conftest import REPO, run_snakemake, tiny_usecase, trained_copy, validate_rocrate
 from ..dwca_checks import meta_xml_errors, obis_problems, read_archive
 from ..unit.test_ecotaxa import reimport
 
@@ -23,13 +23,14 @@ pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("standards")
+def demo(tmp_path_factory, flowcam_trained):
+    """The demo campaign and its exports, after the session's tiny training (trained_copy)."""
     uc = tiny_usecase()
     uc["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
     uc["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
-    write_workdir(work, {"flowcam": uc})
-    run_snakemake(work)
+    work = trained_copy(flowcam_trained, tmp_path_factory.mktemp("standards") / "work", uc)
+    proc = run_snakemake(work)
+    assert "rule train:" not in proc.stdout + proc.stderr  # the session's training was up to date
     return work, work / "results/flowcam/campaigns/demo"
 
 
