@@ -186,7 +186,7 @@ def copy_tree():
     return copy
 
 
-# --- issue 12 (standards): RO-Crate validation offline --------------------------------------------
+# --- standards: RO-Crate validation offline ----------------------------------------------------------
 RO_CRATE_11_CONTEXT = "https://w3id.org/ro/crate/1.1/context"
 
 

@@ -79,8 +79,8 @@ def given_model(uc, work):
     uc["model"] = {"source": "path", "path": "models/2025"}
 
 
-# track_inference (issue 11): the campaign's MLflow run, redone when its summary or model changes
-# export_rocrate (issue 12) records a campaign's provenance: it reruns with any of its outputs
+# track_inference: the campaign's MLflow run, redone when its summary or model changes
+# export_rocrate records a campaign's provenance: it reruns with any of its outputs
 AFTER_MODEL = {
     "infer_shard": 2,
     "infer_gather": 1,
