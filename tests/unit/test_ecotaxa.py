@@ -139,3 +139,22 @@ def test_zooprocess_convention(tmp_path):
     ecotaxa.write_tsv(df, tmp_path / "ecotaxa_z.tsv")
     back = reimport(tmp_path / "ecotaxa_z.tsv")
     assert back["process_particle_pixel_size_mm"].astype(float).eq(px).all()
+
+
+def test_zooprocess_area_without_pixel_counts_divides_by_the_pixel_area():
+    """A row without `area_px`: mm² -> px² divides by px² (100 and 400 px² at 0.02 mm/px), lengths by px."""
+    px = 0.02
+    pred = predictions(
+        pd.DataFrame(
+            {
+                "seq": range(2),
+                "source": ["v1.png", "v2.png"],
+                "object_area": [100 * px**2, 400 * px**2],
+                "object_major": [10 * px, 25 * px],
+                "process_particle_pixel_size_mm": [px, px],
+            }
+        )
+    )
+    df = ecotaxa.table(pred, 1, {**CFG, "convention": "zooprocess"}, "Zooscan")
+    assert np.allclose(df["object_area"].astype(float), [100.0, 400.0])
+    assert np.allclose(df["object_major"].astype(float), [10.0, 25.0])

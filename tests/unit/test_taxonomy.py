@@ -49,6 +49,23 @@ def test_bad_rows_name_file_and_row(tmp_path, row, needle):
     assert needle in str(err.value) and "t.tsv row 2" in str(err.value)
 
 
+def test_lsid_only_for_verified_rows_with_an_aphia_id(tmp_path):
+    assert (
+        Taxon("A", "Acartia", 104108, status="verified").lsid == "urn:lsid:marinespecies.org:taxname:104108"
+    )
+    assert Taxon("A", "Acartia", 104108, status="unverified").lsid == ""
+    assert Taxon("A", "Acartia", None, status="unverified").lsid == ""
+    path = tmp_path / "t.tsv"
+    rows = [
+        "A\tAcartia\t104108\tGenus\tAnimalia\tunverified",
+        "B\tCalanus\t104152\tGenus\tAnimalia\tverified",
+    ]
+    path.write_text("\t".join(taxonomy.COLUMNS[:6]) + "\n" + "\n".join(rows) + "\n")
+    table = taxonomy.read_table(path)
+    assert table["A"].aphia_id == 104108 and table["A"].lsid == ""
+    assert LSID_RE.match(table["B"].lsid) and table["B"].lsid.endswith(":104152")
+
+
 def test_missing_labels_and_missing_table(tmp_path):
     with pytest.raises(TaxonomyError, match=r"no row for model label\(s\) \['B'\]"):
         taxonomy.resolve(["A", "B"], {"A": Taxon("A", "A")}, "x.tsv")
