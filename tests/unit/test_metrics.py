@@ -59,6 +59,7 @@ def test_top_k_orders_by_probability_and_breaks_ties_by_index():
     assert top_k_accuracy(np.array([2, 1]), probs, 2) == 1.0
     assert top_k_accuracy(np.array([2, 2]), probs, 9) == 1.0  # k above the class count = all classes
     assert np.isnan(top_k_accuracy(np.array([], dtype=int), np.zeros((0, 3)), 1))
+    assert top_k_accuracy(np.array([0]), np.array([[0.9, 0.1]]), 1) == 1.0  # a single item
     # many tied scores among 40 classes: the first of the tied maxima wins, as argmax says
     tied = np.random.default_rng(0).integers(0, 3, size=(50, 40)).astype(float)
     assert top_k_accuracy(tied.argmax(axis=1), tied, 1) == 1.0
@@ -72,6 +73,9 @@ def test_ece_over_several_bins_with_edges_closed_on_the_right():
     # the default 15 bins also keep the four apart
     assert expected_calibration_error(y, probs) == pytest.approx(0.25 * (0.8 + 0.3 + 0.75 + 0.1))
     assert expected_calibration_error(np.array([1]), np.array([[0.8, 0.2]])) == pytest.approx(0.8)
+    # 15 bins by default: 0.93 and 0.935 fall on either side of 14/15 (16 bins would join them)
+    two = np.array([[0.93, 0.07], [0.935, 0.065]])
+    assert expected_calibration_error(np.array([0, 1]), two) == pytest.approx(0.5 * 0.07 + 0.5 * 0.935)
     assert np.isnan(expected_calibration_error(np.array([], dtype=int), np.zeros((0, 2))))
 
 
