@@ -107,8 +107,15 @@ def test_gather_names_the_shard_whose_table_is_one_row_short(tmp_path, kind):
     out = outputs(tmp_path)
     with pytest.raises(RuntimeError, match=rf"shard 2-of-2: \S+ has \d rows, its summary \d {kind}") as err:
         gather.run(predictions=[a[0], b[0]], rejected=[a[1], b[1]], summaries=[a[2], b[2]], out=out)
+    assert str(err.value).startswith("shard tables disagree with their summaries: shard 2-of-2: ")
     assert "1-of-2" not in str(err.value)
     assert not out["predictions"].exists() and not out["dataset"].exists()
+    first = a[0] if kind == "predicted" else a[1]
+    write_parquet(pd.read_parquet(first).iloc[:-1], first)
+    with pytest.raises(
+        RuntimeError, match=rf"1-of-2: \S+ has \d rows, its summary \d {kind}; shard 2-of-2: "
+    ):
+        gather.run(predictions=[a[0], b[0]], rejected=[a[1], b[1]], summaries=[a[2], b[2]], out=out)
     with pytest.raises(RuntimeError, match="1 predicted tables for 2 shard summaries"):
         gather.run(predictions=[a[0]], rejected=[a[1], b[1]], summaries=[a[2], b[2]], out=out)
 
@@ -124,3 +131,45 @@ def test_gather_outputs_get_the_usual_permissions(tmp_path):
     for key in ("predictions", "rejected", "summary", "table"):
         assert out[key].stat().st_mode & 0o777 == 0o666 & ~mask, key
     assert not list((tmp_path / "out").glob(".*"))  # no temporary or partial file left behind
+
+
+def test_merge_tables_promotes_all_null_columns_and_compresses(tmp_path):
+    """A shard whose optional column is all null (Arrow type null) merges with one that has values."""
+    import pyarrow.parquet as pq
+
+    write_parquet(pd.DataFrame({"seq": [1, 0], "note": [None, None]}), tmp_path / "a.parquet")
+    write_parquet(pd.DataFrame({"seq": [2], "note": ["x"]}), tmp_path / "b.parquet")
+    write_parquet(pd.DataFrame({"seq": pd.Series([], dtype="int64")}), tmp_path / "empty.parquet")
+    paths = [tmp_path / "a.parquet", tmp_path / "empty.parquet", tmp_path / "b.parquet"]
+    assert gather.merge_tables(paths, tmp_path / "m.parquet") == 3
+    merged = pd.read_parquet(tmp_path / "m.parquet")
+    assert list(merged["seq"]) == [0, 1, 2] and merged["note"].tolist() == [None, None, "x"]
+    assert pq.ParquetFile(tmp_path / "m.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    # only empty shards: an empty table with their columns
+    assert gather.merge_tables([tmp_path / "empty.parquet"] * 2, tmp_path / "e.parquet") == 0
+    assert list(pd.read_parquet(tmp_path / "e.parquet").columns) == ["seq"]
+
+
+def test_model_ids_of_old_and_empty_shards_and_rows_without_skips(tmp_path):
+    paths = [shard_files(tmp_path, f"{i}-of-3", [i], [])[2] for i in (1, 2, 3)]
+    old = json.loads(paths[0].read_text())
+    del old["model_id"]  # a summary written before shards recorded their model
+    paths[0].write_text(json.dumps(old))
+    empty = json.loads(paths[2].read_text())
+    empty["model_id"] = ""
+    paths[2].write_text(json.dumps(empty))
+    summary = gather.merge_summaries(paths, tmp_path / "s.json")
+    assert summary["model_id"] == "m1"
+    del summary["skipped_by_reason"]  # a summary from before skipped files were reported
+    assert ("total", "seen", 3) in gather.summary_rows(summary)
+
+
+def test_dataset_folder_replaces_a_stale_partial_one_in_a_new_folder(tmp_path):
+    a = shard_files(tmp_path, "1-of-1", [0], [])
+    out = tmp_path / "new" / "deeper" / "ds"
+    stale = out.with_name(f".{out.name}.partial")
+    stale.mkdir(parents=True)
+    (stale / "old.parquet").write_text("left by a killed run")
+    gather.link_dataset([a[0]], out)
+    assert [p.name for p in out.iterdir()] == ["p1-of-1.parquet"] and not stale.exists()
+    assert out.joinpath("p1-of-1.parquet").stat().st_ino == a[0].stat().st_ino  # a hard link, not a copy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -38,14 +39,19 @@ def campaign(tmp_path):
     return tmp_path, local, table
 
 
-def test_stage_writes_one_bundle_per_shard_and_reads_back(campaign):
+def test_stage_writes_one_bundle_per_shard_and_reads_back(campaign, caplog):
     tmp_path, local, table = campaign
+    caplog.set_level(logging.INFO, logger="aquaflow.engine.staging")
     bundles = {"1-of-2": tmp_path / "staged/1-of-2.zip", "2-of-2": tmp_path / "staged/2-of-2.zip"}
     counts = staging.stage(
         tmp_path / "inputs.parquet", bundles, logical_root=LOGICAL + "/", local_root=str(local)
     )
     # shard 1: rows 0-1 (a, b); shard 2: rows 2-4 (gone, a, Latin-1): a is stored once per shard
     assert counts == {"rows": 5, "files": 4, "rejected": 1, "bytes": 10 + 7 + 10 + 5}
+    assert [r.getMessage() for r in caplog.records] == [
+        "staged 1-of-2: 2 rows, 2 files, 0 rejected",
+        "staged 2-of-2: 3 rows, 2 files, 1 rejected",
+    ]
     digest = sha256_file(tmp_path / "inputs.parquet")
     with zipfile.ZipFile(bundles["2-of-2"]) as zf:
         assert sorted(zf.namelist()) == ["files/0000000", "files/0000001", "rows.parquet", "staged.json"]
@@ -76,8 +82,9 @@ def test_a_collage_read_by_several_rows_is_stored_once(campaign):
 
 def test_without_roots_the_logical_paths_are_read_as_they_are(campaign):
     tmp_path, _, _ = campaign
-    counts = staging.stage(tmp_path / "inputs.parquet", {"1-of-1": tmp_path / "x.zip"})
-    assert counts["rejected"] == 5 and counts["files"] == 0  # nothing exists under LOGICAL here
+    bundles = {"1-of-2": tmp_path / "x.zip", "2-of-2": tmp_path / "y.zip"}
+    counts = staging.stage(tmp_path / "inputs.parquet", bundles)
+    assert counts == {"rows": 5, "files": 0, "rejected": 5, "bytes": 0}  # nothing exists under LOGICAL here
 
 
 def test_local_paths_replace_only_the_logical_root():
@@ -87,6 +94,7 @@ def test_local_paths_replace_only_the_logical_root():
     assert staging._local("/d/database/x.png", "/d/data", "/tmp/c") == "/d/database/x.png"
     assert staging._local("/d/data/x.png", "", "/tmp/c") == "/d/data/x.png"
     assert staging._local("/d/data/x.png", "/d/data", "/d/data") == "/d/data/x.png"
+    assert staging._local("/d/BOX/x.png", "/d/BOX", "/tmp/cX") == "/tmp/cX/x.png"  # roots ending in X
 
 
 def test_shard_part_from_a_bundle_or_from_the_inputs_table(campaign):
