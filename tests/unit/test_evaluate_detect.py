@@ -132,3 +132,59 @@ def test_detections_table_numbers_images_in_order():
     table = ev.detections_table(found, "detect", CLASSES)
     assert list(table["seq"]) == [0, 2, 2] and len(table) == 3
     assert ev.detections_table([], "detect", CLASSES).empty
+
+
+def test_threshold_metrics_for_masks_and_rotated_boxes():
+    """Segment: the ground-truth polygon is filled at image scale and matched by mask IoU; obb: the
+    rotated boxes are matched by their corners. One hit, one false alarm, two misses of class 1."""
+    square = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]]  # pixels 0..10 of a 20 x 20 image
+    labels = [
+        [
+            Label(0, "polygon", np.array(square)),
+            Label(1, "polygon", np.array(square) + 0.45),
+            Label(1, "polygon", np.array(square) * 0.2 + 0.7),
+        ]
+    ]
+    hit = np.zeros((20, 20), bool)
+    hit[:11, :11] = True
+    off = np.zeros((20, 20), bool)
+    off[15:, :5] = True
+    found = [
+        Detections(
+            np.zeros((2, 4), np.float32),
+            np.array([0.9, 0.8], np.float32),
+            np.array([0, 1]),
+            None,
+            [hit, off],
+            20,
+            20,
+        )
+    ]
+    m = ev.threshold_metrics("segment", found, labels, 0.5, CLASSES)
+    assert m["mean_matched_iou"] == pytest.approx(1.0) and m["iou_kind"] == "mask"
+    assert (m["per_class"]["coral"]["fp"], m["per_class"]["coral"]["fn"]) == (1, 2)
+    a = m["all"]
+    assert (a["tp"], a["fp"], a["fn"]) == (1, 1, 2)
+    assert a["precision"] == 0.5 and a["recall"] == pytest.approx(1 / 3) and a["f1"] == pytest.approx(0.4)
+
+    corners = np.array([[0.1, 0.1], [0.3, 0.1], [0.3, 0.3], [0.1, 0.3]])
+    obb = np.array([[20, 20, 20, 20, 0], [25, 20, 20, 20, 0]], np.float32)
+    found = [
+        Detections(
+            np.zeros((2, 4), np.float32),
+            np.array([0.9, 0.8], np.float32),
+            np.array([0, 0]),
+            obb,
+            None,
+            100,
+            100,
+        )
+    ]
+    m = ev.threshold_metrics(
+        "obb", found, [[Label(0, "obb", corners), Label(1, "obb", corners)]], 0.5, CLASSES
+    )
+    assert m["mean_matched_iou"] == pytest.approx(1.0, abs=1e-5) and m["iou_kind"] == "rotated box"
+    assert (m["all"]["tp"], m["all"]["fp"], m["all"]["fn"]) == (1, 1, 1)
+    assert m["all"]["precision"] == m["all"]["recall"] == m["all"]["f1"] == 0.5
+    empty = Detections.empty("obb", 100, 100)
+    assert ev.threshold_metrics("obb", [empty], [[Label(0, "obb", corners)]], 0.5, CLASSES)["all"]["fn"] == 1
