@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from aquaflow.standards import taxonomy
@@ -99,3 +101,40 @@ def test_fill_marks_only_exact_accepted_matches():
     assert out["Oithona"].status == "unverified" and "Oithonax 1 (phonetic" in out["Oithona"].note
     assert out["blob"].status == "unverified" and "no match" in out["blob"].note
     assert out["ok"] == table["ok"]
+
+
+def test_every_field_round_trips_and_the_cli_checks_and_refuses_to_overwrite(tmp_path, capsys):
+    full = Taxon(
+        "Nocti", "Noctiluca scintillans", 109391, "Species", "Chromista", "verified", "2026-01-02", "é note"
+    )
+    path = tmp_path / "t.tsv"
+    taxonomy.write_table([full, Taxon("bubble", status="not_a_taxon", note="air")], path)
+    assert path.read_text(encoding="utf-8").startswith("#")  # the header comment explains the columns
+    assert taxonomy.read_table(path) == {
+        "Nocti": full,
+        "bubble": Taxon("bubble", status="not_a_taxon", note="air"),
+    }
+    assert taxonomy.main(["check", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "not_a_taxon": ["bubble"],
+        "unverified": [],
+        "verified": ["Nocti"],
+    }
+    (tmp_path / "card.json").write_text(json.dumps({"classes": ["b", "a"]}))
+    assert taxonomy.labels_from(tmp_path / "card.json") == ["b", "a"]
+    assert taxonomy.main(["init", str(tmp_path / "new.tsv"), str(tmp_path / "card.json")]) == 0
+    assert list(taxonomy.read_table(tmp_path / "new.tsv")) == ["b", "a"]
+    with pytest.raises(SystemExit):
+        taxonomy.main(["init", str(path), str(tmp_path / "card.json")])
+    assert "t.tsv exists; edit it or use `fill`" in capsys.readouterr().err
+    path.write_text("label\tscientificName\n")
+    with pytest.raises(
+        TaxonomyError, match=r"missing column\(s\) \['aphiaID', 'taxonRank', 'kingdom', 'status'\]"
+    ):
+        taxonomy.read_table(path)
+    path.write_text("\t".join(taxonomy.COLUMNS[:6]) + "\nA\tA\t\t\t\tunverified\nA\tA\t\t\t\tunverified\n")
+    with pytest.raises(TaxonomyError, match=r"t.tsv row 3: label 'A' appears twice"):
+        taxonomy.read_table(path)
+    path.write_text("\t".join(taxonomy.COLUMNS[:6]) + "\n\tA\t\t\t\tunverified\n")
+    with pytest.raises(TaxonomyError, match="row 2: empty label"):
+        taxonomy.read_table(path)
