@@ -158,3 +158,45 @@ def test_zooprocess_area_without_pixel_counts_divides_by_the_pixel_area():
     df = ecotaxa.table(pred, 1, {**CFG, "convention": "zooprocess"}, "Zooscan")
     assert np.allclose(df["object_area"].astype(float), [100.0, 400.0])
     assert np.allclose(df["object_major"].astype(float), [10.0, 25.0])
+
+
+def test_export_adds_campaign_metadata_class_scores_and_categories(tmp_path):
+    pred = predictions(pd.DataFrame({"seq": range(3), "source": ["a.png", "b.png", "c.png"]}))
+    pred["top1_label"] = ["Copepoda", "détritus", "Copepoda"]
+    pred["top1_prob"] = [0.9, 0.6, 0.7]
+    pred["top2_label"] = ["détritus", "Copepoda", "Noctiluca"]
+    pred["top2_prob"] = [0.05, 0.3, 0.2]
+    pred.to_parquet(tmp_path / "p.parquet")
+    settings = {
+        "metadata": {"sample_id": "", "cruise": "BE2026", "acq_volume": 5},
+        "default_sample_id": "st 1",
+        "top_k": 2,
+        "instrument": "FlowCam",
+        "class_scores": ["Copepoda", "Noctiluca"],
+        "categories": {"Copepoda": "Copepoda<Maxillopoda"},
+    }
+    assert ecotaxa.export(tmp_path / "p.parquet", tmp_path / "e.tsv", settings) == 3
+    df, types = ecotaxa.read_tsv(tmp_path / "e.tsv")
+    assert df["sample_id"].tolist() == ["st 1"] * 3 and df["acq_id"].tolist() == ["st 1"] * 3
+    assert df["sample_cruise"].tolist() == ["BE2026"] * 3 and df["acq_volume"].tolist() == ["5"] * 3
+    assert df["object_annotation_category"].tolist() == [
+        "Copepoda<Maxillopoda",
+        "détritus",
+        "Copepoda<Maxillopoda",
+    ]
+    assert df["object_pred_top2"].tolist() == ["détritus", "Copepoda<Maxillopoda", "Noctiluca"]
+    assert df["object_p_copepoda"].astype(float).tolist() == [0.9, 0.3, 0.7]
+    assert df["object_p_noctiluca"].astype(float).tolist() == [0.0, 0.0, 0.2]
+    assert df["object_id"].tolist() == ["st_1_000001", "st_1_000002", "st_1_000003"]
+    assert df["acq_instrument"].tolist() == ["FlowCam"] * 3
+    typed = dict(zip(df.columns, types, strict=True))
+    assert (
+        typed["object_p_copepoda"] == "[f]"
+        and typed["sample_cruise"] == "[t]"
+        and typed["acq_volume"] == "[t]"
+    )
+    assert ecotaxa.class_probability(pred, "Noctiluca", 1).tolist() == [0.0, 0.0, 0.0]  # not in the top 1
+    settings["metadata"] = {"sample_id": "S9", "acq_id": "A9"}
+    ecotaxa.export(tmp_path / "p.parquet", tmp_path / "e.tsv", settings)
+    df, _ = ecotaxa.read_tsv(tmp_path / "e.tsv")
+    assert (df["sample_id"].iloc[0], df["acq_id"].iloc[0]) == ("S9", "A9") and "sample_sample_id" not in df
