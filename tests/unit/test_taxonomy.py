@@ -101,6 +101,29 @@ def test_fill_marks_only_exact_accepted_matches():
     assert out["Oithona"].status == "unverified" and "Oithonax 1 (phonetic" in out["Oithona"].note
     assert out["blob"].status == "unverified" and "no match" in out["blob"].note
     assert out["ok"] == table["ok"]
+    assert out["Acartia"] == Taxon(
+        "Acartia", "Acartia", 104108, "Genus", "Animalia", "verified", "2026-11-27", ""
+    )  # rank and kingdom from WoRMS
+    assert out["Oithona"].note == ("WoRMS 2026-11-27: Oithonax 1 (phonetic, accepted); check by hand")
+    assert out["blob"].note == "WoRMS 2026-11-27: no match; check by hand"
+
+
+def test_fill_keeps_own_rank_and_note_and_lists_five_candidates():
+    table = {"A": Taxon("A", "Aa", rank="Genus", kingdom="Animalia", note="mine"), "B": Taxon("B", "Bb")}
+    many = [
+        {"AphiaID": i, "scientificname": f"B{i}", "match_type": "near_1", "status": "unaccepted"}
+        for i in range(7)
+    ]
+    exact = {"AphiaID": 9, "scientificname": "Aa", "match_type": "exact", "status": "accepted"}
+    out = taxonomy.fill(table, lambda names: [[exact], many], today="2026-12-03")
+    assert out["A"] == Taxon("A", "Aa", 9, "Genus", "Animalia", "verified", "2026-12-03", "mine")
+    listed = ", ".join(f"B{i} {i} (near_1, unaccepted)" for i in range(5))
+    assert out["B"].note == f"WoRMS 2026-12-03: {listed}; check by hand"
+    with pytest.raises(ValueError):  # an answer that does not have one list per name asked
+        taxonomy.fill(table, lambda names: [[exact]], today="2026-12-03")
+    assert taxonomy.fill({"ok": Taxon("ok", "Okia", 5, status="verified")}, None) == {
+        "ok": Taxon("ok", "Okia", 5, status="verified")
+    }  # nothing to look up: no call at all
 
 
 def test_every_field_round_trips_and_the_cli_checks_and_refuses_to_overwrite(tmp_path, capsys):
