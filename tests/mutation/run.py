@@ -1,7 +1,7 @@
 """Mutation testing of the engine's core modules with mutmut, one module at a time.
 
 Each module is mutated in a scratch copy (`.mutation/<module>/`: the library under `src/`, the unit
-tests that cover that module, a generated mutmut config) and checked against those unit tests only;
+tests, config/, a generated mutmut config) and checked against the unit tests that cover it only;
 mutmut gives each mutant a timeout of 15x the covering tests' own time + 1 s. Prints the kill rate
 per module and writes the survivors' names to `.mutation/<module>/survivors.txt`
 (`cd .mutation/<module> && mutmut show NAME` prints one's diff; mutmut's output is in mutmut.log there).
@@ -63,15 +63,15 @@ def prepare(module: str, tests: list[str]) -> Path:
     """A fresh scratch folder for one module: library, covering tests, conftest, test data, config."""
     work = SCRATCH / module.replace("/", ".").removesuffix(".py")
     shutil.rmtree(work, ignore_errors=True)
-    (work / "tests" / "unit").mkdir(parents=True)
+    (work / "tests").mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(REPO / "scripts" / "aquaflow", work / "src" / "aquaflow", ignore=ignore)
     shutil.copytree(REPO / "tests" / "data", work / "tests" / "data", ignore=ignore)
     shutil.copytree(REPO / "config", work / "config", ignore=ignore)  # tables some tests read
-    for name in ("tests/__init__.py", "tests/conftest.py", "tests/unit/__init__.py"):
+    for name in ("tests/__init__.py", "tests/conftest.py"):
         shutil.copy2(REPO / name, work / name)
-    for test in tests:
-        shutil.copy2(REPO / "tests" / "unit" / test, work / "tests" / "unit" / test)
+    # all unit test files (some import helpers from others); only `tests` are run
+    shutil.copytree(REPO / "tests" / "unit", work / "tests" / "unit", ignore=ignore)
     selection = json.dumps([f"tests/unit/{t}" for t in tests])
     (work / "pyproject.toml").write_text(CONFIG.format(module=module, tests=selection))
     return work
