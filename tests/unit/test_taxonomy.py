@@ -40,6 +40,7 @@ def test_write_read_roundtrip_and_init_cli(tmp_path):
         ("A\tA\t\tGenus\tAnimalia\tverified", "needs its aphiaID"),
         ("A\tA\t1\tGenus\tAnimalia\tok", "status 'ok'"),
         ("A\t\t\t\t\tunverified", "no scientificName"),
+        ("A\tA\t\t\t\t", "status '' is not one of"),
         ("A\tA\t\t\t\tnot_a_taxon", "must have no scientificName"),
     ],
 )
@@ -71,6 +72,10 @@ def test_lsid_only_for_verified_rows_with_an_aphia_id(tmp_path):
 def test_missing_labels_and_missing_table(tmp_path):
     with pytest.raises(TaxonomyError, match=r"no row for model label\(s\) \['B'\]"):
         taxonomy.resolve(["A", "B"], {"A": Taxon("A", "A")}, "x.tsv")
+    with pytest.raises(TaxonomyError, match=r"^taxonomy table: no row for model label\(s\) \['B'\]"):
+        taxonomy.resolve(["B"], {})
+    with pytest.raises(SystemExit):  # no subcommand
+        taxonomy.main([])
     with pytest.raises(TaxonomyError, match="does not exist"):
         taxonomy.read_table(tmp_path / "none.tsv")
 
@@ -109,7 +114,7 @@ def test_fill_marks_only_exact_accepted_matches():
 
 
 def test_fill_keeps_own_rank_and_note_and_lists_five_candidates():
-    table = {"A": Taxon("A", "Aa", rank="Genus", kingdom="Animalia", note="mine"), "B": Taxon("B", "Bb")}
+    table = {"A": Taxon("A", "aa", rank="Genus", kingdom="Animalia", note="mine"), "B": Taxon("B", "Bb")}
     many = [
         {"AphiaID": i, "scientificname": f"B{i}", "match_type": "near_1", "status": "unaccepted"}
         for i in range(7)
