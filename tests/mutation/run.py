@@ -1,7 +1,8 @@
 """Mutation testing of the engine's core modules with mutmut, one module at a time.
 
 Each module is mutated in a scratch copy (`.mutation/<module>/`: the library under `src/`, the unit
-tests, config/, a generated mutmut config) and checked against the unit tests that cover it only;
+tests, config/ and workflow/, a generated mutmut config) and checked against the unit tests that
+cover it only;
 mutmut gives each mutant a timeout of 15x the covering tests' own time + 1 s. Prints the kill rate
 per module and writes the survivors' names to `.mutation/<module>/survivors.txt`
 (`cd .mutation/<module> && mutmut show NAME` prints one's diff; mutmut's output is in mutmut.log there).
@@ -46,7 +47,7 @@ STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "no
 CONFIG = """\
 [tool.mutmut]
 source_paths = ["src/aquaflow"]
-also_copy = ["config"]
+also_copy = ["config", "workflow"]
 only_mutate = ["src/aquaflow/{module}"]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-W", "ignore"]
 pytest_add_cli_args_test_selection = {tests}
@@ -67,7 +68,8 @@ def prepare(module: str, tests: list[str]) -> Path:
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(REPO / "scripts" / "aquaflow", work / "src" / "aquaflow", ignore=ignore)
     shutil.copytree(REPO / "tests" / "data", work / "tests" / "data", ignore=ignore)
-    shutil.copytree(REPO / "config", work / "config", ignore=ignore)  # tables some tests read
+    for folder in ("config", "workflow"):  # use cases, taxonomy tables and the schema some tests read
+        shutil.copytree(REPO / folder, work / folder, ignore=ignore)
     for name in ("tests/__init__.py", "tests/conftest.py"):
         shutil.copy2(REPO / name, work / name)
     # all unit test files (some import helpers from others); only `tests` are run
