@@ -10,7 +10,7 @@ PIP_INSTALL := $(PIP) install --quiet --constraint envs/constraints.txt
 DEMO_DATA := planktonclas==0.2.4
 CORES ?= all
 
-.PHONY: demo test lint setup setup-test setup-cluster report clean
+.PHONY: demo test lint setup setup-test setup-cluster report clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ lint: setup-test
 ## test: set up, lint, run every test (unit, workflow, cluster)
 test: lint
 	$(BIN)/python -m pytest
+
+## mutate: mutation testing (mutmut) of the engine's core modules against their unit tests, one module
+## at a time; prints the kill rate per module. Slow, not part of `make test`. MUTATE="engine/gather.py" picks modules.
+MUTATE ?=
+mutate: setup-test
+	$(BIN)/python tests/mutation/run.py $(MUTATE)
 
 clean:
 	rm -rf results resources .snakemake

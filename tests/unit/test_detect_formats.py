@@ -159,3 +159,32 @@ def test_coco_rle_segmentation_becomes_a_polygon(tmp_path):
     assert names == ["coral"]
     (lab,) = labels[0]
     np.testing.assert_allclose(lab.xyxy() * [60, 40, 60, 40], [20, 10, 49, 29])
+
+
+def test_coco_classes_follow_the_configured_names_not_the_category_order(tmp_path):
+    """Categories {1: fish, 2: coral} read with names [coral, fish]: a fish box is class 1 ("fish")."""
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 60, 3), np.uint8))
+    coco = {
+        "images": [{"id": 5, "file_name": "a.png", "width": 60, "height": 40}],
+        "annotations": [
+            {"id": 1, "image_id": 5, "category_id": 1, "bbox": [6, 4, 30, 20]},  # fish
+            {"id": 2, "image_id": 5, "category_id": 2, "bbox": [-1, -1, 61, 41]},  # coral, 1 px tolerance
+        ],
+        "categories": [{"id": 2, "name": "coral"}, {"id": 1, "name": "fish"}],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    paths, labels, names = formats.read_coco(tmp_path / "a.json", tmp_path, "detect", names=["coral", "fish"])
+    assert names == ["coral", "fish"] and paths == [tmp_path / "a.png"]
+    fish, coral = labels[0]
+    assert (names[fish.cls], names[coral.cls]) == ("fish", "coral")
+    assert fish.kind == "box" and coral.kind == "box"
+    np.testing.assert_allclose(fish.xyxy() * [60, 40, 60, 40], [6, 4, 36, 24])
+    np.testing.assert_allclose(fish.coords, [21 / 60, 14 / 40, 30 / 60, 20 / 40])
+    np.testing.assert_allclose(coral.coords, [29.5 / 60, 19.5 / 40, 1, 1])  # size clipped to the image
+    # without configured names the classes follow the category ids
+    _, labels, names = formats.read_coco(tmp_path / "a.json", tmp_path, "detect")
+    assert names == ["fish", "coral"] and [lab.cls for lab in labels[0]] == [0, 1]
+    with pytest.raises(formats.LabelError, match=r"categories \['fish'\] not among the configured classes"):
+        formats.read_coco(tmp_path / "a.json", tmp_path, "detect", names=["coral"])

@@ -195,7 +195,11 @@ def test_report_lists_excluded_labels(archive):
 def test_unverified_included_without_scientific_name_id(tmp_path):
     (tmp_path / "s.csv").write_text(SAMPLES)
     s = dwca.Settings(unverified="include", instrument="FlowCam")
-    t = dwca.build(predictions(), dwca.read_samples(tmp_path / "s.csv"), {x.label: x for x in TAXA}, s)
+    # an AphiaID on an unverified row (a guess nobody checked) is never published
+    taxa = {x.label: x for x in TAXA} | {
+        "Noctiluca": Taxon("Noctiluca", "Noctiluca", 109390, status="unverified")
+    }
+    t = dwca.build(predictions(), dwca.read_samples(tmp_path / "s.csv"), taxa, s)
     noc = t.occurrence[t.occurrence["scientificName"] == "Noctiluca"]
     assert len(noc) == 3 and (noc["scientificNameID"] == "").all()
     assert noc["identificationRemarks"].str.contains("not verified").all()
@@ -218,6 +222,17 @@ def test_min_score_leaves_low_scores_out(tmp_path):
     assert t.report["below_min_score"] == int((preds["top1_prob"] < 0.7).sum()) - int(
         ((preds["expert"] != "") & (preds["top1_prob"] < 0.7)).sum()
     )
+
+
+def test_min_score_keeps_a_prediction_exactly_at_the_threshold(tmp_path):
+    (tmp_path / "s.csv").write_text(SAMPLES)
+    preds = predictions().assign(top1_prob=0.7)
+    preds.loc[preds["top1_label"] == "Acartia_juv", "top1_prob"] = np.nextafter(0.7, 0)
+    s = dwca.Settings(min_score=0.7)
+    t = dwca.build(preds, dwca.read_samples(tmp_path / "s.csv"), {x.label: x for x in TAXA}, s)
+    n = t.emof[t.emof["measurementTypeID"] == dwca.COUNT[1]]["measurementValue"].astype(int).sum()
+    assert n == 10  # the 10 Acartia at exactly 0.7, not the 4 Acartia_juv just below
+    assert t.report["below_min_score"] == 4 and t.report["min_score"] == 0.7
 
 
 @pytest.mark.parametrize(

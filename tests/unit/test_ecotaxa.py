@@ -139,3 +139,120 @@ def test_zooprocess_convention(tmp_path):
     ecotaxa.write_tsv(df, tmp_path / "ecotaxa_z.tsv")
     back = reimport(tmp_path / "ecotaxa_z.tsv")
     assert back["process_particle_pixel_size_mm"].astype(float).eq(px).all()
+
+
+def test_zooprocess_area_without_pixel_counts_divides_by_the_pixel_area():
+    """A row without `area_px`: mm² -> px² divides by px² (100 and 400 px² at 0.02 mm/px), lengths by px."""
+    px = 0.02
+    pred = predictions(
+        pd.DataFrame(
+            {
+                "seq": range(2),
+                "source": ["v1.png", "v2.png"],
+                "object_area": [100 * px**2, 400 * px**2],
+                "object_major": [10 * px, 25 * px],
+                "process_particle_pixel_size_mm": [px, px],
+            }
+        )
+    )
+    df = ecotaxa.table(pred, 1, {**CFG, "convention": "zooprocess"}, "Zooscan")
+    assert np.allclose(df["object_area"].astype(float), [100.0, 400.0])
+    assert np.allclose(df["object_major"].astype(float), [10.0, 25.0])
+
+
+def test_export_adds_campaign_metadata_class_scores_and_categories(tmp_path):
+    pred = predictions(pd.DataFrame({"seq": range(3), "source": ["a.png", "b.png", "c.png"]}))
+    pred["top1_label"] = ["Copepoda", "détritus", "Copepoda"]
+    pred["top1_prob"] = [0.9, 0.6, 0.7]
+    pred["top2_label"] = ["détritus", "Copepoda", "Noctiluca"]
+    pred["top2_prob"] = [0.05, 0.3, 0.2]
+    pred.to_parquet(tmp_path / "p.parquet")
+    settings = {
+        "metadata": {"sample_id": "", "cruise": "BE2026", "acq_volume": 5},
+        "default_sample_id": "st 1",
+        "top_k": 2,
+        "instrument": "FlowCam",
+        "class_scores": ["Copepoda", "Noctiluca"],
+        "categories": {"Copepoda": "Copepoda<Maxillopoda"},
+    }
+    assert ecotaxa.export(tmp_path / "p.parquet", tmp_path / "e.tsv", settings) == 3
+    df, types = ecotaxa.read_tsv(tmp_path / "e.tsv")
+    assert df["sample_id"].tolist() == ["st 1"] * 3 and df["acq_id"].tolist() == ["st 1"] * 3
+    assert df["sample_cruise"].tolist() == ["BE2026"] * 3 and df["acq_volume"].tolist() == ["5"] * 3
+    assert df["object_annotation_category"].tolist() == [
+        "Copepoda<Maxillopoda",
+        "détritus",
+        "Copepoda<Maxillopoda",
+    ]
+    assert df["object_pred_top2"].tolist() == ["détritus", "Copepoda<Maxillopoda", "Noctiluca"]
+    assert df["object_p_copepoda"].astype(float).tolist() == [0.9, 0.3, 0.7]
+    assert df["object_p_noctiluca"].astype(float).tolist() == [0.0, 0.0, 0.2]
+    assert df["object_id"].tolist() == ["st_1_000001", "st_1_000002", "st_1_000003"]
+    assert df["acq_instrument"].tolist() == ["FlowCam"] * 3
+    typed = dict(zip(df.columns, types, strict=True))
+    assert (
+        typed["object_p_copepoda"] == "[f]"
+        and typed["sample_cruise"] == "[t]"
+        and typed["acq_volume"] == "[t]"
+    )
+    assert ecotaxa.class_probability(pred, "Noctiluca", 1).tolist() == [0.0, 0.0, 0.0]  # not in the top 1
+    settings["metadata"] = {"sample_id": "S9", "acq_id": "A9"}
+    ecotaxa.export(tmp_path / "p.parquet", tmp_path / "e.tsv", settings)
+    df, _ = ecotaxa.read_tsv(tmp_path / "e.tsv")
+    assert (df["sample_id"].iloc[0], df["acq_id"].iloc[0]) == ("S9", "A9") and "sample_sample_id" not in df
+
+
+def test_table_columns_values_and_crops():
+    """Internal columns stay out, the top-k columns stop at k, crops become PNGs (a crop width of 0
+    or NaN means the whole file), scores keep 6 decimals, run and model ids go to process_*."""
+    pred = pd.DataFrame(
+        {
+            "seq": [0, 1, 2],
+            "id": ["h0", "h1", "h2"],
+            "source": ["a.jpg", "b.tif", "c.JPG"],
+            "model_id": ["m", "m", "m"],
+            "run_id": ["r", "r", "r"],
+            "embedding": [[0.1], [0.2], [0.3]],
+            "crop_x": [1, 0, 0],
+            "crop_y": [2, 0, 0],
+            "crop_w": [5, np.nan, 0],
+            "crop_h": [6, 0, 0],
+            "top1_label": ["x", "y", "x"],
+            "top1_prob": [0.1234567, 0.5, 0.25],
+            "top2_label": ["y", "x", "y"],
+            "top2_prob": [0.1, 0.2, 0.3],
+            "top3_label": ["z", "z", "z"],
+            "top3_prob": [0.01, 0.01, 0.01],
+            "Area (mm²)": [1.5, 2.5, 3.5],
+        }
+    )
+    df = ecotaxa.table(pred, 2, CFG, "UVP")
+    assert list(df.columns) == [
+        "img_file_name", "object_id", "object_annotation_category", "object_annotation_status",
+        "object_sha256", "object_score_top1", "object_pred_top2", "object_score_top2", "object_area_mm",
+        "sample_id", "acq_id", "acq_instrument", "process_id", "process_model_id",
+    ]  # fmt: skip
+    assert df["img_file_name"].tolist() == [
+        "images/s1_000001.png",
+        "images/s1_000002.png",
+        "images/s1_000003.jpg",
+    ]
+    assert df["object_score_top1"].tolist() == [0.123457, 0.5, 0.25]
+    assert (
+        df["object_pred_top2"].tolist() == ["y", "x", "y"]
+        and df["object_annotation_status"].eq("predicted").all()
+    )
+    assert df["process_id"].tolist() == ["r"] * 3 and df["process_model_id"].tolist() == ["m"] * 3
+    assert df["object_sha256"].tolist() == ["h0", "h1", "h2"] and df["object_area_mm"].tolist() == [
+        1.5,
+        2.5,
+        3.5,
+    ]
+    bare = ecotaxa.table(pred.drop(columns=["model_id", "run_id", "crop_w", "top2_label"]), 3, CFG, "UVP")
+    assert bare["process_id"].eq("").all() and bare["process_model_id"].eq("").all()
+    assert "object_pred_top2" not in bare and "object_score_top2" not in bare  # top-k stops at a gap
+    assert bare["img_file_name"].tolist() == [
+        "images/s1_000001.jpg",
+        "images/s1_000002.png",
+        "images/s1_000003.jpg",
+    ]

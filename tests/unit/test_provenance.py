@@ -57,21 +57,30 @@ def test_crate_roundtrip_and_profile(tmp_path):
 
 
 def test_validator_catches_a_broken_crate(tmp_path):
-    """The offline validation bites: without the Workflow Run Crate profile entities it fails."""
+    """The offline validation bites: the same crate passes with the Workflow Run Crate profile
+    reference in the root's conformsTo, and fails naming exactly that without it."""
     (tmp_path / "a.txt").write_text("a")
-    crate = provenance.build(
-        name="x",
-        snakefile=REPO / "Snakefile",
-        rule_files=[],
-        config={},
-        config_path=tmp_path / "a.txt",
-        inputs={"a": tmp_path / "a.txt"},
-        outputs={"a": tmp_path / "a.txt"},
-        mlflow_runs=[],
-    )
-    del crate.root_dataset["conformsTo"]
-    crate.write_zip(tmp_path / "bad.zip")
-    assert validate_rocrate(tmp_path / "bad.zip", tmp_path / "http-cache") != []
+
+    def crate():
+        return provenance.build(
+            name="x",
+            snakefile=REPO / "Snakefile",
+            rule_files=[],
+            config={},
+            config_path=tmp_path / "a.txt",
+            inputs={"a": tmp_path / "a.txt"},
+            outputs={"a": tmp_path / "a.txt"},
+            mlflow_runs=[],
+        )
+
+    crate().write_zip(tmp_path / "good.zip")
+    assert validate_rocrate(tmp_path / "good.zip", tmp_path / "http-cache") == []
+    broken = crate()
+    del broken.root_dataset["conformsTo"]
+    broken.write_zip(tmp_path / "bad.zip")
+    (issue,) = validate_rocrate(tmp_path / "bad.zip", tmp_path / "http-cache")
+    assert issue.startswith("REQUIRED: The Root Data Entity MUST reference a CreativeWork entity")
+    assert "Workflow Run Crate profile" in issue
 
 
 def test_large_files_are_described_not_copied(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from aquaflow.standards import taxonomy
@@ -38,6 +40,7 @@ def test_write_read_roundtrip_and_init_cli(tmp_path):
         ("A\tA\t\tGenus\tAnimalia\tverified", "needs its aphiaID"),
         ("A\tA\t1\tGenus\tAnimalia\tok", "status 'ok'"),
         ("A\t\t\t\t\tunverified", "no scientificName"),
+        ("A\tA\t\t\t\t", "status '' is not one of"),
         ("A\tA\t\t\t\tnot_a_taxon", "must have no scientificName"),
     ],
 )
@@ -49,9 +52,30 @@ def test_bad_rows_name_file_and_row(tmp_path, row, needle):
     assert needle in str(err.value) and "t.tsv row 2" in str(err.value)
 
 
+def test_lsid_only_for_verified_rows_with_an_aphia_id(tmp_path):
+    assert (
+        Taxon("A", "Acartia", 104108, status="verified").lsid == "urn:lsid:marinespecies.org:taxname:104108"
+    )
+    assert Taxon("A", "Acartia", 104108, status="unverified").lsid == ""
+    assert Taxon("A", "Acartia", None, status="unverified").lsid == ""
+    path = tmp_path / "t.tsv"
+    rows = [
+        "A\tAcartia\t104108\tGenus\tAnimalia\tunverified",
+        "B\tCalanus\t104152\tGenus\tAnimalia\tverified",
+    ]
+    path.write_text("\t".join(taxonomy.COLUMNS[:6]) + "\n" + "\n".join(rows) + "\n")
+    table = taxonomy.read_table(path)
+    assert table["A"].aphia_id == 104108 and table["A"].lsid == ""
+    assert LSID_RE.match(table["B"].lsid) and table["B"].lsid.endswith(":104152")
+
+
 def test_missing_labels_and_missing_table(tmp_path):
     with pytest.raises(TaxonomyError, match=r"no row for model label\(s\) \['B'\]"):
         taxonomy.resolve(["A", "B"], {"A": Taxon("A", "A")}, "x.tsv")
+    with pytest.raises(TaxonomyError, match=r"^taxonomy table: no row for model label\(s\) \['B'\]"):
+        taxonomy.resolve(["B"], {})
+    with pytest.raises(SystemExit):  # no subcommand
+        taxonomy.main([])
     with pytest.raises(TaxonomyError, match="does not exist"):
         taxonomy.read_table(tmp_path / "none.tsv")
 
@@ -82,3 +106,63 @@ def test_fill_marks_only_exact_accepted_matches():
     assert out["Oithona"].status == "unverified" and "Oithonax 1 (phonetic" in out["Oithona"].note
     assert out["blob"].status == "unverified" and "no match" in out["blob"].note
     assert out["ok"] == table["ok"]
+    assert out["Acartia"] == Taxon(
+        "Acartia", "Acartia", 104108, "Genus", "Animalia", "verified", "2026-11-27", ""
+    )  # rank and kingdom from WoRMS
+    assert out["Oithona"].note == ("WoRMS 2026-11-27: Oithonax 1 (phonetic, accepted); check by hand")
+    assert out["blob"].note == "WoRMS 2026-11-27: no match; check by hand"
+
+
+def test_fill_keeps_own_rank_and_note_and_lists_five_candidates():
+    table = {"A": Taxon("A", "aa", rank="Genus", kingdom="Animalia", note="mine"), "B": Taxon("B", "Bb")}
+    many = [
+        {"AphiaID": i, "scientificname": f"B{i}", "match_type": "near_1", "status": "unaccepted"}
+        for i in range(7)
+    ]
+    exact = {"AphiaID": 9, "scientificname": "Aa", "match_type": "exact", "status": "accepted"}
+    out = taxonomy.fill(table, lambda names: [[exact], many], today="2026-12-03")
+    assert out["A"] == Taxon("A", "Aa", 9, "Genus", "Animalia", "verified", "2026-12-03", "mine")
+    listed = ", ".join(f"B{i} {i} (near_1, unaccepted)" for i in range(5))
+    assert out["B"].note == f"WoRMS 2026-12-03: {listed}; check by hand"
+    with pytest.raises(ValueError):  # an answer that does not have one list per name asked
+        taxonomy.fill(table, lambda names: [[exact]], today="2026-12-03")
+    assert taxonomy.fill({"ok": Taxon("ok", "Okia", 5, status="verified")}, None) == {
+        "ok": Taxon("ok", "Okia", 5, status="verified")
+    }  # nothing to look up: no call at all
+
+
+def test_every_field_round_trips_and_the_cli_checks_and_refuses_to_overwrite(tmp_path, capsys):
+    full = Taxon(
+        "Nocti", "Noctiluca scintillans", 109391, "Species", "Chromista", "verified", "2026-01-02", "é note"
+    )
+    path = tmp_path / "t.tsv"
+    taxonomy.write_table([full, Taxon("bubble", status="not_a_taxon", note="air")], path)
+    assert path.read_text(encoding="utf-8").startswith("#")  # the header comment explains the columns
+    assert taxonomy.read_table(path) == {
+        "Nocti": full,
+        "bubble": Taxon("bubble", status="not_a_taxon", note="air"),
+    }
+    assert taxonomy.main(["check", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "not_a_taxon": ["bubble"],
+        "unverified": [],
+        "verified": ["Nocti"],
+    }
+    (tmp_path / "card.json").write_text(json.dumps({"classes": ["b", "a"]}))
+    assert taxonomy.labels_from(tmp_path / "card.json") == ["b", "a"]
+    assert taxonomy.main(["init", str(tmp_path / "new.tsv"), str(tmp_path / "card.json")]) == 0
+    assert list(taxonomy.read_table(tmp_path / "new.tsv")) == ["b", "a"]
+    with pytest.raises(SystemExit):
+        taxonomy.main(["init", str(path), str(tmp_path / "card.json")])
+    assert "t.tsv exists; edit it or use `fill`" in capsys.readouterr().err
+    path.write_text("label\tscientificName\n")
+    with pytest.raises(
+        TaxonomyError, match=r"missing column\(s\) \['aphiaID', 'taxonRank', 'kingdom', 'status'\]"
+    ):
+        taxonomy.read_table(path)
+    path.write_text("\t".join(taxonomy.COLUMNS[:6]) + "\nA\tA\t\t\t\tunverified\nA\tA\t\t\t\tunverified\n")
+    with pytest.raises(TaxonomyError, match=r"t.tsv row 3: label 'A' appears twice"):
+        taxonomy.read_table(path)
+    path.write_text("\t".join(taxonomy.COLUMNS[:6]) + "\n\tA\t\t\t\tunverified\n")
+    with pytest.raises(TaxonomyError, match="row 2: empty label"):
+        taxonomy.read_table(path)

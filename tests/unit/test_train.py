@@ -82,21 +82,42 @@ def test_training_is_deterministic_and_tracked(prepared, tmp_path, repo):
     assert {"card.json", "val_confusion_matrix.png", "val_confusion_matrix.json"} <= artifacts
 
 
-def test_seed_changes_weights(prepared, tmp_path, repo):
+def one_epoch(prepared, out, repo, **training):
+    """Weights (name -> array) and card of a 1-epoch training with these training settings."""
     uc = validated(tiny_usecase(), repo)
-    uc["training"]["epochs"] = 1
-    a, _ = run_training(prepared, tmp_path / "a", uc)
-    uc["training"]["seed"] = 7
-    b, _ = run_training(prepared, tmp_path / "b", uc)
-    assert a["id"] != b["id"]
+    uc["training"].update({"epochs": 1, **training})
+    card, _ = run_training(prepared, out, uc)
+    return {k: v.numpy() for k, v in load_file(out / "m.safetensors").items()}, card
 
 
-@pytest.mark.parametrize("balancing", ["resample", "none"])
-def test_balancing_modes_train(prepared, tmp_path, repo, balancing):
-    uc = validated(tiny_usecase(), repo)
-    uc["training"].update({"epochs": 1, "balancing": balancing, "scheduler": "step", "optimizer": "sgd"})
-    card, _ = run_training(prepared, tmp_path, uc)
+@pytest.fixture(scope="module")
+def baseline(prepared, tmp_path_factory, repo):
+    """One epoch of the tiny use case without class balancing."""
+    return one_epoch(prepared, tmp_path_factory.mktemp("baseline"), repo, balancing="none")
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_seed_changes_weights(prepared, baseline, tmp_path, repo):
+    """The same seed gives the same weights bit for bit; another seed other weights (so the seed,
+    not chance, decides them)."""
+    again, card = one_epoch(prepared, tmp_path / "again", repo, balancing="none")
+    assert same_weights(again, baseline[0]) and card["id"] == baseline[1]["id"]
+    other, card7 = one_epoch(prepared, tmp_path / "seed7", repo, balancing="none", seed=7)
+    assert not same_weights(other, baseline[0]) and card7["id"] != baseline[1]["id"]
+    assert card7["training"]["config"]["seed"] == 7
+
+
+@pytest.mark.parametrize("balancing", ["resample", "weights"])
+def test_balancing_modes_train(prepared, baseline, tmp_path, repo, balancing):
+    """Resampling and loss weights each change what is learnt from the same data and seed (a mode
+    that did nothing would reproduce the unbalanced weights exactly, as the seed test shows)."""
+    weights, card = one_epoch(prepared, tmp_path, repo, balancing=balancing)
     assert card["training"]["config"]["balancing"] == balancing
+    assert baseline[1]["training"]["config"]["balancing"] == "none"
+    assert not same_weights(weights, baseline[0])
     assert 0.0 <= card["metrics"]["val_accuracy"] <= 1.0
 
 

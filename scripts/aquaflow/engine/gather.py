@@ -77,6 +77,20 @@ def merge_summaries(
     return summary
 
 
+def check_rows(paths: list[str | Path], summaries: dict[str, dict[str, Any]], kind: str) -> None:
+    """Each shard's table has as many rows as its summary counts `kind` (predicted | rejected);
+    `paths` and `summaries` are in the same shard order. Raises naming every shard that disagrees."""
+    if len(paths) != len(summaries):
+        raise RuntimeError(f"{len(paths)} {kind} tables for {len(summaries)} shard summaries")
+    bad = [
+        f"shard {name}: {Path(p).name} has {n} rows, its summary {s[kind]} {kind}"
+        for p, (name, s) in zip(paths, summaries.items(), strict=True)
+        if (n := pq.read_metadata(p).num_rows) != s[kind]
+    ]
+    if bad:
+        raise RuntimeError("shard tables disagree with their summaries: " + "; ".join(bad))
+
+
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(scope, quantity, count) rows for the report: totals, rejections, classes, shards."""
     rows = [("total", k, summary[k]) for k in ("seen", "predicted", "rejected", "skipped") if k in summary]
@@ -104,9 +118,9 @@ def run(
     from aquaflow.io import write_tsv
 
     summary = merge_summaries(summaries, out["summary"], read_skipped(inputs) if inputs else None)
-    n_pred = merge_tables(predictions, out["predictions"])
-    n_rej = merge_tables(rejected, out["rejected"])
-    if (n_pred, n_rej) != (summary["predicted"], summary["rejected"]):
-        raise RuntimeError(f"tables ({n_pred}, {n_rej}) disagree with the summary {summary}")
+    check_rows(predictions, summary["shards"], "predicted")
+    check_rows(rejected, summary["shards"], "rejected")
+    merge_tables(predictions, out["predictions"])
+    merge_tables(rejected, out["rejected"])
     link_dataset(predictions, out["dataset"])
     write_tsv(pd.DataFrame(summary_rows(summary), columns=["scope", "quantity", "count"]), out["table"])

@@ -1,0 +1,130 @@
+"""Mutation testing of the engine's core modules with mutmut, one module at a time.
+
+Each module is mutated in a scratch copy (`.mutation/<module>/`: the library under `src/`, the unit
+tests, config/ and workflow/, a generated mutmut config) and checked against the unit tests that
+cover it only;
+mutmut gives each mutant a timeout of 15x the covering tests' own time + 1 s. Prints the kill rate
+per module and writes the survivors' names to `.mutation/<module>/survivors.txt`
+(`cd .mutation/<module> && mutmut show NAME` prints one's diff; mutmut's output is in mutmut.log there).
+
+    python tests/mutation/run.py                     # every module below
+    python tests/mutation/run.py engine/gather.py    # some of them
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRATCH = REPO / ".mutation"
+
+# module (under scripts/aquaflow) -> the unit tests that cover it
+MODULES: dict[str, list[str]] = {
+    "data/inputs.py": ["test_input_guards.py", "test_infer.py", "test_fault_injection.py"],
+    "data/imaging.py": ["test_imaging.py", "test_input_guards.py", "test_ecotaxa.py"],
+    "engine/items.py": ["test_infer.py", "test_input_guards.py"],
+    "engine/infer.py": ["test_infer.py", "test_fault_injection.py"],
+    "engine/gather.py": ["test_gather.py", "test_infer.py", "test_fault_injection.py"],
+    "engine/staging.py": ["test_staging.py"],
+    "engine/evaluate_detect.py": ["test_evaluate_detect.py"],
+    "standards/ecotaxa.py": ["test_ecotaxa.py"],
+    "standards/dwca.py": ["test_dwca.py"],
+    "standards/taxonomy.py": ["test_taxonomy.py", "test_dwca.py"],
+    "tasks/classify/metrics.py": ["test_metrics.py"],
+    "tasks/detect/formats.py": ["test_detect_formats.py"],
+}
+
+# mutmut's exit code -> status (mutmut.stats.status_by_exit_code)
+KILLED = {1, 3, 36, 24, -24, 152, 255, 37}  # a failing test, a timeout, the type checker
+STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
+
+CONFIG = """\
+[tool.mutmut]
+source_paths = ["src/aquaflow"]
+also_copy = ["config", "workflow"]
+only_mutate = ["src/aquaflow/{module}"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-W", "ignore"]
+pytest_add_cli_args_test_selection = {tests}
+use_git_change_detection = false
+
+[tool.pytest.ini_options]
+addopts = "--strict-markers"
+markers = ["workflow: -", "cluster: -"]
+timeout = 600
+"""
+
+
+def prepare(module: str, tests: list[str]) -> Path:
+    """A fresh scratch folder for one module: library, covering tests, conftest, test data, config."""
+    work = SCRATCH / module.replace("/", ".").removesuffix(".py")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "tests").mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "scripts" / "aquaflow", work / "src" / "aquaflow", ignore=ignore)
+    shutil.copytree(REPO / "tests" / "data", work / "tests" / "data", ignore=ignore)
+    for folder in ("config", "workflow"):  # use cases, taxonomy tables and the schema some tests read
+        shutil.copytree(REPO / folder, work / folder, ignore=ignore)
+    for name in ("tests/__init__.py", "tests/conftest.py"):
+        shutil.copy2(REPO / name, work / name)
+    # all unit test files (some import helpers from others); only `tests` are run
+    shutil.copytree(REPO / "tests" / "unit", work / "tests" / "unit", ignore=ignore)
+    selection = json.dumps([f"tests/unit/{t}" for t in tests])
+    (work / "pyproject.toml").write_text(CONFIG.format(module=module, tests=selection))
+    return work
+
+
+def tally(work: Path, module: str) -> dict[str, object]:
+    """Counts per status from mutmut's result file, and the survivors' names."""
+    meta = json.loads((work / "mutants" / "src" / "aquaflow" / f"{module}.meta").read_text())
+    counts: dict[str, int] = {}
+    survivors = []
+    for name, code in sorted(meta["exit_code_by_key"].items()):
+        status = "killed" if code in KILLED else STATUS.get(code, "suspicious")
+        counts[status] = counts.get(status, 0) + 1
+        if status != "killed":
+            survivors.append(f"{name}\t{status}")
+    (work / "survivors.txt").write_text("".join(s + "\n" for s in survivors))
+    total = sum(counts.values())
+    return {"module": module, "total": total, **counts, "rate": counts.get("killed", 0) / max(total, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants checked at once (default 1)")
+    args = parser.parse_args()
+    unknown = set(args.modules) - set(MODULES)
+    if unknown:
+        parser.error(f"unknown module(s) {sorted(unknown)}; known: {sorted(MODULES)}")
+    mutmut = Path(sys.executable).with_name("mutmut")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    rows = []
+    for module in args.modules or list(MODULES):
+        work = prepare(module, MODULES[module])
+        print(f"== {module}: mutating, then checking against {' '.join(MODULES[module])}", flush=True)
+        cmd = [str(mutmut), "run", "--max-children", str(args.jobs)]
+        with open(work / "mutmut.log", "wb") as log:
+            subprocess.run(cmd, cwd=work, env=env, check=False, stdout=log, stderr=subprocess.STDOUT)
+        row = tally(work, module)
+        rows.append(row)
+        (work / "summary.json").write_text(json.dumps(row, indent=1))
+        print(f"   {_line(row)}", flush=True)
+    print("\nmodule                        mutants  killed  rate   other")
+    for row in rows:
+        print(_line(row))
+    return 0
+
+
+def _line(row: dict[str, object]) -> str:
+    other = ", ".join(f"{k} {v}" for k, v in row.items() if k not in {"module", "total", "killed", "rate"})
+    return f"{row['module']:<29} {row['total']:>7} {row.get('killed', 0):>7} {row['rate']:6.1%}  {other}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
