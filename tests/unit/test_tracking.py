@@ -1,6 +1,7 @@
 """MLflow tracking: jobs that start at the same moment on one SQLite store, the model registry."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -187,3 +188,18 @@ def test_register_and_download_by_version_and_alias(tmp_path, monkeypatch):
 def test_registration_can_be_switched_off():
     assert tracking.registered_name(None, "lake") is None
     assert tracking.registered_name("lab_{uc}_classifier", "lake") == "lab_lake_classifier"
+
+
+def test_logging_to_one_store_does_not_redirect_the_next(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; aquaflow must not, or the next use case's
+    configured store in the same process would be overridden by the first one's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}"
+    (tmp_path / "a").mkdir()
+    tracking.ensure_experiment(first, "x")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    second = f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    assert tracking.tracking_uri(second, tmp_path) == second
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)  # a user's own setting still wins
+    tracking.ensure_experiment(second, "x")
+    assert tracking.tracking_uri(second, tmp_path) == first

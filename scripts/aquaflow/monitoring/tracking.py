@@ -96,11 +96,23 @@ def client(uri: str) -> Any:
     return c
 
 
+def _use(uri: str) -> None:
+    """Point MLflow's fluent API at `uri` without exporting it: mlflow.set_tracking_uri also sets
+    MLFLOW_TRACKING_URI, which `tracking_uri` lets win, so one process logging to two stores (a
+    test session, `aquaflow predict`) would send the second store's runs to the first."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def ensure_experiment(uri: str, experiment: str) -> str:
     """The experiment's id, creating it if needed; concurrent callers all get the same one."""
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(uri)
+    _use(uri)
     c = client(uri)
     with _store_lock(uri):
         found = c.get_experiment_by_name(experiment)
