@@ -9,6 +9,8 @@ PIP_INSTALL := $(PIP) install --quiet --constraint envs/constraints.txt
 # The embedded demo data: only the files of this package are needed, not its dependencies.
 DEMO_DATA := planktonclas==0.2.4
 CORES ?= all
+# pytest workers (pytest-xdist): one per core; a test file runs whole on one worker (--dist loadfile)
+TEST_WORKERS ?= auto
 
 .PHONY: demo test lint setup setup-test setup-cluster report clean mutate
 
@@ -64,7 +66,7 @@ lint: setup-test
 
 ## test: set up, lint, run every test (unit, workflow, cluster)
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## mutate: mutation testing (mutmut) of the engine's core modules against their unit tests, one module
 ## at a time; prints the kill rate per module. Slow, not part of `make test`. MUTATE="engine/gather.py" picks modules.

@@ -9,12 +9,13 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -22,6 +23,13 @@ sys.path.insert(0, str(REPO / "scripts"))
 from aquaflow.data.fetch import package_root  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The long files first (cluster, then workflow, then unit tests), so that xdist workers, which
+    take whole files in this order, do not finish on one long file while the other waits."""
+    rank = {"cluster": 0, "workflow": 1}
+    items.sort(key=lambda item: rank.get(item.path.parent.name, 2))
 
 
 @pytest.fixture(autouse=True)
@@ -146,15 +154,34 @@ FLOWCAM_TRAINED = (
 )
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """The folder `name`, filled by `build(folder)` once per pytest run, shared by every xdist
+    worker: the first one to ask builds it under a file lock, the others wait and reuse it (a failed
+    build leaves no completion mark, so the next one to ask builds again). Treat it as read-only."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own basetemp
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def flowcam_trained(tmp_path_factory) -> Path:
     """A workdir where the workflow has fetched, prepared, trained and evaluated `tiny_usecase()`
-    (FlowCam demo, lcnet_050, 64 px, 3 epochs), once per pytest session; no campaign has run.
+    (FlowCam demo, lcnet_050, 64 px, 3 epochs), once per pytest run; no campaign has run.
     Do not write into it: take a copy with `trained_copy`, which then runs only what comes after
     training (the model is up to date there for Snakemake: same params, code, inputs, mtimes)."""
-    work = write_workdir(tmp_path_factory.mktemp("flowcam_trained"), {"flowcam": tiny_usecase()})
-    run_snakemake(work, *FLOWCAM_TRAINED)
-    return work
+
+    def build(work: Path) -> None:
+        run_snakemake(write_workdir(work, {"flowcam": tiny_usecase()}), *FLOWCAM_TRAINED)
+
+    return built_once(tmp_path_factory, "flowcam_trained", build)
 
 
 def trained_copy(flowcam_trained: Path, dest: Path, uc: dict | None = None) -> Path:
