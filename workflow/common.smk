@@ -186,6 +186,7 @@ def evaluation_settings(wildcards):
     cfg = UC[wildcards.uc]
     return {
         **cfg["evaluation"],
+        "intervals": cfg["intervals"],
         "images": images_folder(wildcards),
         "device": cfg["inference"]["device"],
     }
@@ -211,7 +212,12 @@ def detection_training(wildcards):
 
 def detection_evaluation(wildcards):
     d = UC[wildcards.uc]["detection"]
-    return {"imgsz": d["imgsz"], "predict": d["predict"], "evaluate": d["evaluate"]}
+    return {
+        "imgsz": d["imgsz"],
+        "predict": d["predict"],
+        "evaluate": d["evaluate"],
+        "intervals": UC[wildcards.uc]["intervals"],
+    }
 
 
 # --- Campaigns: inputs, staging, shards, gather -----------------------------------------------

@@ -14,6 +14,7 @@ from aquaflow.backends import load_predictor
 from aquaflow.engine.infer import iter_batches
 from aquaflow.io import read_json, write_json, write_tsv
 from aquaflow.monitoring import tracking
+from aquaflow.tasks import intervals
 from aquaflow.tasks.classify.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,13 @@ def predict_split(
 
 
 def summary_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """metric, value and, where the figure has one, its interval (low, high)."""
     keys = [k for k in metrics if isinstance(metrics[k], (int, float))]
-    return pd.DataFrame({"metric": keys, "value": [round(float(metrics[k]), 4) for k in keys]})
+    found = metrics.get("intervals", {})
+    table = pd.DataFrame({"metric": keys, "value": [round(float(metrics[k]), 4) for k in keys]})
+    for i, side in enumerate(("low", "high")):
+        table[side] = [round(found[k][i], 4) if k in found else None for k in keys]
+    return table
 
 
 def run(
@@ -73,7 +79,7 @@ def run(
         part, Path(raw) / settings["images"], predictor, settings["batch_size"], log_stream
     )
     y = part["label"].map(index).to_numpy()
-    m = classification_metrics(y, probs, classes)
+    m = classification_metrics(y, probs, classes, interval=settings.get("intervals", {}))
     m.update({"split": split, "model_id": card["id"]})
     write_json(m, out["metrics"])
     write_tsv(summary_table(m), out["summary"])
@@ -87,7 +93,7 @@ def run(
 
     tracking.log_evaluation(
         card,
-        {f"{split}_{k}": v for k, v in m.items()},
+        {f"{split}_{k}": v for k, v in {**m, **intervals.flat(m.get("intervals", {}))}.items()},
         f"eval_{split}",
         mlflow_cfg,
         files=[out["confusion"], out["per_class"]],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from aquaflow.backends.yolo.predict import Detector
 from aquaflow.data import imaging
 from aquaflow.io import read_json, write_json, write_tsv
 from aquaflow.monitoring import tracking
+from aquaflow.tasks import intervals
 from aquaflow.tasks.detect import outputs
 from aquaflow.tasks.detect.detections import Detections, obb_corners
 
@@ -136,18 +138,17 @@ def _dt_shapes(task: str, d: Detections) -> list:
     return list(d.xyxy)
 
 
-def threshold_metrics(task, found, labels, conf, classes, iou_thr=0.5) -> dict[str, Any]:
-    """Precision, recall, F1 and mean matched IoU at score >= conf (greedy, per class, per image)."""
-    tp = np.zeros(len(classes), np.int64)
-    fp = np.zeros(len(classes), np.int64)
-    fn = np.zeros(len(classes), np.int64)
-    ious: list[float] = []
-    for d, labs in zip(found, labels, strict=True):
+def _matches(task, found, labels, conf, n_classes, iou_thr) -> dict[str, np.ndarray]:
+    """Per image: tp, fp, fn per class [images, classes] and the sum and count of matched IoUs, at
+    score >= conf (greedy by score, per class)."""
+    n = len(found)
+    out = {k: np.zeros((n, n_classes), np.int64) for k in ("tp", "fp", "fn")}
+    out |= {"iou_sum": np.zeros(n), "iou_n": np.zeros(n, np.int64)}
+    for m, (d, labs) in enumerate(zip(found, labels, strict=True)):
         keep = np.flatnonzero(d.score >= conf)
         d = d.take(keep[np.argsort(-d.score[keep], kind="stable")])
         gts, gcls = _gt_shapes(task, labs, d.height, d.width)
-        dts = _dt_shapes(task, d)
-        iou = _iou_matrix(task, gts, dts, d.height, d.width)
+        iou = _iou_matrix(task, gts, _dt_shapes(task, d), d.height, d.width)
         used = np.zeros(len(gts), bool)
         for i in range(len(d)):
             c = d.cls[i]
@@ -155,33 +156,103 @@ def threshold_metrics(task, found, labels, conf, classes, iou_thr=0.5) -> dict[s
             j = cand[np.argmax(iou[i, cand])] if len(cand) else -1
             if j >= 0 and iou[i, j] >= iou_thr:
                 used[j] = True
-                tp[c] += 1
-                ious.append(float(iou[i, j]))
+                out["tp"][m, c] += 1
+                out["iou_sum"][m] += iou[i, j]
+                out["iou_n"][m] += 1
             else:
-                fp[c] += 1
-        for j in np.flatnonzero(~used):
-            fn[gcls[j]] += 1
+                out["fp"][m, c] += 1
+        np.add.at(out["fn"][m], gcls[~used], 1)
+    return out
 
-    def prf(t, f, n):
-        p = t / (t + f) if t + f else 0.0
-        r = t / (t + n) if t + n else 0.0
-        return {
-            "precision": p,
-            "recall": r,
-            "f1": 2 * p * r / (p + r) if p + r else 0.0,
-            "tp": int(t),
-            "fp": int(f),
-            "fn": int(n),
-        }
 
+def _prf(t, f, n) -> dict[str, Any]:
+    p = t / (t + f) if t + f else 0.0
+    r = t / (t + n) if t + n else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f1, "tp": int(t), "fp": int(f), "fn": int(n)}
+
+
+def _at_threshold(m: dict[str, np.ndarray], idx: np.ndarray | slice = slice(None)) -> dict[str, Any]:
+    """Precision/recall/F1 (all, per class index) and mean matched IoU of the images `idx`."""
+    tp, fp, fn = (m[k][idx].sum(axis=0) for k in ("tp", "fp", "fn"))
+    matched = m["iou_n"][idx].sum()
+    return {
+        "all": _prf(tp.sum(), fp.sum(), fn.sum()),
+        "per_class": [_prf(tp[k], fp[k], fn[k]) for k in range(len(tp))],
+        "mean_matched_iou": float(m["iou_sum"][idx].sum() / matched) if matched else 0.0,
+    }
+
+
+def threshold_metrics(task, found, labels, conf, classes, iou_thr=0.5) -> dict[str, Any]:
+    """Precision, recall, F1 and mean matched IoU at score >= conf (greedy, per class, per image)."""
+    at = _at_threshold(_matches(task, found, labels, conf, len(classes), iou_thr))
     return {
         "conf": conf,
         "iou_threshold": iou_thr,
-        "all": prf(tp.sum(), fp.sum(), fn.sum()),
-        "per_class": {c: prf(tp[k], fp[k], fn[k]) for k, c in enumerate(classes)},
-        "mean_matched_iou": float(np.mean(ious)) if ious else 0.0,
+        "all": at["all"],
+        "per_class": dict(zip(classes, at["per_class"], strict=True)),
+        "mean_matched_iou": at["mean_matched_iou"],
         "iou_kind": {"segment": "mask", "obb": "rotated box"}.get(task, "box"),
     }
+
+
+def coco_resampled(gt_json: Path, results: list[dict], iou_type: str) -> Callable[[np.ndarray], dict]:
+    """mAP50 and mAP50-95 (all areas, 100 detections) of any draw of the split's images, with
+    repeats: COCOeval matches each image once, every draw re-accumulates the matches it holds."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_json))
+        ev = COCOeval(gt, gt.loadRes(results), iou_type)
+        ev.evaluate()
+    n_img, n_area = len(ev._paramsEval.imgIds), len(ev._paramsEval.areaRng)
+    per_class = [
+        ev.evalImgs[k * n_area * n_img : k * n_area * n_img + n_img] for k in range(len(ev.params.catIds))
+    ]
+    for params in (ev.params, ev._paramsEval):  # area "all" and the last maxDets only
+        params.areaRng, params.areaRngLbl, params.maxDets = (
+            params.areaRng[:1],
+            params.areaRngLbl[:1],
+            params.maxDets[-1:],
+        )
+
+    def figures(idx: np.ndarray) -> dict[str, float]:
+        ev.evalImgs = [images[i] for images in per_class for i in idx]
+        ev.params.imgIds = ev._paramsEval.imgIds = list(range(len(idx)))
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.accumulate()
+        prec = ev.eval["precision"][:, :, :, 0, 0]  # [iou thresholds, recall points, classes]
+        return {
+            "mAP50_95": float(prec[prec > -1].mean()) if (prec > -1).any() else -1.0,
+            "mAP50": float(prec[0][prec[0] > -1].mean()) if (prec[0] > -1).any() else -1.0,
+        }
+
+    return figures
+
+
+def detection_intervals(
+    task, found, labels, conf, classes, gt_json: Path, results: list[dict], settings: dict
+) -> dict[str, Any]:
+    """Bootstrap intervals over images (each with all its objects) of the figures of record (mAP50,
+    mAP50-95 from pycocotools; none for obb, whose record is Ultralytics' val), of precision,
+    recall, F1 and mean matched IoU at `conf`, and per class (`precision/<class>` …)."""
+    cfg = {**intervals.DEFAULTS, **settings}
+    matches = _matches(task, found, labels, conf, len(classes), 0.5)
+    record = {"detect": "bbox", "segment": "segm"}.get(task)
+    coco = coco_resampled(gt_json, results, record) if record and results else None
+
+    def figures(idx: np.ndarray) -> dict[str, float]:
+        at = _at_threshold(matches, idx)
+        out = coco(idx) if coco else {}
+        out |= {k: at["all"][k] for k in ("precision", "recall", "f1")}
+        out["mean_matched_iou"] = at["mean_matched_iou"]
+        for c, pc in zip(classes, at["per_class"], strict=True):
+            out |= {f"{k}/{c}": pc[k] for k in ("precision", "recall", "f1")}
+        return out
+
+    found_iv = intervals.bootstrap(figures, len(found), **cfg) if cfg["resamples"] else {}
+    return intervals.described(found_iv, cfg, "test images, each with all its objects")
 
 
 def ultralytics_val(
@@ -262,7 +333,8 @@ def run(
         )
         if task == "segment":
             metrics["coco_segm"] = coco_eval(gt_json, results, "segm", classes)
-    metrics["at_threshold"] = threshold_metrics(task, found, sp.labels, spec["predict"]["conf"], classes)
+    conf = spec["predict"]["conf"]
+    metrics["at_threshold"] = threshold_metrics(task, found, sp.labels, conf, classes)
     metrics["ultralytics"] = ultralytics_val(
         model, task, data_dir / "data.yaml", split, spec, device, Path(work)
     )
@@ -280,15 +352,27 @@ def run(
             "mAP50": u["mAP50"],
             "mAP50_95": u["mAP50_95"],
         }
+    metrics["intervals"] = detection_intervals(
+        task, found, sp.labels, conf, classes, gt_json, results, spec.get("intervals", {})
+    )
     write_json(metrics, out["metrics"])
     write_tsv(per_class_table(metrics, classes), out["per_class"])
-    rows = [(SUMMARY_LABELS[k], v) for k, v in headline(metrics).items() if k in SUMMARY_LABELS]
-    summary = pd.DataFrame(rows, columns=["metric", "value"])
+    found_iv = metrics["intervals"]
+    rows = [
+        (SUMMARY_LABELS[k], v, *found_iv.get(k, (None, None)))
+        for k, v in headline(metrics).items()
+        if k in SUMMARY_LABELS
+    ]
+    summary = pd.DataFrame(rows, columns=["metric", "value", "low", "high"])
     write_tsv(summary.assign(source=metrics["record"]["source"]), out["summary"])
     if mlflow_cfg is not None:
+        figures = {
+            **headline(metrics),
+            **intervals.flat({k: found_iv[k] for k in headline(metrics) if k in found_iv}),
+        }
         tracking.log_evaluation(
             card,
-            {f"{split}_{k}": v for k, v in headline(metrics).items()},
+            {f"{split}_{k}": v for k, v in figures.items()},
             f"eval_{split}",
             mlflow_cfg,
             files=[out["metrics"], out["summary"], out["per_class"]],
@@ -320,5 +404,7 @@ def per_class_table(metrics: dict[str, Any], classes: list[str]) -> pd.DataFrame
         r["ultralytics_AP50_95"] = metrics["ultralytics"]["per_class_AP50_95"].get(c)
         at = metrics["at_threshold"]["per_class"][c]
         r.update({k: at[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn")})
+        for k in ("precision", "recall", "f1"):
+            r[f"{k}_low"], r[f"{k}_high"] = metrics.get("intervals", {}).get(f"{k}/{c}", (None, None))
         rows.append(r)
     return pd.DataFrame(rows)
