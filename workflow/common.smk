@@ -491,6 +491,21 @@ def standards_targets():
     return out
 
 
+def cross_validates(uc):
+    """`snakemake cv` covers the use cases that train a torch classifier on labelled data."""
+    cfg = UC[uc]
+    return cfg["task"] == "classify" and trains(cfg) and backend(cfg) == "torch" and has_labels(uc)
+
+
+def cv_targets():
+    return [f"{RESULTS}/{uc}/cv/metrics.json" for uc in UC if cross_validates(uc)]
+
+
+def cv_fold_predictions(wildcards):
+    k = UC[wildcards.uc]["cv"]["folds"]
+    return [f"{RESULTS}/{wildcards.uc}/cv/fold{f}/predictions.parquet" for f in range(k)]
+
+
 def all_targets():
     targets = []
     for uc, cfg in UC.items():

@@ -1,0 +1,81 @@
+# k-fold cross-validation of a use case's own recipe: `snakemake cv` (not part of `all`).
+# cv_folds assigns every labelled image a fold; cv_train trains the recipe once per fold (k separate
+# jobs: parallel on a cluster, on a GPU where there is one) and predicts its held-out fold;
+# cv_gather pools the out-of-fold predictions into figures with intervals (aquaflow.engine.cv).
+
+
+rule cv:
+    input:
+        cv_targets(),
+
+
+rule cv_folds:
+    input:
+        manifest=rules.prepare.output.manifest,
+    output:
+        f"{RESULTS}/{{uc}}/cv/folds.parquet",
+    log:
+        f"{RESULTS}/{{uc}}/logs/cv_folds.log",
+    params:
+        cv=lambda wildcards: UC[wildcards.uc]["cv"],
+    script:
+        "../scripts/cv_folds.py"
+
+
+rule cv_train:
+    input:
+        raw=dataset_root,
+        folds=rules.cv_folds.output,
+        classes=rules.prepare.output.classes,
+        pretrained=pretrained_weights,
+    output:
+        manifest=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/manifest.parquet",
+        weights=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/model.safetensors",
+        card=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/model_card.json",
+        history=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/history.tsv",
+        curve=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/training_curve.png",
+        predictions=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/predictions.parquet",
+    log:
+        f"{RESULTS}/{{uc}}/logs/cv_train_{{fold}}.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/cv_train_{{fold}}.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: trains(cfg) and backend(cfg) == "torch"),
+        fold=r"\d+",
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        settings=training_settings,
+        evaluation=evaluation_settings,
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/cv_train.py"
+
+
+rule cv_gather:
+    input:
+        predictions=cv_fold_predictions,
+        classes=rules.prepare.output.classes,
+    output:
+        metrics=f"{RESULTS}/{{uc}}/cv/metrics.json",
+        summary=report(
+            f"{RESULTS}/{{uc}}/cv/summary.tsv",
+            caption="report/cv_summary.rst",
+            category="{uc}",
+            subcategory="Cross-validation",
+            labels={"use case": "{uc}", "figure": "pooled out-of-fold metrics"},
+        ),
+        folds=f"{RESULTS}/{{uc}}/cv/folds.tsv",
+        predictions=f"{RESULTS}/{{uc}}/cv/predictions.parquet",
+    log:
+        f"{RESULTS}/{{uc}}/logs/cv_gather.log",
+    params:
+        intervals=lambda wildcards: UC[wildcards.uc]["intervals"],
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/cv_gather.py"
