@@ -188,6 +188,7 @@ def evaluation_settings(wildcards):
         **cfg["evaluation"],
         "images": images_folder(wildcards),
         "device": cfg["inference"]["device"],
+        "safe_mode": cfg["model"]["safe_mode"],  # never read from the model card
     }
 
 
@@ -288,6 +289,7 @@ def drift_reference_settings(wildcards):
         "seed": cfg["drift"]["seed"],
         "images": images_folder(wildcards),
         "device": cfg["inference"]["device"],
+        "safe_mode": cfg["model"]["safe_mode"],  # never read from the model card
     }
 
 

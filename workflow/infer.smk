@@ -42,6 +42,7 @@ rule infer_shard:
         runtime=120,
     params:
         inference=uc_section("inference"),
+        safe_mode=uc_model_section("safe_mode"),  # Keras: from the config, never the card
     script:
         "../scripts/infer_shard.py"
 

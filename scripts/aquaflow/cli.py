@@ -112,6 +112,7 @@ def _predict_classes(args, table, weights: Path, card: dict[str, Any], out: Path
         backend=args.backend,
         run_id="cli",
         progress=sys.stderr,
+        safe_mode=not args.no_safe_mode,
     )
 
 
@@ -214,6 +215,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=None)
     c.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"])
     c.add_argument("--embeddings", action="store_true")
+    c.add_argument(
+        "--no-safe-mode",
+        action="store_true",
+        help="Keras: load a model file holding Lambda layers (Python code run when it loads); only for "
+        "files you trust. A model folder or card can never switch this on (as model.safe_mode: false)",
+    )
     d = p.add_argument_group("detectors (Ultralytics detect, segment, obb): as detection.predict")
     d.add_argument("--conf", type=float, default=0.25, help="score threshold")
     d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
