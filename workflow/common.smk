@@ -94,6 +94,15 @@ def uc_section(section):
     return get
 
 
+def uc_key(key):
+    """An input function returning one top-level key of the use case config."""
+
+    def get(wildcards):
+        return UC[wildcards.uc][key]
+
+    return get
+
+
 def uc_model_section(key):
     """An input function returning UC[uc]["model"][key] (a narrow params slice)."""
 

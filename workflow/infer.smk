@@ -14,6 +14,7 @@ rule infer_inputs:
         inputs=campaign_section("inputs"),
         images=images_folder,
         raw_name=campaign_raw,
+        allow_outside_root=uc_key("allow_paths_outside_root"),
     script:
         "../scripts/infer_inputs.py"
 
