@@ -40,6 +40,7 @@ def test_lambda_layer_is_refused_by_default_and_the_message_names_the_option(tmp
             "classes": ["a", "b"],
             "input_size": 16,
             "normalization": {"preprocess": "scale"},
+            "safe_mode": False,  # the folder asks for unsafe loading: ignored
         },
         tmp_path / "model_card.json",
     )
