@@ -16,13 +16,24 @@ from aquaflow.io import write_json
 keras = kb.tf_setup(1)
 
 
-def _lambda_model(path, h5: bool = False):
+def _lambda_model(path, fn=lambda t: t * 2.0, name: str = "times_two"):
     inp = keras.Input((16, 16, 3))
     x = keras.layers.GlobalAveragePooling2D()(inp)
-    x = keras.layers.Lambda(lambda t: t * 2.0, name="times_two")(x)
+    x = keras.layers.Lambda(fn, name=name)(x)
     out = keras.layers.Dense(2, activation="softmax")(x)
     keras.Model(inp, out).save(path)
     return path
+
+
+# the card of a shared folder that asks for unsafe loading (ignored: only config or flag decide)
+UNSAFE_CARD = {
+    "format": "keras",
+    "arch": "x",
+    "classes": ["a", "b"],
+    "input_size": 16,
+    "normalization": {"preprocess": "scale"},
+    "safe_mode": False,
+}
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
@@ -33,17 +44,7 @@ def test_lambda_layer_is_refused_by_default_and_the_message_names_the_option(tmp
     assert "model.safe_mode: false" in str(err.value) and "times_two" in str(err.value)
     assert "Lambda" in str(err.value)
     # the same refusal through the import step (what the workflow runs)
-    write_json(
-        {
-            "format": "keras",
-            "arch": "x",
-            "classes": ["a", "b"],
-            "input_size": 16,
-            "normalization": {"preprocess": "scale"},
-            "safe_mode": False,  # the folder asks for unsafe loading: ignored
-        },
-        tmp_path / "model_card.json",
-    )
+    write_json(UNSAFE_CARD, tmp_path / "model_card.json")
     spec = {"source": "path", "path": str(path), "safe_mode": True}
     with pytest.raises(kb.KerasModelError, match=r"model\.safe_mode"):
         kb.import_model(spec, tmp_path / "out" / "model.keras", tmp_path / "out" / "model_card.json")
@@ -65,24 +66,9 @@ def _touching_lambda_folder(folder, marker):
     asks for unsafe loading (the proof of concept of the trust-boundaries issue)."""
     folder.mkdir()
     touch = eval(f"lambda t: (__import__('pathlib').Path({str(marker)!r}).touch(), t * 2.0)[1]")
-    inp = keras.Input((16, 16, 3))
-    x = keras.layers.GlobalAveragePooling2D()(inp)
-    x = keras.layers.Lambda(touch, name="touches_a_file")(x)
-    out = keras.layers.Dense(2, activation="softmax")(x)
-    keras.Model(inp, out).save(folder / "model.keras")
+    _lambda_model(folder / "model.keras", touch, "touches_a_file")
     marker.unlink(missing_ok=True)  # building the model ran it once here
-    write_json(
-        {
-            "format": "keras",
-            "arch": "x",
-            "classes": ["a", "b"],
-            "input_size": 16,
-            "normalization": {"preprocess": "scale"},
-            "id": "0" * 64,
-            "safe_mode": False,
-        },
-        folder / "model_card.json",
-    )
+    write_json({**UNSAFE_CARD, "id": "0" * 64}, folder / "model_card.json")
     return folder
 
 

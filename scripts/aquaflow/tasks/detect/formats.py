@@ -9,6 +9,10 @@ file means "no objects". Every problem raises `LabelError` naming the file and t
 
 COCO: an instances JSON (`images`, `annotations`, `categories`); segmentation as polygons or RLE.
 Class index i of a YOLO dataset is COCO category id i + 1 in everything this module writes.
+
+Every path the data names (the YAML's `path:`, split folders, list files and their lines, COCO
+`file_name`) must resolve, links and `..` followed, under the dataset's root (`read_dataset`), else
+`LabelError` with the reason `outside_root`; the use case's `allow_paths_outside_root` opts out.
 """
 
 from __future__ import annotations
