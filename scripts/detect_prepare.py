@@ -4,5 +4,6 @@ from aquaflow import runlog
 from aquaflow.tasks.detect import formats
 
 runlog.setup(snakemake.log[0])
-ds = formats.read_dataset(snakemake.input.raw, snakemake.params.data, snakemake.params.task)
+params = snakemake.params
+ds = formats.read_dataset(snakemake.input.raw, params.data, params.task, params.allow_outside_root)
 formats.materialise(ds, snakemake.output.data, snakemake.params.task)

@@ -94,6 +94,15 @@ def uc_section(section):
     return get
 
 
+def uc_key(key):
+    """An input function returning one top-level key of the use case config."""
+
+    def get(wildcards):
+        return UC[wildcards.uc][key]
+
+    return get
+
+
 def uc_model_section(key):
     """An input function returning UC[uc]["model"][key] (a narrow params slice)."""
 
@@ -189,6 +198,7 @@ def evaluation_settings(wildcards):
         "intervals": cfg["intervals"],
         "images": images_folder(wildcards),
         "device": cfg["inference"]["device"],
+        "safe_mode": cfg["model"]["safe_mode"],  # never read from the model card
     }
 
 
@@ -294,6 +304,7 @@ def drift_reference_settings(wildcards):
         "seed": cfg["drift"]["seed"],
         "images": images_folder(wildcards),
         "device": cfg["inference"]["device"],
+        "safe_mode": cfg["model"]["safe_mode"],  # never read from the model card
     }
 
 

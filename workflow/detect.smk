@@ -25,6 +25,7 @@ rule detect_prepare:
     params:
         data=detection_section("data"),
         task=detection_task,
+        allow_outside_root=uc_key("allow_paths_outside_root"),
     script:
         "../scripts/detect_prepare.py"
 

@@ -14,6 +14,7 @@ rule infer_inputs:
         inputs=campaign_section("inputs"),
         images=images_folder,
         raw_name=campaign_raw,
+        allow_outside_root=uc_key("allow_paths_outside_root"),
     script:
         "../scripts/infer_inputs.py"
 
@@ -42,6 +43,7 @@ rule infer_shard:
         runtime=120,
     params:
         inference=uc_section("inference"),
+        safe_mode=uc_model_section("safe_mode"),  # Keras: from the config, never the card
     script:
         "../scripts/infer_shard.py"
 

@@ -13,5 +13,6 @@ rule prepare:
         "../envs/data.yaml"
     params:
         dataset=uc_section("dataset"),
+        allow_outside_root=uc_key("allow_paths_outside_root"),
     script:
         "../scripts/prepare.py"

@@ -112,6 +112,7 @@ def _predict_classes(args, table, weights: Path, card: dict[str, Any], out: Path
         backend=args.backend,
         run_id="cli",
         progress=sys.stderr,
+        safe_mode=not args.no_safe_mode,
     )
 
 
@@ -121,7 +122,8 @@ def predict(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    table = inputs.build([input_spec(p, args.kind) for p in args.inputs], None, None)
+    specs = [input_spec(p, args.kind) for p in args.inputs]
+    table = inputs.build(specs, None, None, allow_outside_root=args.allow_paths_outside_root)
     with tempfile.TemporaryDirectory() as work:
         weights, card = resolve_model(args.model, Path(work), args.tracking_uri)
         run = _predict_detections if card["task"] != "classify" else _predict_classes
@@ -203,6 +205,12 @@ def parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, help="folder for predictions/rejected/summary (detectors: + counts)"
     )
     p.add_argument("--kind", default="auto", choices=["auto", "folder", "flowcam", "manifest"])
+    p.add_argument(
+        "--allow-paths-outside-root",
+        action="store_true",
+        help="read files a manifest, FlowCam list or folder link names outside its own folder "
+        "(default: rejected as outside_root; as allow_paths_outside_root in a use case)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: by device)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -214,6 +222,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=None)
     c.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "onnx"])
     c.add_argument("--embeddings", action="store_true")
+    c.add_argument(
+        "--no-safe-mode",
+        action="store_true",
+        help="Keras: load a model file holding Lambda layers (Python code run when it loads); only for "
+        "files you trust. A model folder or card can never switch this on (as model.safe_mode: false)",
+    )
     d = p.add_argument_group("detectors (Ultralytics detect, segment, obb): as detection.predict")
     d.add_argument("--conf", type=float, default=0.25, help="score threshold")
     d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")

@@ -14,7 +14,9 @@ import hashlib
 import http.server
 import os
 import shutil
+import stat
 import subprocess
+import tempfile
 import threading
 import time
 import zipfile
@@ -23,8 +25,29 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-STATE = Path(os.environ.get("AQUAFLOW_SLURM_STATE", "/tmp/aquaflow-slurm"))
-LOCK = Path("/tmp/aquaflow-slurm.lock")
+# One cluster per machine: the lock lives in /run (only root may create files there, unlike /tmp)
+# and names the state folder of the session holding it, so that a later session can stop what a
+# killed one left running. Each session's state folder is private (mkdtemp: root, mode 0700).
+LOCK = Path("/run/aquaflow-slurm.lock")
+
+
+def private_dir(path: str | Path) -> bool:
+    """A real directory (not a link) owned by root with mode 0700: no other user put files in it."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o700
+
+
+def open_lock() -> int:
+    """The machine-wide lock file, opened without following a link; refused unless root's own."""
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    st = os.fstat(fd)
+    if st.st_uid != 0 or st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        pytest.fail(f"{LOCK} is not a root-owned private file (mode {stat.filemode(st.st_mode)}): remove it")
+    return fd
 
 
 def slurm_unavailable_reason() -> str | None:
@@ -41,26 +64,38 @@ def slurm_cluster():
     reason = slurm_unavailable_reason()
     if reason:
         pytest.skip(reason)
-    env = {**os.environ, "AQUAFLOW_SLURM_STATE": str(STATE)}
     # One cluster per machine: a second pytest run waits here instead of fighting over /etc/slurm.
-    with open(LOCK, "w") as lock:
+    fd = open_lock()
+    with os.fdopen(fd, "r+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         t0 = time.monotonic()
-        try:
-            # leftovers of an earlier session that was killed before its finalizer ran
+        earlier = lock.read().strip()
+        if earlier and private_dir(earlier):  # leftovers of a session killed before its finalizer
+            env = {**os.environ, "AQUAFLOW_SLURM_STATE": earlier}
             subprocess.run(["bash", str(HERE / "slurm-down.sh")], env=env, capture_output=True, timeout=120)
+        state = Path(tempfile.mkdtemp(prefix="aquaflow-slurm-"))  # root-owned, mode 0700
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(state))
+        lock.flush()
+        env = {**os.environ, "AQUAFLOW_SLURM_STATE": str(state)}
+        try:
             up = subprocess.run(
                 ["bash", str(HERE / "slurm-up.sh")], env=env, capture_output=True, text=True, timeout=900
             )
             if up.returncode != 0:
                 pytest.fail(f"slurm-up.sh failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
-            yield {"state": STATE, "up_seconds": time.monotonic() - t0}
+            yield {"state": state, "up_seconds": time.monotonic() - t0}
         finally:
             down = subprocess.run(
                 ["bash", str(HERE / "slurm-down.sh")], env=env, capture_output=True, text=True, timeout=120
             )
             if down.returncode != 0:
                 print(f"slurm-down.sh failed ({down.returncode}):\n{down.stderr}")
+            else:
+                lock.seek(0)
+                lock.truncate()
+                lock.flush()
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 

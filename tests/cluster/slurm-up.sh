@@ -5,16 +5,27 @@
 # Installs slurm-wlm + munge with apt if missing, writes /etc/slurm/{slurm,gres}.conf (an existing
 # one is backed up and restored by slurm-down.sh), starts munged, slurmctld and slurmd in the
 # background and records their PIDs in $STATE/*.pid, then waits until the node is idle.
+# $STATE ($AQUAFLOW_SLURM_STATE, else a new `mktemp -d` folder, printed) must be a private folder:
+# a real directory owned by root with mode 0700; anything else (a folder another user planted in
+# /tmp) is refused before it is used, since it decides which PIDs slurm-down.sh ends.
 # No systemd, no cgroups, no accounting database (poll job states with squeue, see profiles/slurm).
 # Stop with tests/cluster/slurm-down.sh (ends exactly the recorded PIDs, removes the config).
 set -euo pipefail
 
-STATE=${AQUAFLOW_SLURM_STATE:-/tmp/aquaflow-slurm}
 CONF_DIR=/etc/slurm
 MARK="# written by aquaflow tests/cluster/slurm-up.sh"
 log() { echo "slurm-up: $*" >&2; }
+# a real directory (not a link) owned by root, mode 0700: no other user can have put files in it
+private_dir() { [[ -d $1 && ! -L $1 && $(stat -c '%u %a' "$1") == "0 700" ]]; }
 
 [[ $(id -u) == 0 ]] || { log "needs root"; exit 2; }
+if [[ -n ${AQUAFLOW_SLURM_STATE:-} ]]; then
+  STATE=$AQUAFLOW_SLURM_STATE
+else
+  STATE=$(mktemp -d "${TMPDIR:-/tmp}/aquaflow-slurm.XXXXXXXX")
+  log "state folder $STATE (stop with: AQUAFLOW_SLURM_STATE=$STATE tests/cluster/slurm-down.sh)"
+fi
+private_dir "$STATE" || { log "$STATE is not a private folder (root-owned, mode 0700): refused"; exit 2; }
 
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 for d in munged slurmctld slurmd; do
@@ -34,7 +45,6 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
     || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; }
 fi
 
-mkdir -p "$STATE"
 rm -f "$STATE"/*.pid
 
 # 2. configuration (back up a pre-existing one, it is restored by slurm-down.sh)

@@ -149,3 +149,18 @@ def test_every_rule_runs_in_the_configured_image(tmp_path):
     images = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"fetch", "train", "infer_shard", "infer_stage", "export_ecotaxa"} <= set(images)
     assert set(images.values()) == {"/shared/images/aquaflow.sif"}
+
+
+def test_the_image_runs_as_an_unprivileged_user():
+    """The last USER is not root; it is created after the install, and nothing is installed after
+    the switch (the installed tree stays root's, read-only to the jobs)."""
+    lines = [ln.strip() for ln in CONTAINERFILE.read_text().splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    switches = [i for i, ln in enumerate(lines) if ln.startswith("USER ")]
+    assert switches, "the image runs as root (no USER)"
+    user = lines[switches[-1]].split()[1].split(":")[0]
+    assert user not in ("root", "0")
+    install = next(i for i, ln in enumerate(lines) if ln.startswith("RUN make setup-cluster"))
+    created = [i for i, ln in enumerate(lines) if ln.startswith("RUN useradd") and ln.split()[-1] == user]
+    assert created and install < created[0] < switches[-1]
+    assert not [ln for ln in lines[switches[-1] :] if ln.startswith(("RUN ", "COPY "))]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from aquaflow.data import imaging
 from aquaflow.engine import staging
@@ -18,15 +21,25 @@ LOGICAL = "/campaigns/2026/data"  # where inputs.parquet says the files are
 LATIN1 = b"caf\xe9.bin"  # a name that is not valid UTF-8: read through source_hex
 
 
+def _png(value: int, width: int) -> bytes:
+    """A small PNG (staging packs only files whose header is an image's)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((4, width, 3), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+A, B, L = _png(10, 3), _png(200, 5), _png(90, 7)
+
+
 @pytest.fixture
 def campaign(tmp_path):
     """Five rows: a, b, a file that is gone, a again (a collage read twice), a Latin-1 name."""
     local = tmp_path / "copy"  # where this job has the dataset
     local.mkdir()
-    (local / "a.bin").write_bytes(b"A" * 10)
-    (local / "b.bin").write_bytes(b"B" * 7)
+    (local / "a.bin").write_bytes(A)
+    (local / "b.bin").write_bytes(B)
     with open(os.path.join(os.fsencode(local), LATIN1), "wb") as fh:
-        fh.write(b"L" * 5)
+        fh.write(L)
     names = ["a.bin", "b.bin", "gone.bin", "a.bin", "caf\ufffd.bin"]  # the last for display only
     table = pd.DataFrame(
         {
@@ -47,7 +60,7 @@ def test_stage_writes_one_bundle_per_shard_and_reads_back(campaign, caplog):
         tmp_path / "inputs.parquet", bundles, logical_root=LOGICAL + "/", local_root=str(local)
     )
     # shard 1: rows 0-1 (a, b); shard 2: rows 2-4 (gone, a, Latin-1): a is stored once per shard
-    assert counts == {"rows": 5, "files": 4, "rejected": 1, "bytes": 10 + 7 + 10 + 5}
+    assert counts == {"rows": 5, "files": 4, "rejected": 1, "bytes": len(A) + len(B) + len(A) + len(L)}
     assert [r.getMessage() for r in caplog.records] == [
         "staged 1-of-2: 2 rows, 2 files, 0 rejected",
         "staged 2-of-2: 3 rows, 2 files, 1 rejected",
@@ -64,9 +77,9 @@ def test_stage_writes_one_bundle_per_shard_and_reads_back(campaign, caplog):
     assert reads[1] == str(tmp_path / "open/files/0000000") and reads[2] == str(
         tmp_path / "open/files/0000001"
     )
-    assert [Path(r).read_bytes() for r in reads[1:]] == [b"A" * 10, b"L" * 5]
+    assert [Path(r).read_bytes() for r in reads[1:]] == [A, L]
     rows, reads, _ = staging.open_bundle(bundles["1-of-2"], tmp_path / "open1")
-    assert list(rows["seq"]) == [0, 1] and [Path(r).read_bytes() for r in reads] == [b"A" * 10, b"B" * 7]
+    assert list(rows["seq"]) == [0, 1] and [Path(r).read_bytes() for r in reads] == [A, B]
 
 
 def test_a_collage_read_by_several_rows_is_stored_once(campaign):
@@ -75,7 +88,7 @@ def test_a_collage_read_by_several_rows_is_stored_once(campaign):
     counts = staging.stage(
         tmp_path / "inputs.parquet", {"1-of-1": bundle}, logical_root=LOGICAL, local_root=str(local)
     )
-    assert counts == {"rows": 5, "files": 3, "rejected": 1, "bytes": 10 + 7 + 5}
+    assert counts == {"rows": 5, "files": 3, "rejected": 1, "bytes": len(A) + len(B) + len(L)}
     _, reads, _ = staging.open_bundle(bundle, tmp_path / "o")
     assert reads[0] == reads[3] and len({reads[0], reads[1], reads[4]}) == 3
 
@@ -108,7 +121,7 @@ def test_shard_part_from_a_bundle_or_from_the_inputs_table(campaign):
     digest = sha256_file(tmp_path / "inputs.parquet")
     with staging.shard_part(bundle, "2-of-2", work) as (part, reads, sha):
         assert list(part["seq"]) == [2, 3, 4] and sha == digest
-        assert Path(reads[1]).read_bytes() == b"A" * 10 and Path(reads[1]).is_relative_to(work)
+        assert Path(reads[1]).read_bytes() == A and Path(reads[1]).is_relative_to(work)
     assert list(work.iterdir()) == []  # unpacked files gone with the context
     with staging.shard_part(tmp_path / "inputs.parquet", "1-of-2", work) as (part, reads, sha):
         assert list(part["seq"]) == [0, 1] and reads is None and sha == digest
@@ -125,8 +138,8 @@ def test_source_reader_from_bundles_or_from_the_files(campaign):
         local_root=str(local),
     )
     read = staging.source_reader(table, bundles)
-    assert read(f"{LOGICAL}/b.bin") == b"B" * 7 and read(f"{LOGICAL}/a.bin") == b"A" * 10
-    assert read(table["source"].iloc[4]) == b"L" * 5
+    assert read(f"{LOGICAL}/b.bin") == B and read(f"{LOGICAL}/a.bin") == A
+    assert read(table["source"].iloc[4]) == L
     with pytest.raises(imaging.Rejected, match="in no staged bundle") as err:
         read(f"{LOGICAL}/gone.bin")
     assert err.value.reason == imaging.MISSING
@@ -136,5 +149,5 @@ def test_source_reader_from_bundles_or_from_the_files(campaign):
         source_hex=[""] * 4 + [os.path.join(os.fsencode(local), LATIN1).hex()],
     )
     read = staging.source_reader(here)
-    assert read(str(local / "b.bin")) == b"B" * 7 and read("not/this/name") == b"L" * 5
-    assert staging.source_reader(here.drop(columns="source_hex"))(str(local / "a.bin")) == b"A" * 10
+    assert read(str(local / "b.bin")) == B and read("not/this/name") == L
+    assert staging.source_reader(here.drop(columns="source_hex"))(str(local / "a.bin")) == A

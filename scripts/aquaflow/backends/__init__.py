@@ -17,16 +17,20 @@ def load_predictor(
     device: str = "auto",
     threads: int = 1,
     runtime: str = "auto",
+    safe_mode: bool = True,
 ) -> Any:
     """The predictor of the backend that made `card` (torch/timm unless the card says keras or
-    ultralytics; an Ultralytics card of another task than classify is refused, naming it)."""
+    ultralytics; an Ultralytics card of another task than classify is refused, naming it).
+
+    `safe_mode` (Keras: refuse code inside the model file) comes from the use-case config or the
+    command line, never from the card or its folder."""
     from aquaflow.io import read_json
 
     card = card if isinstance(card, dict) else read_json(card)
     if card.get("backend") == "keras" or card.get("format") == "keras":
         from aquaflow.backends.keras_model import KerasPredictor  # TensorFlow only when needed
 
-        return KerasPredictor.load(weights, card, device, threads)
+        return KerasPredictor.load(weights, card, device, threads, safe_mode)
     if card.get("backend") == "ultralytics" or card.get("format") == "ultralytics":
         from aquaflow.backends.yolo.classify import Predictor as UltralyticsPredictor
 

@@ -4,7 +4,8 @@ A Keras model runs exactly as published: its class list, input size, resize and 
 from its own configuration (a `model_card.json`, or a `planktonclas` model folder's
 `conf/conf.json` + `dataset_files/classes.txt`), never from defaults. Loading is safe by default:
 a model holding a `Lambda` layer (Python code inside the file) is refused unless the use case sets
-`model.safe_mode: false`.
+`model.safe_mode: false` (or `aquaflow predict --no-safe-mode`). That setting comes only from the
+caller, never from a model folder or its card: a shared folder cannot switch its own safety off.
 
 TensorFlow is an optional extra (`pip install .[keras]`); it is imported only when a Keras model is
 used, so the torch backend never pays for it.
@@ -38,7 +39,10 @@ MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 PREPROCESS = ("none", "scale", "mean_std", "planktonclas", "keras_applications")
 PLANKTONCLAS_MODES = ("tf", "torch", "caffe")
 RESIZE = ("letterbox", "stretch")  # card key resize; stretch = plain resize to a square, as planktonclas
-SAFE_MODE_HINT = "set `model.safe_mode: false` in the use-case config only if you trust the file"
+SAFE_MODE_HINT = (
+    "set `model.safe_mode: false` in the use-case config (or `aquaflow predict --no-safe-mode`) "
+    "only if you trust the file"
+)
 
 
 class KerasModelError(ValueError):
@@ -385,8 +389,10 @@ def import_model(
     """Bring a given Keras model into the workflow as model.keras + model_card.json.
 
     `spec`: model.source / path / package / subdir / uri / sha256 / safe_mode. The model is loaded
-    (safely) to check it against its card; a .keras file is copied byte for byte (its id stays its
-    sha256), an .h5 file is re-saved as .keras (the card records the original's sha256).
+    (safely unless the config's safe_mode says otherwise) to check it against its card; a .keras file
+    is copied byte for byte (its id stays its sha256), an .h5 file is re-saved as .keras (the card
+    records the original's sha256). The card written keeps no `safe_mode`: each step that loads the
+    model is given the config's setting.
     """
     safe = spec.get("safe_mode", True) is not False
     with tempfile.TemporaryDirectory() as work:
@@ -416,8 +422,6 @@ def import_model(
         },
         "libraries": library_versions(),
     }
-    if not safe:  # the user's explicit opt-in travels with the model to inference
-        card["safe_mode"] = False
     artifacts.write_card(card, card_out)
     log.info(
         "imported Keras model %s (%s, %d classes) from %s",
@@ -449,8 +453,14 @@ class KerasPredictor:
 
     @classmethod
     def load(
-        cls, weights: str | Path, card: str | Path | dict, device: str = "auto", threads: int = 1
+        cls,
+        weights: str | Path,
+        card: str | Path | dict,
+        device: str = "auto",
+        threads: int = 1,
+        safe_mode: bool = True,
     ) -> KerasPredictor:
+        """`safe_mode` is the caller's (config or command-line flag); a card's own key is ignored."""
         import torch
 
         card = dict(card) if isinstance(card, dict) else read_json(card)
@@ -458,7 +468,7 @@ class KerasPredictor:
         keras = tf_setup(threads)
         import tensorflow as tf
 
-        model = load_model(weights, safe_mode=card.get("safe_mode", True) is not False, threads=threads)
+        model = load_model(weights, safe_mode=safe_mode, threads=threads)
         check_model(model, card, str(weights))
         feats, is_softmax = output_layers(model)
         both = keras.Model(model.inputs, [model.outputs[0], feats])

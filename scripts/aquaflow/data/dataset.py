@@ -155,15 +155,23 @@ def stratified_split(labels: pd.Series, val: float, test: float, seed: int) -> p
 
 
 def build_manifest(
-    root: str | Path, dataset: dict[str, Any], max_pixels: int = imaging.DEFAULT_MAX_PIXELS
+    root: str | Path,
+    dataset: dict[str, Any],
+    max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
+    allow_outside_root: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Scan a fetched dataset; return (manifest, rejected, classes).
 
     Each image is read once: its sha256 gives the id, decoding gives the size. Unreadable images
-    and exact duplicates go to `rejected` with a reason; nothing is silently dropped.
+    and exact duplicates go to `rejected` with a reason; nothing is silently dropped. An image whose
+    path (an EcoTaxa `img_file_name`, a link in a class folder) resolves outside the images folder
+    is rejected as outside_root without being read, unless `allow_outside_root`.
     """
+    from aquaflow.data.roots import Root
+
     root = Path(root)
     images_root = root / dataset.get("images", ".")
+    within = None if allow_outside_root else Root(images_root)
     exts = tuple(dataset["extensions"])
     if dataset["layout"] == "ecotaxa":
         items = scan_ecotaxa(images_root)
@@ -184,6 +192,8 @@ def build_manifest(
             )
             continue
         try:
+            if within is not None:
+                within.check(images_root / rec.path)
             data = imaging.read_bytes(images_root / rec.path)
             digest = sha256_bytes(data)
             dec = imaging.decode(data, max_pixels)

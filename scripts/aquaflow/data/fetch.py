@@ -62,13 +62,22 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
 
 
 def _copy_tree(src: Path, dest: Path) -> int:
-    """Copy a folder tree, hard-linking files where the filesystem allows it; return file count."""
-    n = 0
+    """Copy a folder tree, hard-linking files where the filesystem allows it; return file count.
+
+    A link to a file outside `src` is not followed (its content never enters the copy): it stays a
+    link, which `prepare` rejects as outside_root unless the use case allows paths outside root."""
+    from aquaflow.data.roots import Root
+
+    within, n = Root(src), 0
     for root, _dirs, files in os.walk(src):
         out = dest / Path(root).relative_to(src)
         out.mkdir(parents=True, exist_ok=True)
         for f in files:
             s, d = Path(root) / f, out / f
+            if s.is_symlink() and not within.contains(s):
+                os.symlink(os.path.realpath(s), d)
+                n += 1
+                continue
             try:
                 os.link(s, d)
             except OSError:

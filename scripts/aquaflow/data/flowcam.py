@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 RESERVED = {"seq", "source", "crop_x", "crop_y", "crop_w", "crop_h", "id", "model_id", "run_id", "embedding"}
+RESERVED |= {"outside_root"}  # the listing's own flag (aquaflow.data.inputs)
 _LST_TYPES = {"int32": "Int64", "int64": "Int64", "double": "float64", "float": "float64"}
 
 

@@ -6,6 +6,12 @@ escapes) plus `source_hex`, the hex of the exact bytes of the path, so the file 
 predicted: `source_paths(table)` gives back what to open. `source_hex` is "" for every other row,
 and the column is only present when at least one row needs it.
 
+Every path a listing or a list file gives is checked against its root (the input folder, the
+manifest's folder, the FlowCam run folder, the dataset): a row whose file resolves outside it
+(absolute path, `..`, a link) is kept with `outside_root` True and never read; the shard engine and
+staging reject it as `outside_root` (`read_targets`). The column is only present when a row needs it;
+`allow_paths_outside_root` in the use case turns the check off.
+
 What a folder listing passed over (hidden files, other extensions, FIFOs...) is kept with the table
 (`table.attrs["skipped"]`) and written into the Parquet file's metadata by `write`, so that
 predicted + rejected + skipped = files in the folder can be checked later (`read_skipped`).
@@ -23,11 +29,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aquaflow.data import roots
 from aquaflow.data.dataset import scan_folder
-from aquaflow.data.imaging import display_path
+from aquaflow.data.imaging import Rejected, display_path
 from aquaflow.io import atomic_path
 
 SOURCE_HEX = "source_hex"
+OUTSIDE = roots.OUTSIDE_ROOT  # bool column: the row's file resolves outside its input's root
 SKIPPED_KEY = b"aquaflow.skipped"
 SKIPPED_LISTED = 1000  # skipped files named in the metadata (all are counted)
 
@@ -94,6 +102,28 @@ def source_paths(table: pd.DataFrame) -> list[str | bytes]:
     ]
 
 
+def read_targets(table: pd.DataFrame) -> list[str | bytes | Rejected]:
+    """What the engine reads per row: `source_paths`, or Rejected(outside_root) for a row whose
+    file resolves outside its input's root (never opened, never staged)."""
+    paths: list = source_paths(table)
+    if OUTSIDE not in table.columns:
+        return paths
+    detail = (
+        f"the path resolves outside its input's folder (manifest, run or dataset); set "
+        f"`{roots.OPT_OUT}: true` in the use case only if the data really live elsewhere"
+    )
+    return [
+        Rejected(roots.OUTSIDE_ROOT, detail) if bool(out) else p
+        for p, out in zip(paths, table[OUTSIDE], strict=True)
+    ]
+
+
+def _mark_outside(df: pd.DataFrame, root: str | Path) -> pd.DataFrame:
+    """Add the `outside_root` column to one input's rows (see the module doc)."""
+    df[OUTSIDE] = roots.outside(df["source"].tolist(), root)
+    return df
+
+
 def relocate(table: pd.DataFrame, local_root: str, logical_root: str) -> pd.DataFrame:
     """Name files under `local_root` (where this job has the dataset, e.g. a local copy of a
     storage folder) by their place under `logical_root` (where the workflow keeps it), so that
@@ -115,12 +145,16 @@ def relocate(table: pd.DataFrame, local_root: str, logical_root: str) -> pd.Data
 
 
 def build(
-    specs: list[dict[str, Any]], dataset_images: str | Path, dataset_root: str | Path | None = None
+    specs: list[dict[str, Any]],
+    dataset_images: str | Path,
+    dataset_root: str | Path | None = None,
+    allow_outside_root: bool = False,
 ) -> pd.DataFrame:
     """Concatenate every configured input; add `seq` (0..n-1), the id of a row in this run.
 
     `dataset_images`: the images of the use case's dataset (kind `dataset`); `dataset_root`: the
     folder the preprocess steps wrote (kind `preprocessed` reads its items.parquet).
+    `allow_outside_root`: the use case's `allow_paths_outside_root` (rows are not checked).
     """
     from aquaflow.data import flowcam
 
@@ -128,22 +162,26 @@ def build(
     for spec in specs:
         kind = spec["kind"]
         if kind == "dataset":
-            df = from_folder(dataset_images, spec["extensions"])
+            df, root = from_folder(dataset_images, spec["extensions"]), dataset_images
         elif kind == "folder":
-            df = from_folder(spec["path"], spec["extensions"])
+            df, root = from_folder(spec["path"], spec["extensions"]), spec["path"]
         elif kind == "manifest":
-            df = from_manifest(spec["path"], spec["column"])
+            df, root = from_manifest(spec["path"], spec["column"]), Path(spec["path"]).parent
         elif kind == "preprocessed":
             if dataset_root is None:
                 raise ValueError("input kind 'preprocessed' needs preprocess steps in the use case")
-            df = from_manifest(Path(dataset_root) / "items.parquet", spec["column"])
+            df, root = from_manifest(Path(dataset_root) / "items.parquet", spec["column"]), dataset_root
         elif kind == "flowcam":
-            df = flowcam.list_run(spec["path"])
+            df, root = flowcam.list_run(spec["path"]), spec["path"]
         else:  # the schema prevents this
             raise ValueError(f"unknown input kind {kind!r}")
         skipped += df.attrs.get("skipped", [])
-        frames.append(df)
+        frames.append(df if allow_outside_root else _mark_outside(df, root))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"source": []})
+    if OUTSIDE in table.columns and not table[OUTSIDE].astype(bool).any():
+        table = table.drop(columns=[OUTSIDE])  # present only when a row needs it
+    elif OUTSIDE in table.columns:
+        table[OUTSIDE] = table[OUTSIDE].astype(bool)
     table = carry_file_names(table)
     table.insert(0, "seq", range(len(table)))
     table["seq"] = table["seq"].astype("int64")
@@ -177,6 +215,6 @@ def read_skipped(path: str | Path) -> dict[str, Any]:
 def metadata_columns(inputs: pd.DataFrame) -> tuple[list[str], pa.Schema]:
     """An inputs table's own columns (crop box and metadata; not seq/source) and their schema,
     carried into every task's prediction tables."""
-    cols = [c for c in inputs.columns if c not in ("seq", "source")]
+    cols = [c for c in inputs.columns if c not in ("seq", "source", OUTSIDE)]
     schema = pa.Schema.from_pandas(inputs[cols], preserve_index=False) if cols else pa.schema([])
     return cols, pa.schema([f for f in schema if f.name in cols])

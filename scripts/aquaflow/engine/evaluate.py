@@ -59,7 +59,8 @@ def run(
 ) -> dict[str, Any]:
     """Evaluate on the configured split; write metrics.json, tables and PNGs; log to MLflow.
 
-    `settings`: the evaluation section plus `images` (dataset folder) and `device`.
+    `settings`: the evaluation section plus `images` (dataset folder), `device` and `safe_mode`
+    (the use case's model.safe_mode).
     """
     card = read_json(card_path)
     split = settings["split"]
@@ -74,7 +75,9 @@ def run(
             f"the {split} split has labels the model does not know: {unknown} (model classes: {classes})"
         )
     index = {c: i for i, c in enumerate(classes)}
-    predictor = load_predictor(weights, card, settings["device"], threads)
+    predictor = load_predictor(
+        weights, card, settings["device"], threads, safe_mode=settings.get("safe_mode", True) is not False
+    )
     probs, _ = predict_split(
         part, Path(raw) / settings["images"], predictor, settings["batch_size"], log_stream
     )

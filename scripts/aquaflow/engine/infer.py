@@ -81,9 +81,12 @@ def run_shard(
     backend: str = "auto",
     progress=None,
     read_paths: list | None = None,
+    safe_mode: bool = True,
 ) -> dict[str, Any]:
-    """Predict every row of `inputs` (columns seq, source, [crop_*], metadata...) into Parquet."""
-    pred = load_predictor(weights, card, device, threads, backend)
+    """Predict every row of `inputs` (columns seq, source, [crop_*], metadata...) into Parquet.
+
+    `safe_mode`: the use case's `model.safe_mode` (or the command's flag), never the card's."""
+    pred = load_predictor(weights, card, device, threads, backend, safe_mode)
     mid = models.model_id(weights)
     sink = ClassifySink(inputs, predictions_path, pred.card["classes"], top_k, embeddings, mid, run_id)
     decoded = _decoded(inputs, pred, batch_size, workers, max_pixels, progress, read_paths)
@@ -125,6 +128,7 @@ def run_shard_step(
     params: dict[str, Any],
     threads: int,
     log_stream=None,
+    safe_mode: bool = True,
 ) -> dict[str, Any]:
     """One Snakemake shard: its block of the input table through run_shard.
 
@@ -134,10 +138,12 @@ def run_shard_step(
     from aquaflow.engine.staging import shard_part
 
     with shard_part(inputs_path, scatteritem, Path(out["predictions"]).parent) as (part, reads, digest):
-        return _run_part(part, weights, card, out, params, threads, log_stream, reads, digest)
+        return _run_part(part, weights, card, out, params, threads, log_stream, reads, digest, safe_mode)
 
 
-def _run_part(part, weights, card, out, params, threads, log_stream, reads, inputs_sha256) -> dict[str, Any]:
+def _run_part(
+    part, weights, card, out, params, threads, log_stream, reads, inputs_sha256, safe_mode
+) -> dict[str, Any]:
     batch_size, workers = loader_settings(params, threads)
     log.info("batch size %d, %d decode worker(s), %d thread(s)", batch_size, workers, threads)
     return run_shard(
@@ -158,4 +164,5 @@ def _run_part(part, weights, card, out, params, threads, log_stream, reads, inpu
         run_id=run_identity(models.model_id(weights), None, params, inputs_sha256),
         progress=log_stream,
         read_paths=reads,
+        safe_mode=safe_mode,
     )

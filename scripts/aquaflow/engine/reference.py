@@ -39,7 +39,8 @@ def build_reference(
 ) -> dict[str, np.ndarray]:
     """Put a sample of the reference split through the inference engine; return the arrays to store.
 
-    cfg: the `drift` config section (reference.split, reference.sample_size, pca_components, seed).
+    cfg: the `drift` config section (reference.split, reference.sample_size, pca_components, seed)
+    and `safe_mode` (the use case's model.safe_mode).
     """
     from sklearn.decomposition import PCA
 
@@ -52,7 +53,7 @@ def build_reference(
     inputs = pd.DataFrame(
         {"seq": np.arange(len(part)), "source": [str(Path(images_root) / p) for p in part["path"]]}
     )
-    pred = load_predictor(weights, card, device, threads)
+    pred = load_predictor(weights, card, device, threads, safe_mode=cfg.get("safe_mode", True) is not False)
     classes = np.array(pred.card["classes"], dtype=object)
     feats, stats, labels = [], [], []
     for batch, probs, f in iter_batches(inputs, pred, 64, 0, progress=progress):

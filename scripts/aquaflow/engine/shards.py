@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from aquaflow.data.inputs import source_paths
+from aquaflow.data.inputs import read_targets
 from aquaflow.engine.items import CROP_COLUMNS, REJECTED_SCHEMA, Items, collate, crop_of, prefetched
 from aquaflow.io import atomic_path, write_json
 
@@ -67,7 +67,7 @@ def batches(
     crops = [None] * len(inputs)
     if "crop_x" in inputs.columns:
         crops = [crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
-    reads = read_paths if read_paths is not None else source_paths(inputs)
+    reads = read_paths if read_paths is not None else read_targets(inputs)
     loader = DataLoader(
         Items(reads, crops, size, max_pixels, resize),
         batch_size=batch_size,

@@ -10,6 +10,10 @@ A bundle holds `rows.parquet` (the shard's rows of inputs.parquet, unchanged: pr
 original `source`), `staged.json` (per row: the member holding its file, or the rejection reason
 found while staging; the sha256 of the whole inputs.parquet, so the run id equals a local run's)
 and `files/<n>`, one member per distinct file (a FlowCam collage is stored once for all its rows).
+
+Only files that pass the image checks are packed: a row whose path resolves outside its input's
+root is rejected as `outside_root` without being opened, and a file whose header is not an image's
+(a credentials file named by a manifest row) is rejected as `not_an_image` and never leaves the host.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 
 from aquaflow.data import imaging
-from aquaflow.data.inputs import source_paths
+from aquaflow.data.inputs import read_targets
 from aquaflow.engine.items import shard_slice
 from aquaflow.io import atomic_path, sha256_file
 
@@ -46,6 +51,23 @@ def _local(path: str | bytes, logical_root: str, local_root: str) -> str | bytes
         moved = os.fsencode(local_root).rstrip(b"/") + b"/" + raw[len(lroot) :]
         return moved if isinstance(path, bytes) else os.fsdecode(moved)
     return path
+
+
+def image_header(data: bytes) -> None:
+    """Raise Rejected unless `data` starts like an image the decoder knows (header only, no pixels
+    decoded; the same reasons as `imaging.decode`): what staging checks before a file may leave
+    the host."""
+    if data[:4] in imaging.TIFF_MAGIC:  # the decoder's OpenCV fallback reads TIFFs Pillow cannot
+        return
+    try:
+        with Image.open(io.BytesIO(data)):
+            pass
+    except Image.DecompressionBombError as exc:
+        raise imaging.Rejected(imaging.TOO_LARGE, f"Pillow's decompression-bomb guard: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise imaging.Rejected(imaging.NOT_AN_IMAGE, "not an image format Pillow can read") from exc
+    except Exception:  # an image format whose header is damaged: the shard reports exactly why
+        return
 
 
 def stage(
@@ -74,12 +96,15 @@ def stage(
             buf = io.BytesIO()
             part.to_parquet(buf, index=False)
             zf.writestr(ROWS, buf.getvalue())
-            for i, src in enumerate(source_paths(part)):
-                if src in stored:
+            for i, src in enumerate(read_targets(part)):
+                if not isinstance(src, imaging.Rejected) and src in stored:
                     members.append(stored[src])
                     continue
                 try:
+                    if isinstance(src, imaging.Rejected):  # outside its root: never opened
+                        raise src
                     data = imaging.read_bytes(_local(src, logical_root, local_root))
+                    image_header(data)
                 except imaging.Rejected as rej:
                     members.append(None)
                     rejected[str(i)] = (rej.reason, rej.detail)

@@ -9,6 +9,10 @@ file means "no objects". Every problem raises `LabelError` naming the file and t
 
 COCO: an instances JSON (`images`, `annotations`, `categories`); segmentation as polygons or RLE.
 Class index i of a YOLO dataset is COCO category id i + 1 in everything this module writes.
+
+Every path the data names (the YAML's `path:`, split folders, list files and their lines, COCO
+`file_name`) must resolve, links and `..` followed, under the dataset's root (`read_dataset`), else
+`LabelError` with the reason `outside_root`; the use case's `allow_paths_outside_root` opts out.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 import numpy as np
 import yaml
 from PIL import Image
+
+from aquaflow.data.roots import OUTSIDE_ROOT, Root
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -133,25 +139,35 @@ def _names(data: dict, where: str) -> list[str]:
     return [str(n) for n in names]
 
 
-def _split_images(root: Path, spec: Any, where: str) -> list[Path]:
+def _inside(path: Path, within: Root | None, where: str) -> Path:
+    """`path`, or LabelError (reason outside_root) when it resolves outside the dataset's root."""
+    if within is not None and not within.contains(path):
+        raise LabelError(f"{where}: {OUTSIDE_ROOT}: {within.detail(path)}")
+    return path
+
+
+def _split_images(root: Path, spec: Any, where: str, within: Root | None = None) -> list[Path]:
     entries = spec if isinstance(spec, list) else [spec]
     out: list[Path] = []
     for entry in entries:
-        p = Path(entry) if os.path.isabs(str(entry)) else root / str(entry)
+        p = _inside(Path(entry) if os.path.isabs(str(entry)) else root / str(entry), within, where)
         if p.is_dir():
             out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
         elif p.is_file() and p.suffix == ".txt":
             for line in p.read_text().splitlines():
                 if line.strip():
                     q = Path(line.strip())
-                    out.append(q if q.is_absolute() else (p.parent / q))
+                    out.append(_inside(q if q.is_absolute() else (p.parent / q), within, str(p)))
         else:
             raise LabelError(f"{where}: split folder or list {entry!r} not found (looked for {p})")
     return out
 
 
-def read_yolo(data_yaml: str | Path, task: str) -> Dataset:
-    """A YOLO dataset folder, every label validated (LabelError names the file and line)."""
+def read_yolo(data_yaml: str | Path, task: str, within: Root | None = None) -> Dataset:
+    """A YOLO dataset folder, every label validated (LabelError names the file and line).
+
+    `within`: the dataset's root; its `path:`, split folders, list files and every image they name
+    must resolve under it (found by following links in a folder too), else LabelError outside_root."""
     data_yaml = Path(data_yaml)
     if not data_yaml.is_file():
         raise LabelError(f"{data_yaml}: dataset YAML not found")
@@ -160,14 +176,15 @@ def read_yolo(data_yaml: str | Path, task: str) -> Dataset:
     except yaml.YAMLError as exc:
         raise LabelError(f"{data_yaml}: not valid YAML: {exc}") from None
     names = _names(data, str(data_yaml))
-    root = data_yaml.parent / str(data.get("path", "") or "")
+    root = _inside(data_yaml.parent / str(data.get("path", "") or ""), within, f"{data_yaml} ('path')")
     if not root.is_dir():
         raise LabelError(f"{data_yaml}: 'path' {data.get('path')!r} is not a folder")
     splits = {}
     for split in SPLITS:
         if not data.get(split):
             continue
-        images = _split_images(root, data[split], f"{data_yaml} ({split})")
+        where = f"{data_yaml} ({split})"
+        images = [_inside(im, within, where) for im in _split_images(root, data[split], where, within)]
         labels = [read_label_file(label_path(im), task, len(names)) for im in images]
         splits[split] = Split(images, labels)
     for need in ("train", "val"):
@@ -194,7 +211,13 @@ def _rle_polygon(seg: dict, h: int, w: int) -> np.ndarray | None:
     return c / [w, h] if len(c) >= 3 else None
 
 
-def read_coco(annotations: str | Path, images_dir: str | Path, task: str, names: list[str] | None = None):
+def read_coco(
+    annotations: str | Path,
+    images_dir: str | Path,
+    task: str,
+    names: list[str] | None = None,
+    within: Root | None = None,
+):
     """(images, labels per image, class names) from a COCO instances JSON, validated.
 
     Categories are ordered by id (or by `names` when given); polygons/RLE become YOLO polygons
@@ -263,7 +286,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path, task: str, names:
             box = np.clip([(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h], 0, 1)
             labels[by_id[ann["image_id"]]].append(Label(cls, "box", box))
     root = Path(images_dir)
-    paths = [root / im["file_name"] for im in images]
+    paths = [_inside(root / im["file_name"], within, f"{path}: image {im['id']}") for im in images]
     for p in paths:
         if not p.is_file():
             raise LabelError(f"{path}: image {p} listed in the JSON does not exist")
@@ -367,18 +390,22 @@ def materialise(ds: Dataset, out_dir: str | Path, task: str) -> dict[str, Any]:
     return facts
 
 
-def read_dataset(root: str | Path, spec: dict[str, Any], task: str) -> Dataset:
-    """The labelled data of a use case (`detection.data`): a YOLO YAML or COCO JSON per split."""
+def read_dataset(
+    root: str | Path, spec: dict[str, Any], task: str, allow_outside_root: bool = False
+) -> Dataset:
+    """The labelled data of a use case (`detection.data`): a YOLO YAML or COCO JSON per split.
+    Every image path must resolve under `root` (LabelError outside_root) unless `allow_outside_root`."""
     root = Path(root)
+    within = None if allow_outside_root else Root(root)
     if spec["format"] == "yolo":
-        return read_yolo(root / spec["yaml"], task)
+        return read_yolo(root / spec["yaml"], task, within)
     names = spec.get("names") or None
     splits = {}
     for split in SPLITS:
         if split in spec.get("coco", {}):
             s = spec["coco"][split]
             paths, labels, names = read_coco(
-                root / s["annotations"], root / s.get("images", "."), task, names
+                root / s["annotations"], root / s.get("images", "."), task, names, within
             )
             splits[split] = Split(paths, labels)
     if "train" not in splits or "val" not in splits:
