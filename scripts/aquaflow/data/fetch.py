@@ -13,6 +13,7 @@ from typing import Any
 
 import pooch
 
+from aquaflow.data import limits
 from aquaflow.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,36 @@ def _check_member(name: str, dest: Path) -> None:
         raise FetchError(f"unsafe path in archive: {name!r} escapes the destination")
 
 
+def check_unpack_size(archive: Path, sizes: list[int]) -> None:
+    """Refuse an archive, from its index and before a byte is written, whose members are too many,
+    too large in total, or too large for the archive's own size (limits.MAX_UNPACK_RATIO). The
+    index cannot understate: zipfile stops each member at its declared size (and checks its CRC),
+    a tar member's size is its stored bytes."""
+    total, packed = sum(sizes), max(1, archive.stat().st_size)
+    if len(sizes) > limits.MAX_ARCHIVE_ENTRIES:
+        raise FetchError(f"{archive.name}: {len(sizes)} members (limit {limits.MAX_ARCHIVE_ENTRIES})")
+    if total > limits.MAX_UNPACKED_BYTES:
+        raise FetchError(f"{archive.name}: unpacks to {total} bytes (limit {limits.MAX_UNPACKED_BYTES})")
+    if total > packed * limits.MAX_UNPACK_RATIO:
+        raise FetchError(
+            f"{archive.name}: {packed} bytes unpack to {total} ({total / packed:.0f} x; "
+            f"limit {limits.MAX_UNPACK_RATIO} x): refused as a possible decompression bomb"
+        )
+
+
 def safe_extract(archive: str | Path, dest: str | Path) -> None:
-    """Extract a zip or tar archive into `dest`, refusing absolute paths, '..' and links."""
+    """Extract a zip or tar archive into `dest`, refusing absolute paths, '..', links and
+    archives over the unpack limits (aquaflow.data.limits: entries, total size, ratio)."""
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            for info in infos:
                 _check_member(info.filename, dest)
                 if (info.external_attr >> 16) & 0o170000 == 0o120000:
                     raise FetchError(f"unsafe link in archive: {info.filename!r}")
+            check_unpack_size(archive, [i.file_size for i in infos])
             zf.extractall(dest)
         return
     if tarfile.is_tarfile(archive):
@@ -56,6 +77,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
                 _check_member(m.name, dest)
                 if m.issym() or m.islnk() or m.isdev():
                     raise FetchError(f"unsafe member in archive: {m.name!r} (link or device)")
+            check_unpack_size(archive, [m.size for m in members])
             tf.extractall(dest, members=members, filter="data")
         return
     raise FetchError(f"{archive}: not a zip or tar archive")
