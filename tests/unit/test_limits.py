@@ -162,3 +162,34 @@ def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path):
         fetch({"kind": "path", "path": str(archive)}, tmp_path / "raw", tmp_path / "cache")
     assert not (tmp_path / "raw").exists()
     assert not (tmp_path / ".raw.partial").exists()
+
+
+@pytest.mark.parametrize("entry_side", [40, 12000, 30000])
+def test_a_coco_rle_mask_is_checked_against_its_image_before_decoding(tmp_path, entry_side):
+    """An RLE of a few bytes claiming 30000 x 30000 px used to be decoded at that size (~1.8 GB with
+    its copy); it must match its image entry, stay under limits.MAX_MASK_PIXELS, and the entry must
+    match the image file's header (12000: under the cap, the 40 x 40 file betrays the lie)."""
+    import json
+
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    side = entry_side if entry_side > 40 else 30000
+    rle = mask_utils.frPyObjects({"counts": [side * side], "size": [side, side]}, side, side)
+    rle["counts"] = rle["counts"].decode()
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 40, 3), np.uint8))
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": entry_side, "height": entry_side}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle, "bbox": [0, 0, 4, 4]}],
+        "categories": [{"id": 1, "name": "coral"}],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    assert (tmp_path / "a.json").stat().st_size < 500
+    result, mb = peak_above_baseline(
+        "from aquaflow.tasks.detect import formats",
+        f"result = formats.read_coco({str(tmp_path / 'a.json')!r}, {str(tmp_path)!r}, 'segment')",
+    )
+    print(f"COCO RLE {side}x{side} on a 40x40 image (entry {entry_side}): peak +{mb:.1f} MB")
+    reasons = ("RLE size", "its entry says", "exceeds 178956970 px")
+    assert result.startswith("LabelError") and any(r in result for r in reasons), result
+    assert mb < 300
