@@ -14,7 +14,7 @@ from typing import Any
 import pooch
 
 from aquaflow.data import limits
-from aquaflow.io import sha256_file
+from aquaflow.io import public_uri, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ def fetch(source: dict[str, Any], dest: str | Path, cache: str | Path) -> dict[s
     """Materialise `source` (kind: package | path | url | doi) as a folder at `dest`.
 
     The folder appears atomically: everything is written to a sibling temp folder first.
-    Returns a small provenance record (kind, location, hash, file count).
+    Returns a small provenance record (kind, location, hash, file count); the location is
+    publishable (aquaflow.io.public_uri: no credentials or query string, no local folder).
     """
     dest, cache = Path(dest), Path(cache)
     tmp = dest.with_name(f".{dest.name}.partial")
@@ -156,7 +157,7 @@ def fetch(source: dict[str, Any], dest: str | Path, cache: str | Path) -> dict[s
             root = package_root(source["package"]) / source.get("subdir", "")
             if not root.is_dir():
                 raise FetchError(f"package {source['package']!r} has no folder {source['subdir']!r}")
-            record["location"] = str(root)
+            record["location"] = public_uri(str(root))
             n = _copy_tree(root, tmp)
         elif kind == "path":
             path = Path(source["path"]).expanduser()
@@ -164,10 +165,10 @@ def fetch(source: dict[str, Any], dest: str | Path, cache: str | Path) -> dict[s
                 raise FetchError(f"source path does not exist: {path}")
             if path.is_file():
                 _check_sha256(path, source.get("sha256"))
-            record["location"] = str(path.resolve())
+            record["location"] = public_uri(str(path.resolve()))
             n = _materialise(path, tmp)
         elif kind == "url":
-            record["location"] = source["url"]
+            record["location"] = public_uri(source["url"])
             file = _download(source["url"], f"sha256:{source['sha256']}", cache)
             n = _materialise(file, tmp)
         elif kind == "doi":
