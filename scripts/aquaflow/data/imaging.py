@@ -246,7 +246,7 @@ def decode(
     """Decode encoded image bytes to RGB uint8; raise Rejected with a reason on failure.
 
     The size is checked from the header before decoding (Pillow's own guard, then `max_pixels`,
-    then `max_bytes`: the estimated peak memory of decoding, see `decoded_bytes`).
+    then `max_bytes`: the estimated peak memory of decoding, see `peak_bytes_per_pixel`).
     Pillow first; TIFFs it cannot open get a second try with OpenCV. EXIF orientation is applied
     (the array is what a viewer shows). 16-bit data maps to 8 bits by a fixed division
     (0..65535 -> 0..255), so intensities stay comparable between images.

@@ -15,8 +15,9 @@ GiB = 1 << 30
 # whole ZooScan scans are read strip by strip by aquaflow.preprocess.scan, not through here).
 MAX_FILE_BYTES = 1 * GiB
 # Budget for decoding one image: the decoder's own buffer plus our conversion to 8-bit RGB,
-# estimated from the header (width x height x bytes per pixel of the mode + 3 for the RGB copy)
-# before a pixel is decoded. 1 GiB admits a 178 Mpx 8-bit grey image or a 120 Mpx RGB one.
+# estimated from the header (width x height x the measured peak bytes per pixel of its mode,
+# aquaflow.data.imaging.peak_bytes_per_pixel) before a pixel is decoded. 1 GiB admits a 178 Mpx
+# 8-bit grey image, a 153 Mpx RGB one or a 107 Mpx 16-bit one.
 MAX_DECODED_BYTES = 1 * GiB
 # letterbox pads to a square before resizing (as every model of this project was trained) while
 # that square fits in this many bytes; a larger image is resized first, then padded, so a 1-pixel
