@@ -11,4 +11,4 @@ runlog.setup(snakemake.log[0])
 objects = export_objects(pd.read_parquet(snakemake.input.predictions), snakemake.params.objects)
 # without a shared file system the images come from the campaign's staged shard bundles
 read = staging.source_reader(objects, snakemake.input.staged)
-ecotaxa.write_bundle(objects, snakemake.input.tsv, snakemake.output[0], read)
+ecotaxa.write_bundle(objects, snakemake.input.tsv, snakemake.output[0], read, snakemake.params.strip_exif)

@@ -30,5 +30,6 @@ rule export_ecotaxa_bundle:
         "../envs/data.yaml"
     params:
         objects=objects_settings,
+        strip_exif=lambda wildcards: UC[wildcards.uc]["export"]["strip_exif"],
     script:
         "../scripts/export_bundle.py"

@@ -8,9 +8,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import pyarrow as pa
@@ -90,3 +91,68 @@ def write_parquet(df: pd.DataFrame | pa.Table, path: str | os.PathLike) -> None:
 def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
+
+
+_LOCAL_SCHEMES = ("file", "sqlite")
+
+
+def redact_uri(value: str) -> str:
+    """A remote URI without its credentials, query string and fragment (a token in `?sig=...` or
+    `user:pass@`): what cards, MLflow params and run files record. Paths, local (file, sqlite)
+    URIs and other text are returned unchanged."""
+    if "://" not in value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme in _LOCAL_SCHEMES or not parts.netloc:
+        return value
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _public_path(path: str, root: Path) -> str:
+    """A local path as published: relative to `root` when under it, else its file name alone."""
+    p = Path(os.path.expanduser(path))
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return Path(os.path.abspath(p)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return p.name
+
+
+def public_uri(value: str, root: str | os.PathLike | None = None) -> str:
+    """A URI or path as published in a crate or a summary: redact_uri, and a local path or
+    file/sqlite URI relative to `root` (default: the working directory, i.e. the workflow's), or
+    just its file name when it lies outside. Other text is unchanged."""
+    base = Path(root) if root is not None else Path.cwd()
+    if value.startswith(("/", "~")):
+        return _public_path(value, base)
+    parts = urlsplit(value) if "://" in value else None
+    if parts is not None and parts.scheme in _LOCAL_SCHEMES:  # sqlite:///rel.db, sqlite:////abs.db
+        path = parts.path[1:] if parts.scheme == "sqlite" else parts.path
+        return f"{parts.scheme}:{_public_path(path, base)}"
+    return redact_uri(value)
+
+
+def _each_string(obj: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(obj, str):
+        return fn(obj)
+    if isinstance(obj, Path):
+        return fn(str(obj))
+    if isinstance(obj, dict):
+        return {k: _each_string(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_each_string(v, fn) for v in obj]
+    return obj
+
+
+def redacted(obj: Any) -> Any:
+    """`obj` (dicts, lists, strings) with every string passed through redact_uri."""
+    return _each_string(obj, redact_uri)
+
+
+def public(obj: Any, root: str | os.PathLike | None = None) -> Any:
+    """`obj` (dicts, lists, strings) with every string passed through public_uri."""
+    return _each_string(obj, lambda v: public_uri(v, root))

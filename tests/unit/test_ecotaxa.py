@@ -1,3 +1,4 @@
+import io
 import re
 import zipfile
 from pathlib import Path
@@ -256,3 +257,51 @@ def test_table_columns_values_and_crops():
         "images/s1_000002.png",
         "images/s1_000003.jpg",
     ]
+
+
+def _jpeg_with_gps(path: Path) -> Path:
+    """A camera-like JPEG: EXIF with GPS position, make and orientation, plus an XMP packet."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "DeepCam"  # Make
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees to view
+    exif[0x8825] = {1: "N", 2: (43.0, 41.0, 12.5), 3: "E", 4: (7.0, 18.0, 3.25)}  # GPS IFD
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><exif:GPSLatitude>43,41.2N</exif:GPSLatitude></x:xmpmeta>'
+    img = np.zeros((24, 32, 3), np.uint8)
+    img[4:12, 6:20] = (200, 30, 90)
+    Image.fromarray(img).save(path, exif=exif, xmp=xmp, quality=92)
+    return path
+
+
+def test_bundle_jpegs_lose_their_gps_exif_but_not_their_pixels_or_orientation(tmp_path):
+    from PIL import Image
+
+    src = _jpeg_with_gps(tmp_path / "frame.jpg")
+    with Image.open(src) as im:
+        assert im.getexif().get_ifd(0x8825) and b"GPSLatitude" in src.read_bytes()
+    pred = predictions(pd.DataFrame({"seq": [0], "source": [str(src)]}))
+    ecotaxa.write_tsv(ecotaxa.table(pred, 2, CFG, "UVP"), tmp_path / "e.tsv")
+    ecotaxa.write_bundle(pred, tmp_path / "e.tsv", tmp_path / "s.zip")  # default: export.strip_exif true
+    with zipfile.ZipFile(tmp_path / "s.zip") as zf:
+        shipped = zf.read("images/" + ecotaxa.object_ids(pred, "s1")[0] + ".jpg")
+    with Image.open(io.BytesIO(shipped)) as im:
+        exif = im.getexif()
+        assert not exif.get_ifd(0x8825) and 0x010F not in exif and "xmp" not in im.info
+        assert exif[0x0112] == 6  # still shown upright
+    assert b"GPSLatitude" not in shipped and b"DeepCam" not in shipped
+    # the compressed image data is copied byte for byte: the same pixels, the same scan data
+    assert np.array_equal(imaging.decode(shipped).image, imaging.decode(src.read_bytes()).image)
+    sos = src.read_bytes().index(b"\xff\xda")
+    assert shipped.endswith(src.read_bytes()[sos:])
+    ecotaxa.write_bundle(pred, tmp_path / "e.tsv", tmp_path / "k.zip", strip=False)
+    with zipfile.ZipFile(tmp_path / "k.zip") as zf:  # export.strip_exif: false ships the original
+        assert [zf.read(n) for n in zf.namelist() if n.startswith("images/")] == [src.read_bytes()]
+
+
+def test_the_local_path_in_hex_is_not_exported(tmp_path):
+    pred = predictions(pd.DataFrame({"seq": [0, 1], "source": ["/home/alice/caf\\xe9.png", "b.png"]}))
+    pred["source_hex"] = [b"/home/alice/caf\xe9.png".hex(), ""]
+    df = ecotaxa.table(pred, 2, CFG, "FlowCam")
+    assert not [c for c in df.columns if "source" in c]
+    assert "alice" not in df.to_csv() and b"alice".hex() not in df.to_csv()

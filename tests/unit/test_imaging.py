@@ -24,6 +24,7 @@ def test_every_case_has_the_expected_outcome(bad_folder):
     folder, expect = bad_folder
     # path and crop-box reasons are not file contents: tests/unit/test_fault_injection.py covers them
     not_content = {imaging.MISSING, imaging.DECODE_ERROR, imaging.BAD_FILE_NAME, imaging.BAD_CROP_BOX}
+    not_content |= {imaging.EXTREME_ASPECT}  # a resize outcome: tests/unit/test_limits.py
     assert set(imaging.REASONS) - not_content <= set(expect.values())
     for name, reason in expect.items():
         got, dec = outcome(folder / name)

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aquaflow.data.fetch import FetchError, _download, package_root
-from aquaflow.io import atomic_path, sha256_file
+from aquaflow.io import atomic_path, redact_uri, redacted, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def fetch(spec: dict[str, Any], dest: str | Path, cache: str | Path) -> dict[str
         shutil.copyfile(src, tmp)
         digest = verify(tmp, spec)
     log.info("pretrained weights (%s) %s -> %s sha256 %s", kind, src, dest, digest)
-    return {"kind": kind, "location": str(src), "sha256": digest}
+    return {"kind": kind, "location": redact_uri(str(src)), "sha256": digest}
 
 
 def resolve(spec: dict[str, Any] | None, fetched: str | Path | None = None) -> Path | None:
@@ -112,7 +112,7 @@ def provenance(spec: dict[str, Any] | None, path: Path | None, report: dict[str,
         return None
     keep = ("kind", "package", "file", "path", "url", "doi", "keys")
     return {
-        **{k: spec[k] for k in keep if spec.get(k)},
+        **redacted({k: spec[k] for k in keep if spec.get(k)}),
         "sha256": sha256_file(path),
         "tensors_loaded": (report or {}).get("tensors_loaded"),
     }

@@ -13,7 +13,8 @@ from typing import Any
 
 import pooch
 
-from aquaflow.io import sha256_file
+from aquaflow.data import limits
+from aquaflow.io import public_uri, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,36 @@ def _check_member(name: str, dest: Path) -> None:
         raise FetchError(f"unsafe path in archive: {name!r} escapes the destination")
 
 
+def check_unpack_size(archive: Path, sizes: list[int]) -> None:
+    """Refuse an archive, from its index and before a byte is written, whose members are too many,
+    too large in total, or too large for the archive's own size (limits.MAX_UNPACK_RATIO). The
+    index cannot understate: zipfile stops each member at its declared size (and checks its CRC),
+    a tar member's size is its stored bytes."""
+    total, packed = sum(sizes), max(1, archive.stat().st_size)
+    if len(sizes) > limits.MAX_ARCHIVE_ENTRIES:
+        raise FetchError(f"{archive.name}: {len(sizes)} members (limit {limits.MAX_ARCHIVE_ENTRIES})")
+    if total > limits.MAX_UNPACKED_BYTES:
+        raise FetchError(f"{archive.name}: unpacks to {total} bytes (limit {limits.MAX_UNPACKED_BYTES})")
+    if total > packed * limits.MAX_UNPACK_RATIO:
+        raise FetchError(
+            f"{archive.name}: {packed} bytes unpack to {total} ({total / packed:.0f} x; "
+            f"limit {limits.MAX_UNPACK_RATIO} x): refused as a possible decompression bomb"
+        )
+
+
 def safe_extract(archive: str | Path, dest: str | Path) -> None:
-    """Extract a zip or tar archive into `dest`, refusing absolute paths, '..' and links."""
+    """Extract a zip or tar archive into `dest`, refusing absolute paths, '..', links and
+    archives over the unpack limits (aquaflow.data.limits: entries, total size, ratio)."""
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            for info in infos:
                 _check_member(info.filename, dest)
                 if (info.external_attr >> 16) & 0o170000 == 0o120000:
                     raise FetchError(f"unsafe link in archive: {info.filename!r}")
+            check_unpack_size(archive, [i.file_size for i in infos])
             zf.extractall(dest)
         return
     if tarfile.is_tarfile(archive):
@@ -56,6 +77,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
                 _check_member(m.name, dest)
                 if m.issym() or m.islnk() or m.isdev():
                     raise FetchError(f"unsafe member in archive: {m.name!r} (link or device)")
+            check_unpack_size(archive, [m.size for m in members])
             tf.extractall(dest, members=members, filter="data")
         return
     raise FetchError(f"{archive}: not a zip or tar archive")
@@ -131,7 +153,8 @@ def fetch(source: dict[str, Any], dest: str | Path, cache: str | Path) -> dict[s
     """Materialise `source` (kind: package | path | url | doi) as a folder at `dest`.
 
     The folder appears atomically: everything is written to a sibling temp folder first.
-    Returns a small provenance record (kind, location, hash, file count).
+    Returns a small provenance record (kind, location, hash, file count); the location is
+    publishable (aquaflow.io.public_uri: no credentials or query string, no local folder).
     """
     dest, cache = Path(dest), Path(cache)
     tmp = dest.with_name(f".{dest.name}.partial")
@@ -143,7 +166,7 @@ def fetch(source: dict[str, Any], dest: str | Path, cache: str | Path) -> dict[s
             root = package_root(source["package"]) / source.get("subdir", "")
             if not root.is_dir():
                 raise FetchError(f"package {source['package']!r} has no folder {source['subdir']!r}")
-            record["location"] = str(root)
+            record["location"] = public_uri(str(root))
             n = _copy_tree(root, tmp)
         elif kind == "path":
             path = Path(source["path"]).expanduser()
@@ -151,10 +174,10 @@ def fetch(source: dict[str, Any], dest: str | Path, cache: str | Path) -> dict[s
                 raise FetchError(f"source path does not exist: {path}")
             if path.is_file():
                 _check_sha256(path, source.get("sha256"))
-            record["location"] = str(path.resolve())
+            record["location"] = public_uri(str(path.resolve()))
             n = _materialise(path, tmp)
         elif kind == "url":
-            record["location"] = source["url"]
+            record["location"] = public_uri(source["url"])
             file = _download(source["url"], f"sha256:{source['sha256']}", cache)
             n = _materialise(file, tmp)
         elif kind == "doi":

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from aquaflow.data import limits
+
 cv2.setNumThreads(1)  # decode/resize run inside DataLoader workers: one thread each
 
 # Pillow's own decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS is never changed here):
@@ -33,6 +35,7 @@ UNSUPPORTED_MODE = "unsupported_mode"
 DECODE_ERROR = "decode_error"
 BAD_FILE_NAME = "bad_file_name"  # empty, or holding a NUL byte: no file can have that name
 BAD_CROP_BOX = "bad_crop_box"  # a crop row (FlowCam) whose box is missing, empty or off the image
+EXTREME_ASPECT = "extreme_aspect"  # a valid image too elongated for the model's resize (center_crop)
 REASONS = (
     MISSING,
     BROKEN_LINK,
@@ -45,6 +48,7 @@ REASONS = (
     DECODE_ERROR,
     BAD_FILE_NAME,
     BAD_CROP_BOX,
+    EXTREME_ASPECT,
 )
 
 
@@ -71,11 +75,11 @@ def display_path(path: str | bytes | os.PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def read_bytes(path: str | bytes | os.PathLike) -> bytes:
+def read_bytes(path: str | bytes | os.PathLike, max_bytes: int = limits.MAX_FILE_BYTES) -> bytes:
     """Read a file, turning every failure into a Rejected with a reason.
 
     The file is stat-ed first: only regular files are read (a FIFO named like an image would
-    block the reader forever; a device would never end).
+    block the reader forever; a device would never end), and only up to `max_bytes` (too_large).
     """
     raw = os.fsencode(path)
     if not raw or b"\x00" in raw:
@@ -86,8 +90,12 @@ def read_bytes(path: str | bytes | os.PathLike) -> bytes:
             raise Rejected(UNREADABLE, "is a directory")
         if not stat.S_ISREG(st.st_mode):
             raise Rejected(UNREADABLE, f"not a regular file (mode {stat.filemode(st.st_mode)})")
+        if st.st_size > max_bytes:
+            raise Rejected(TOO_LARGE, f"file of {st.st_size} bytes exceeds the {max_bytes}-byte cap")
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(max_bytes + 1)  # a file that grew since the stat is still capped
+        if len(data) > max_bytes:
+            raise Rejected(TOO_LARGE, f"file exceeds the {max_bytes}-byte cap")
     except FileNotFoundError as exc:
         if os.path.islink(path):
             raise Rejected(
@@ -108,7 +116,9 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode in ("RGB",):
         return np.asarray(im)
-    if mode in ("L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+    if mode == "L":  # grey replicated into 3 channels, as convert("RGB") does, without its 4-byte copy
+        return np.repeat(np.asarray(im)[:, :, None], 3, axis=2)
+    if mode in ("1", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         if mode == "P" and "transparency" in im.info:
             return _to_rgb8(im.convert("RGBA"))
         return np.asarray(im.convert("RGB"))
@@ -121,11 +131,21 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
         if arr.ndim != 2:
             raise Rejected(UNSUPPORTED_MODE, f"mode {mode} with shape {arr.shape}")
         if mode == "F":
-            gray = _float_to_gray8(arr)
-        else:  # 16-bit (or 32-bit int holding 16-bit data): fixed mapping 0..65535 -> 0..255
-            gray = (np.clip(arr.astype(np.int64), 0, 65535) / 257.0).round().astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+            return np.repeat(_float_to_gray8(arr)[:, :, None], 3, axis=2)
+        return _int16_to_rgb8(arr)
     raise Rejected(UNSUPPORTED_MODE, f"PIL mode {mode!r}")
+
+
+def _int16_to_rgb8(arr: np.ndarray, rows: int = 256) -> np.ndarray:
+    """16-bit (or 32-bit int holding 16-bit data) grey -> RGB uint8 by the fixed mapping
+    0..65535 -> 0..255, i.e. round(v / 257) (never a tie: 257 is odd), a block of rows at a time
+    so the temporaries stay a few MB whatever the image size."""
+    h, w = arr.shape
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, rows):
+        block = np.clip(arr[y : y + rows], 0, 65535).astype(np.uint32)
+        out[y : y + rows] = ((block + 128) // 257).astype(np.uint8)[:, :, None]
+    return out
 
 
 def _float_to_gray8(arr: np.ndarray) -> np.ndarray:
@@ -144,32 +164,48 @@ def _float_to_gray8(arr: np.ndarray) -> np.ndarray:
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 
 
-def _tiff_size(data: bytes) -> tuple[int, int]:
-    """Width and height of a TIFF's first image, read from its header only (tifffile)."""
+def _tiff_size(data: bytes) -> tuple[int, int, int]:
+    """Width, height and bytes per pixel of a TIFF's first image, read from its header (tifffile)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tf:
             page = tf.pages.first
-            return int(page.imagewidth), int(page.imagelength)
+            return int(page.imagewidth), int(page.imagelength), page.dtype.itemsize * page.samplesperpixel
     except Exception as exc:
         raise _decode_failure(exc) from exc
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+# Peak bytes per pixel of decoding + converting to RGB uint8, per PIL mode: measured peak RSS of
+# `decode` on 16 Mpx images (tests/unit/test_limits.py), rounded up by about 10%.
+_PEAK_BYTES_PER_PIXEL = {"1": 11, "L": 6, "P": 11, "I;16": 10, "I": 16, "F": 36, "RGB": 7}
+_PEAK_DEFAULT = 21  # RGBA (alpha compositing: 19 measured), CMYK, LA, ...
+_PEAK_PER_SAMPLE_BYTE = 8  # OpenCV-decoded TIFFs: x the bytes of one pixel (float RGB: 7 x 12 measured)
+
+
+def peak_bytes_per_pixel(mode: str) -> int:
+    """Estimated peak bytes per pixel of decoding an image of PIL `mode` to RGB uint8."""
+    return _PEAK_BYTES_PER_PIXEL.get("I;16" if mode.startswith("I;16") else mode, _PEAK_DEFAULT)
+
+
+def _check_size(width: int, height: int, max_pixels: int, per_pixel: int = 0, max_bytes: int = 0) -> None:
+    """Reject from the header: an empty size, more than max_pixels, or more than max_bytes to decode."""
     if width <= 0 or height <= 0:
         raise Rejected(DECODE_ERROR, f"empty size {width}x{height}")
     if width * height > max_pixels:
         raise Rejected(TOO_LARGE, f"{width}x{height} exceeds max_pixels={max_pixels}")
+    if max_bytes and width * height * per_pixel > max_bytes:
+        need = width * height * per_pixel
+        raise Rejected(TOO_LARGE, f"{width}x{height} needs ~{need} bytes to decode (budget {max_bytes})")
 
 
-def _decode_cv2(data: bytes, max_pixels: int) -> Decoded:
+def _decode_cv2(data: bytes, max_pixels: int, max_bytes: int) -> Decoded:
     """Second attempt for TIFFs Pillow cannot open (float, 32-bit int, odd sample layouts).
 
     The size comes from the TIFF header before OpenCV decodes a single pixel.
     """
-    width, height = _tiff_size(data)
-    _check_size(width, height, max_pixels)
+    width, height, pixel_bytes = _tiff_size(data)
+    _check_size(width, height, max_pixels, pixel_bytes * _PEAK_PER_SAMPLE_BYTE, max_bytes)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise Rejected(DECODE_ERROR, "neither Pillow nor OpenCV can decode this TIFF")
@@ -201,10 +237,16 @@ def _decode_failure(exc: Exception) -> Rejected:
     return Rejected(DECODE_ERROR, msg)
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Decoded:
+def decode(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft: int | None = None,
+    max_bytes: int = limits.MAX_DECODED_BYTES,
+) -> Decoded:
     """Decode encoded image bytes to RGB uint8; raise Rejected with a reason on failure.
 
-    The size is checked from the header before decoding (Pillow's own guard, then `max_pixels`).
+    The size is checked from the header before decoding (Pillow's own guard, then `max_pixels`,
+    then `max_bytes`: the estimated peak memory of decoding, see `peak_bytes_per_pixel`).
     Pillow first; TIFFs it cannot open get a second try with OpenCV. EXIF orientation is applied
     (the array is what a viewer shows). 16-bit data maps to 8 bits by a fixed division
     (0..65535 -> 0..255), so intensities stay comparable between images.
@@ -218,13 +260,18 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None 
         raise Rejected(TOO_LARGE, f"Pillow's decompression-bomb guard: {exc}") from exc
     except UnidentifiedImageError as exc:
         if data[:4] in TIFF_MAGIC:
-            return _decode_cv2(data, max_pixels)
+            return _decode_cv2(data, max_pixels, max_bytes)
         raise Rejected(NOT_AN_IMAGE, "not an image format Pillow can read") from exc
     except Exception as exc:
         raise _decode_failure(exc) from exc
     width, height = im.size
-    _check_size(width, height, max_pixels)
     mode = im.mode
+    # a JPEG the decoder down-scales (draft) costs the budget of its smaller size
+    scale = 1
+    if draft and im.format == "JPEG":
+        while min(width, height) // (scale * 2) >= draft and scale < 8:
+            scale *= 2
+    _check_size(width, height, max_pixels, peak_bytes_per_pixel(mode), max_bytes * scale * scale)
     try:
         if draft and im.format == "JPEG":
             im.draft("RGB" if mode != "L" else "L", (draft, draft))
@@ -251,18 +298,35 @@ def load(path: str | bytes | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return decode(read_bytes(path), max_pixels)
 
 
-def letterbox(image: np.ndarray, size: int) -> np.ndarray:
-    """Pad to a square with the median border colour (keeps aspect ratio), then resize to size."""
+def _pad_square(image: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """Centre the image on a square canvas of its longer side, filled with `fill`."""
     h, w = image.shape[:2]
     side = max(h, w)
+    canvas = np.empty((side, side, 3), dtype=np.uint8)
+    canvas[:] = fill
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top : top + h, left : left + w] = image
+    return canvas
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """Pad to a square with the median border colour (keeps aspect ratio), then resize to size.
+
+    While the square fits in limits.LETTERBOX_CANVAS_BYTES this is exactly pad-then-resize; a
+    larger image is first resized so its longer side is `size` (the same geometry, to within a
+    pixel's rounding), then padded: memory stays size x size whatever the aspect ratio."""
+    h, w = image.shape[:2]
+    side = max(h, w)
+    if h == w and side == size:
+        return image
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]], axis=0)
+    fill = np.median(border, axis=0).astype(np.uint8)
+    if side * side * 3 > limits.LETTERBOX_CANVAS_BYTES:
+        scale = size / side
+        dsize = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return _pad_square(cv2.resize(image, dsize, interpolation=cv2.INTER_AREA), fill)
     if h != w:
-        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]], axis=0)
-        fill = np.median(border, axis=0).astype(np.uint8)
-        canvas = np.empty((side, side, 3), dtype=np.uint8)
-        canvas[:] = fill
-        top, left = (side - h) // 2, (side - w) // 2
-        canvas[top : top + h, left : left + w] = image
-        image = canvas
+        image = _pad_square(image, fill)
     if side != size:
         interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
         image = cv2.resize(image, (size, size), interpolation=interp)
@@ -280,10 +344,18 @@ def stretch(image: np.ndarray, size: int) -> np.ndarray:
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Shorter side to `size`, then the central size x size: torchvision's Resize(size) +
     CenterCrop(size) on a PIL image (Pillow bilinear, antialiased; the longer side truncated, the
-    crop offset rounded), i.e. Ultralytics' classification preprocessing, pixel for pixel."""
+    crop offset rounded), i.e. Ultralytics' classification preprocessing, pixel for pixel.
+    An image so elongated that the scaled copy would pass limits.CENTER_CROP_BYTES is rejected
+    (extreme_aspect)."""
     h, w = image.shape[:2]
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(size * long / short)
+    if size * new_long * 3 > limits.CENTER_CROP_BYTES:
+        raise Rejected(
+            EXTREME_ASPECT,
+            f"{w}x{h}: scaling the shorter side to {size} px would make a {size}x{new_long} image "
+            f"(limit {limits.CENTER_CROP_BYTES} bytes)",
+        )
     nw, nh = (size, new_long) if w <= h else (new_long, size)
     if (nh, nw) != (h, w):
         image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aquaflow.io import atomic_path, read_json, sha256_file, write_json
+from aquaflow.io import atomic_path, read_json, redacted, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,12 @@ def validate_card(card: dict[str, Any], origin: str = "model card") -> dict[str,
 
 def write_card(card: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """Validate a card (it must carry its id) and write it atomically; every trainer and importer
-    writes cards through here."""
+    writes cards through here. Remote URIs in it (tracking store, where the model or its
+    pretrained weights came from) lose their credentials and query strings (redact_uri)."""
     validate_card(card, str(path))
     if "id" not in card:
         raise ModelCardError(f"{path}: model card has no 'id' (the weights' SHA-256)")
-    write_json(card, path)
+    write_json(redacted(card), path)
     return card
 
 

@@ -55,7 +55,12 @@ def image_stats(image: np.ndarray, width: int, height: int) -> np.ndarray:
     side = max(gray.shape)
     if side > _SHARPNESS_SIDE:
         f = _SHARPNESS_SIDE / side
-        gray = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        h, w = gray.shape
+        if min(round(h * f), round(w * f)) >= 1:
+            gray = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        else:  # a strip thinner than 1 px once scaled: keep 1 px (OpenCV refuses an empty size)
+            dsize = (max(1, round(w * f)), max(1, round(h * f)))
+            gray = cv2.resize(gray, dsize, interpolation=cv2.INTER_AREA)
     _, lap_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
     return np.array(
         [np.sqrt(width * height), width / height, mean[0, 0], std[0, 0], lap_std[0, 0] ** 2],

@@ -27,7 +27,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from aquaflow.io import write_json
+from aquaflow.io import redact_uri, redacted, write_json
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 log = logging.getLogger(__name__)
@@ -144,7 +144,8 @@ def run(
 
 
 def log_params(params: dict[str, Any]) -> None:
-    flat = {k: ("" if v is None else str(v))[:6000] for k, v in flatten(params).items()}
+    """Log flattened params, every remote URI without credentials or query (aquaflow.io.redact_uri)."""
+    flat = {k: redact_uri("" if v is None else str(v))[:6000] for k, v in flatten(params).items()}
     items = list(flat.items())
     for i in range(0, len(items), 100):
         mlflow.log_params(dict(items[i : i + 100]))
@@ -280,7 +281,7 @@ def log_training(
         for i in range(0, len(batch), 1000):  # MLflow's limit per log_batch call
             c.log_batch(run_id, metrics=batch[i : i + 1000])
         mlflow.log_metrics({metric_key(k): float(v) for k, v in (metrics or {}).items() if _finite(v)})
-        card = {**card, "usecase": usecase, "mlflow": {"tracking_uri": uri, "run_id": run_id}}
+        card = {**card, "usecase": usecase, "mlflow": {"tracking_uri": redact_uri(uri), "run_id": run_id}}
         write_card(card, card_path)
         for path in (card_path, *artifacts):
             mlflow.log_artifact(str(path))
@@ -308,7 +309,8 @@ def log_evaluation(
 
     uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
     tracked = card.get("mlflow") or {}
-    trained_here = tracked.get("tracking_uri") == uri and not card.get("imported_from")
+    # the card holds the store's URI without credentials
+    trained_here = tracked.get("tracking_uri") in (uri, redact_uri(uri)) and not card.get("imported_from")
     run_id = tracked.get("run_id") if trained_here else None
     run_name = None if run_id else f"{card.get('usecase', 'model')}-evaluate"
     try:
@@ -418,7 +420,6 @@ def log_inference(
     counts, throughput, drift summary; writes {run_id, tracking_uri, ...} to `out`. Classifiers log
     images per predicted class (`predicted.<class>`), detectors the detections (`detections`,
     `detections.<class>`: their summary's per_class counts objects, not images)."""
-    from aquaflow.io import write_json
 
     uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
     model = model_version_of(card, uri)
@@ -467,11 +468,13 @@ def log_inference(
         if drift is not None:
             mlflow.log_dict(drift, "drift/drift.json")
             mlflow.set_tag("drifted_batches", ",".join(drift["overall"]["drifted_batches"])[:5000])
-        info = {
-            "run_id": active.info.run_id,
-            "tracking_uri": uri,
-            "experiment": mlflow_cfg["experiment"],
-            **model,
-        }
+        info = redacted(
+            {
+                "run_id": active.info.run_id,
+                "tracking_uri": uri,
+                "experiment": mlflow_cfg["experiment"],
+                **model,
+            }
+        )
     write_json(info, out)
     return info

@@ -2,10 +2,12 @@
 
 A ZooScan scan is hundreds of megapixels (356 MP at 2400 dpi). `process_scan` reads the scan and
 its blank(s) strip by strip (uncompressed TIFFs are read straight from the file at the strip's
-offset; anything else is decoded once), subtracts the background, segments, measures and cuts
-vignettes. Each strip is read with a margin above and below; an object belongs to the strip that
-holds its top row, so an object up to `margin` px tall is seen whole exactly once. Taller objects
-would be cut by the margin: they are counted (`truncated`) and dropped, never measured wrongly.
+offset, TIFFs compressed in strips decode only the strips a range needs; anything else is decoded
+once, after its header showed it fits in limits.MAX_WHOLE_SCAN_BYTES), subtracts the background,
+segments, measures and cuts vignettes. Each strip is read with a margin above and below; an object
+belongs to the strip that holds its top row, so an object up to `margin` px tall is seen whole
+exactly once. Taller objects would be cut by the margin: they are counted (`truncated`) and
+dropped, never measured wrongly.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import tifffile
+from PIL import Image
 
+from aquaflow.data import limits
 from aquaflow.preprocess import background as bgmod
 from aquaflow.preprocess import segment as seg
 
@@ -28,29 +32,57 @@ log = logging.getLogger(__name__)
 
 
 class StripReader:
-    """Row ranges of a single-page grayscale TIFF (or any image cv2/tifffile can read)."""
+    """Row ranges of a single-page grayscale scan, read without decoding the whole image where the
+    file allows it: an uncompressed TIFF straight from its bytes, a TIFF compressed in several
+    strips one strip at a time (tifffile decodes each). Anything else (one compressed strip, tiles,
+    PNG/JPEG...) is decoded whole, and only if its header says that fits in `max_whole_bytes`."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, max_whole_bytes: int = limits.MAX_WHOLE_SCAN_BYTES):
         self.path = Path(path)
         self._array: np.ndarray | None = None
         self._offset: int | None = None
+        self._strip_rows: int | None = None  # rows per strip when decoded strip by strip
+        need = 0
         if self.path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(self.path) as tf:
-                page = tf.pages[0]
+                page = tf.pages.first
                 self.shape = tuple(page.shape)
                 self.dtype = np.dtype(page.dtype)
                 if page.is_contiguous and page.compression == 1 and page.fillorder == 1:
                     self._offset = int(page.dataoffsets[0])
+                elif not page.is_tiled and len(page.dataoffsets) > 1 and len(self.shape) == 2:
+                    self._strip_rows = int(page.rowsperstrip)
+                need = int(np.prod(self.shape)) * self.dtype.itemsize
         else:
-            self._load()
+            need = self._header()
         if len(self.shape) != 2:
             raise ValueError(f"{self.path}: grayscale scans only, got shape {self.shape}")
+        if self._offset is None and self._strip_rows is None and need > max_whole_bytes:
+            raise ValueError(
+                f"{self.path}: a {self.width}x{self.height} scan that can only be decoded whole (not a "
+                f"TIFF, or compressed as one strip or in tiles) would need {need} bytes, more than "
+                f"{max_whole_bytes} (aquaflow.data.limits.MAX_WHOLE_SCAN_BYTES): save it as an "
+                "uncompressed TIFF or a TIFF compressed in strips (e.g. rowsperstrip=256)"
+            )
         bgmod.white_of(self.dtype)
         # byte order of uncompressed TIFF data as written by tifffile/libtiff (file byte order)
         self._file_dtype = self.dtype
         if self._offset is not None and self.dtype.itemsize > 1:
             with tifffile.TiffFile(self.path) as tf:
                 self._file_dtype = self.dtype.newbyteorder(tf.byteorder)
+
+    def _header(self) -> int:
+        """Shape and dtype of a non-TIFF scan from its header (Pillow, nothing decoded); returns the
+        bytes OpenCV needs to decode it and convert it to grey."""
+        try:
+            with Image.open(self.path) as im:
+                w, h, bands, mode = im.width, im.height, len(im.getbands()), im.mode
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"{self.path}: refused by Pillow's decompression-bomb guard: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.path}: cannot read image ({exc})") from exc
+        self.shape, self.dtype = (h, w), np.dtype(np.uint16 if mode.startswith("I;16") else np.uint8)
+        return h * w * self.dtype.itemsize * (bands + 1)
 
     def _load(self) -> np.ndarray:
         if self._array is None:
@@ -66,6 +98,21 @@ class StripReader:
             self.shape, self.dtype = tuple(arr.shape), arr.dtype
         return self._array
 
+    def _strips(self, y0: int, y1: int) -> np.ndarray:
+        """Rows y0..y1-1 of a TIFF compressed in strips, decoding only the strips they lie in."""
+        out = np.empty((y1 - y0, self.width), self.dtype)
+        rps = self._strip_rows or 1
+        with tifffile.TiffFile(self.path) as tf:
+            page, fh = tf.pages.first, tf.filehandle
+            for i in range(y0 // rps, (y1 - 1) // rps + 1):
+                fh.seek(page.dataoffsets[i])
+                segment, _, _ = page.decode(fh.read(page.databytecounts[i]), i, jpegtables=page.jpegtables)
+                segment = segment.reshape(-1, self.width)
+                top = i * rps
+                a, b = max(y0, top), min(y1, top + segment.shape[0])
+                out[a - y0 : b - y0] = segment[a - top : b - top]
+        return out
+
     @property
     def height(self) -> int:
         return int(self.shape[0])
@@ -76,6 +123,8 @@ class StripReader:
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
         """Rows y0..y1-1 as a fresh array of the scan dtype."""
+        if self._strip_rows is not None:
+            return self._strips(y0, y1)
         if self._offset is None:
             return np.array(self._load()[y0:y1])
         w, item = self.width, self.dtype.itemsize

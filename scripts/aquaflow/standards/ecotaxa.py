@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from aquaflow.data import imaging
 from aquaflow.io import atomic_path
@@ -131,6 +132,7 @@ def table(
         "seq",
         "id",
         "source",
+        "source_hex",  # the local path's bytes: never published
         "object_name",
         "model_id",
         "run_id",
@@ -196,6 +198,52 @@ def read_tsv(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     return raw.iloc[1:].reset_index(drop=True), types
 
 
+_JPEG_SOI, _JPEG_SOS, _JPEG_APP1 = b"\xff\xd8", 0xDA, 0xE1
+_EXIF_HEADER, _XMP_HEADER = b"Exif\x00\x00", b"http://ns.adobe.com/xap/1.0/\x00"
+
+
+def _orientation_exif(orientation: int) -> bytes:
+    """An APP1 segment holding only the EXIF Orientation tag (Pillow writes the TIFF structure)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = exif.tobytes()  # starts with Exif\0\0
+    return b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def strip_exif(data: bytes) -> bytes:
+    """The same image without its EXIF and XMP metadata (GPS position, camera serial, dates),
+    pixels untouched: a JPEG loses its EXIF/XMP APP1 segments (the entropy-coded data is copied
+    byte for byte), keeping only the Orientation tag so viewers still turn it upright; a PNG with
+    EXIF is re-encoded losslessly without it. Other files come back as they are."""
+    if data[:2] == _JPEG_SOI:
+        return _strip_jpeg_app1(data)
+    with Image.open(io.BytesIO(data)) as im:
+        if im.format != "PNG" or not (im.info.get("exif") or "XML:com.adobe.xmp" in im.info):
+            return data
+        out = io.BytesIO()
+        im.save(out, "PNG")  # Pillow writes no eXIf/XMP unless asked
+        return out.getvalue()
+
+
+def _strip_jpeg_app1(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as im:
+        orientation = int(im.getexif().get(0x0112, 1))
+    kept, pos = [_JPEG_SOI], 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == _JPEG_SOS:  # image data follows: copied as it is, to the end
+            break
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segment = data[pos : pos + 2 + length]
+        payload = segment[4:]
+        if not (marker == _JPEG_APP1 and payload.startswith((_EXIF_HEADER, _XMP_HEADER))):
+            kept.append(segment)
+        pos += 2 + length
+    if orientation != 1:
+        kept.insert(1, _orientation_exif(orientation))
+    return b"".join(kept) + data[pos:]
+
+
 @functools.lru_cache(maxsize=2)
 def _decoded(source: str, read=imaging.read_bytes) -> np.ndarray:
     """Decoded image, cached: the crops of one FlowCam collage come one after another."""
@@ -203,14 +251,16 @@ def _decoded(source: str, read=imaging.read_bytes) -> np.ndarray:
 
 
 def item_image(
-    source: str, crop: tuple[int, int, int, int] | None, read=imaging.read_bytes
+    source: str, crop: tuple[int, int, int, int] | None, read=imaging.read_bytes, exif: bool = False
 ) -> tuple[bytes, bool]:
-    """The bytes to ship for one item: the original file when EcoTaxa accepts it, else a PNG.
+    """The bytes to ship for one item: the original file when EcoTaxa accepts it (without its
+    EXIF/XMP unless `exif`, see strip_exif), else a PNG (which carries no metadata).
 
     `read(source) -> bytes`: how to get a file (aquaflow.engine.staging.BundleReader without a shared
     file system)."""
     if crop is None and Path(source).suffix.lower() in ECOTAXA_IMAGE_FORMATS:
-        return read(source), False
+        data = read(source)
+        return (data if exif else strip_exif(data)), False
     img = _decoded(source, read)
     if crop is not None:
         x, y, w, h = crop
@@ -218,10 +268,13 @@ def item_image(
     return imaging.encode(img, ".png"), True
 
 
-def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path, read=None) -> None:
+def write_bundle(
+    preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path, read=None, strip: bool = True
+) -> None:
     """A zip EcoTaxa can import: the TSV at the root and every image under images/.
 
-    `read(source) -> bytes` (default: the file at `source`, or its exact bytes from `source_hex`)."""
+    `read(source) -> bytes` (default: the file at `source`, or its exact bytes from `source_hex`);
+    `strip` (config export.strip_exif): originals go in without their EXIF/XMP (strip_exif)."""
     if read is None:
         from aquaflow.engine.staging import source_reader
 
@@ -235,7 +288,7 @@ def write_bundle(preds: pd.DataFrame, tsv: str | Path, zip_path: str | Path, rea
             box = None
             if crops is not None and crops[i][2] > 0:
                 box = tuple(int(v) for v in crops[i])
-            data, _ = item_image(src, box, read)
+            data, _ = item_image(src, box, read, exif=not strip)
             zf.writestr(name, data)
 
 

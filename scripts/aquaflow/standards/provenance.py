@@ -21,7 +21,7 @@ import yaml
 from rocrate.rocrate import ROCrate
 
 from aquaflow import __version__
-from aquaflow.io import atomic_path, sha256_file
+from aquaflow.io import atomic_path, public, public_uri, sha256_file
 
 PROFILES = {
     "process": "https://w3id.org/ro/wfrun/process/0.5",
@@ -78,7 +78,7 @@ def _file_entity(crate: ROCrate, path: Path, dest: str, role: str, max_copy_byte
         "dateModified": _iso(path.stat().st_mtime),
     }
     if size > max_copy_bytes:
-        props["description"] = f"{role}; not copied ({size} bytes): {path}"
+        props["description"] = f"{role}; not copied ({size} bytes): {public_uri(str(path))}"
         return crate.add_jsonld({"@id": f"#{dest}", "@type": "CreativeWork", **props})
     return crate.add_file(str(path), dest_path=dest, properties=props)
 
@@ -174,7 +174,8 @@ def write(out: str | Path, **kwargs: Any) -> None:
     """Build the crate and write it as a zip, atomically."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "resolved_config.yaml"
-        cfg.write_text(yaml.safe_dump(kwargs["config"], sort_keys=False))
+        # the config as published: URIs without credentials or query strings, paths relative
+        cfg.write_text(yaml.safe_dump(public(kwargs["config"]), sort_keys=False))
         crate = build(config_path=cfg, **kwargs)
         with atomic_path(out) as dest:
             crate.write_zip(str(dest))

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from aquaflow.data import limits
 from aquaflow.data.roots import OUTSIDE_ROOT, Root
 
 SPLITS = ("train", "val", "test")
@@ -198,6 +199,21 @@ def _coco_polygon_to_norm(seg: list, w: int, h: int) -> np.ndarray:
     return np.clip(pts / [w, h], 0, 1)
 
 
+def check_rle_size(seg: dict, h: int, w: int, image: Path) -> None:
+    """An RLE mask is decoded at its own `size`: it must be the size of its image entry, which must
+    be the image file's own (read from its header) and at most limits.MAX_MASK_PIXELS, so a few
+    bytes of JSON cannot ask for a mask of gigabytes."""
+    size = seg.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and [int(v) for v in size] == [h, w]):
+        raise LabelError(f"RLE size {size!r} is not its image's [height, width] [{h}, {w}]")
+    if h * w > limits.MAX_MASK_PIXELS:
+        raise LabelError(f"RLE mask of {w}x{h} px exceeds {limits.MAX_MASK_PIXELS} px")
+    if not image.is_file():
+        raise LabelError(f"image {image} of an RLE mask does not exist")
+    if image_size(image) != (w, h):
+        raise LabelError(f"image {image} is {image_size(image)} px, its entry says {w}x{h}")
+
+
 def _rle_polygon(seg: dict, h: int, w: int) -> np.ndarray | None:
     import cv2
     from pycocotools import mask as mask_utils
@@ -269,6 +285,10 @@ def read_coco(
         seg = ann.get("segmentation")
         if task == "segment":
             if isinstance(seg, dict):
+                try:
+                    check_rle_size(seg, h, w, Path(images_dir) / im["file_name"])
+                except LabelError as exc:
+                    raise LabelError(f"{where}: {exc}") from None
                 poly = _rle_polygon(seg, h, w)
             elif isinstance(seg, list) and seg:
                 parts = [np.asarray(s, dtype=np.float64) for s in seg]
