@@ -28,7 +28,7 @@ from ..conftest import run_snakemake, write_workdir
 pytestmark = pytest.mark.workflow
 
 KIND = {"detect": "fish", "segment": "coral", "obb": "diatoms"}
-N_REF, N_BATCH = 40, 24
+N_REF, N_BATCH = 24, 12
 SCATTER = ("--set-scatter", "infer=1")  # one shard per campaign, in every run of the module
 TARGETS = [
     f"results/{t}/campaigns/survey/{f}" for t in KIND for f in ("drift/policy.json", "mlflow_run.json")

@@ -48,6 +48,14 @@ def detect_usecase(campaign_dir, **top) -> dict:
     return uc | top
 
 
+def targets(uc: str) -> list[str]:
+    """What the tests read of a use case: its model card and its campaign's outputs (the exports
+    and the inference run, tested elsewhere for detectors, are left out: fewer jobs)."""
+    return [f"results/{uc}/model/model_card.json"] + [
+        f"results/{uc}/campaigns/survey/{name}" for name in ("predictions.parquet", "summary.json")
+    ]
+
+
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("detect_mlflow")
@@ -67,7 +75,7 @@ def workflow(tmp_path_factory):
         "augmentation": {"mosaic": 0.0},
     }
     wd = write_workdir(tmp / "wd", {"fish": fish})
-    first = run_snakemake(wd, "--set-scatter", "infer=1")
+    first = run_snakemake(wd, *targets("fish"), "results/fish/eval/metrics.json", "--set-scatter", "infer=1")
     return {"tmp": tmp, "wd": wd, "res": wd / "results", "campaign": campaign, "first": first, "fish": fish}
 
 
@@ -97,7 +105,7 @@ def given(workflow):
         "given": detect_usecase(workflow["campaign"], model={"source": "path", "path": str(folder)}),
     }
     write_workdir(workflow["wd"], ucs)
-    second = run_snakemake(workflow["wd"], "--set-scatter", "infer=1")
+    second = run_snakemake(workflow["wd"], *targets("reef"), *targets("given"), "--set-scatter", "infer=1")
     return {"folder": folder, "second": second}
 
 

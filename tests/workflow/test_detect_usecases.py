@@ -1,13 +1,18 @@
 """The four detection use cases end to end on generated scenes, on CPU, with the network blocked.
 
-One Snakemake run trains (YOLO11n from its yaml, no pretrained weights), evaluates and runs a
-campaign for each of fish (detect), coral (segment), diatoms (obb) and beach (segment, tiled). The
-fish use case has a second campaign, a folder mixing good images with zero-byte, truncated,
-non-image and oversized files. Every Python process of the run has the network guard
-(tests/netguard) and, where `unshare` works, the run has no network namespace at all.
+One Snakemake run: fish (detect) trains YOLO11n from its yaml (no pretrained weights) to a real
+detector, evaluates it and predicts its campaigns; coral (segment) and diatoms (obb) train the same
+way on a token budget (what is tested there is the path: training, evaluation, the campaign's
+outputs, with a low `conf`), and beach (segment, tiled) is given an untrained model (its head set by
+hand, tests/detect_models.py) that predicts large images tile by tile. The fish use case has a second
+campaign, a folder mixing good images with zero-byte, truncated, non-image and oversized files.
+Every Python process of the run has the network guard (tests/netguard) and, where `unshare` works,
+the run has no network namespace at all.
 
-mAP50 floors (benchmark of record: pycocotools for detect/segment, Ultralytics for obb) after the
-tiny CPU budget below; a pipeline that mixes up coordinates, classes or image ids scores ~0.
+One learned mAP50 floor (fish; benchmark of record: pycocotools): a pipeline that mixes up
+coordinates, classes or image ids scores ~0. That every task's evaluation scores the truth 1 and
+moved truth ~0 is `test_ground_truth_scores_one_and_shifted_truth_scores_zero` (below), fed the
+ground truth itself, without a model.
 """
 
 from __future__ import annotations
@@ -27,36 +32,42 @@ import yaml
 
 from aquaflow.synthetic import scenes
 from tests.conftest import REPO, workflow_cmd, write_workdir
+from tests.detect_models import seeded_head_model
 
 pytestmark = pytest.mark.workflow
 
-FLOORS = {"fish": 0.5, "coral": 0.5, "diatoms": 0.4, "beach": 0.3}  # measured: 0.95, 0.95, 0.75, 0.58
+FLOOR = 0.5  # fish mAP50 (pycocotools), measured: see FISH_TRAIN
 KIND = {"fish": "fish", "coral": "coral", "diatoms": "diatoms", "beach": "beach"}
 CONFIG = {"fish": "fish_detection", "coral": "cold_coral", "diatoms": "diatoms", "beach": "beach"}
-SIZE = 96
+TRAINED = ["fish", "coral", "diatoms"]  # beach: a given model
+SIZE = 96  # fish: scenes, training and tiles (the tile-border and SAHI tests below)
+TOKEN = 64  # coral, diatoms and beach: scenes and image size of the token-budget use cases
 MAX_PIXELS = 300 * 300
+FISH_IMAGES = (48, 24)  # train, val
+FISH_TRAIN = {"epochs": 20, "lr0": 0.01, "warmup_epochs": 0}  # 120 steps of 8 images
+TOKEN_TRAIN = {"epochs": 1, "lr0": 0.003, "warmup_epochs": 0}  # one pass: the path, not the model
+CONF = {"fish": 0.25, "coral": 0.001, "diatoms": 0.001, "beach": 0.1}  # low: plumbing under test
 
 
 def usecase(name: str, data) -> dict:
     uc = yaml.safe_load((REPO / f"config/usecases/{CONFIG[name]}.yaml").read_text())
     uc["source"] = {"kind": "path", "path": str(data)}
     det = uc["detection"]
-    det["imgsz"] = SIZE
+    det["imgsz"] = SIZE if name == "fish" else TOKEN
     det["train"] = {
-        "epochs": 16,
+        **(FISH_TRAIN if name == "fish" else TOKEN_TRAIN),
         "batch": 8,
+        "nbs": 8,
         "optimizer": "AdamW",
-        "lr0": 0.003,
-        "warmup_epochs": 1,
         "close_mosaic": 0,
         "validate_each_epoch": False,
         "device": "cpu",
         "augmentation": {"mosaic": 0.0, "scale": 0.2, "translate": 0.05},
     }
-    det["predict"].update(device="cpu", batch=16, max_pixels=MAX_PIXELS)
+    det["predict"].update(device="cpu", batch=16, max_pixels=MAX_PIXELS, conf=CONF[name])
+    if name != "fish":
+        det["predict"]["max_det"] = 10
     det["overlays"] = 3
-    if name == "beach":
-        det["predict"]["tiling"].update(tile=SIZE, overlap=32, full_image=True)
     return uc
 
 
@@ -79,20 +90,51 @@ def fault_folder(folder, good_from) -> dict[str, str]:
     return expected
 
 
+CAMPAIGN_OUTPUTS = ("predictions.parquet", "counts.parquet", "detections.json", "summary.json", "overlays")
+
+
+def targets(ucs: dict[str, dict]) -> list[str]:
+    """Every use case's model, evaluation and campaign outputs; the exports, the MLflow inference
+    run and the campaigns' summary for fish's demo campaign only: every rule of the detection
+    workflow runs once under the network guard, with fewer jobs (the exports of every task are
+    test_detect_exports, the inference runs test_detect_campaign_tracking)."""
+    out = []
+    for uc, cfg in ucs.items():
+        out.append(f"results/{uc}/model/model_card.json")
+        if uc in TRAINED:
+            out += [f"results/{uc}/model/training_curve.png", f"results/{uc}/eval/metrics.json"]
+        for campaign in cfg["campaigns"]:
+            out += [f"results/{uc}/campaigns/{campaign}/{name}" for name in CAMPAIGN_OUTPUTS]
+    demo = "results/fish/campaigns/demo"
+    out += [f"{demo}/mlflow_run.json", "results/fish/campaigns/summary.tsv"]
+    out += [f"{demo}/export/{name}_fish_demo.{ext}" for name, ext in FISH_EXPORTS]
+    return out
+
+
+FISH_EXPORTS = (("ecotaxa", "tsv"), ("ecotaxa", "zip"), ("rocrate", "zip"))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("detect")
     ucs = {}
-    for name, kind in KIND.items():
-        size = (128, 128) if name == "beach" else (SIZE, SIZE)
-        data = scenes.write_dataset(kind, tmp / "data" / name, 96, 24, size, seed=3).parent
+    for name in TRAINED:
+        n_train, n_val = FISH_IMAGES if name == "fish" else (8, 4)
+        size = (SIZE, SIZE) if name == "fish" else (TOKEN, TOKEN)
+        data = scenes.write_dataset(KIND[name], tmp / "data" / name, n_train, n_val, size, seed=3).parent
         ucs[name] = usecase(name, data)
     # the fish use case: a second campaign with a folder of good and broken files
     faults = fault_folder(tmp / "faults", tmp / "data/fish/images/val")
     ucs["fish"]["campaigns"]["faults"] = {"inputs": [{"kind": "folder", "path": str(tmp / "faults")}]}
-    # the beach campaign: large images, predicted tile by tile
+    # the beach use case: a given model, its campaign large images predicted tile by tile
+    beach = usecase("beach", None)
+    del beach["source"], beach["detection"]["train"]
+    beach["model"] = {"source": "path", "path": str(tmp / "models/beach")}
+    beach["detection"]["predict"]["tiling"].update(tile=TOKEN, overlap=16, full_image=True)
+    seeded_head_model(tmp / "models/beach", "segment", list(scenes.KINDS["beach"][1]), TOKEN)
     scenes.write_images("beach", tmp / "beach_large", 3, (224, 352), seed=9)
-    ucs["beach"]["campaigns"] = {"large": {"inputs": [{"kind": "folder", "path": str(tmp / "beach_large")}]}}
+    beach["campaigns"] = {"large": {"inputs": [{"kind": "folder", "path": str(tmp / "beach_large")}]}}
+    ucs["beach"] = beach
     wd = write_workdir(tmp / "wd", ucs)
     netlog = tmp / "network_attempts.log"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("YOLO_")}
@@ -100,7 +142,7 @@ def run(tmp_path_factory):
         "PYTHONPATH": os.pathsep.join([str(REPO / "tests/netguard"), str(REPO / "scripts")]),
         "AQUAFLOW_NETGUARD_LOG": str(netlog),
     }
-    cmd = workflow_cmd(wd, "--cores", "2", "--resources", "gpu=1", "--set-scatter", "infer=1")
+    cmd = workflow_cmd(wd, *targets(ucs), "--cores", "2", "--resources", "gpu=1", "--set-scatter", "infer=1")
     if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
         cmd = ["unshare", "-rn", *cmd]
     t0 = time.perf_counter()
@@ -126,7 +168,7 @@ def test_no_network_attempted(run):
     print(f"detection workflow (4 use cases): {run['seconds']:.0f} s")
 
 
-@pytest.mark.parametrize("uc", list(KIND))
+@pytest.mark.parametrize("uc", TRAINED)
 def test_model_card_and_metrics_floor(run, uc):
     res = run["res"] / uc
     card = json.loads((res / "model/model_card.json").read_text())
@@ -140,13 +182,15 @@ def test_model_card_and_metrics_floor(run, uc):
     m = json.loads((res / "eval/metrics.json").read_text())
     rec = m["record"]
     print(f"{uc}: {rec} {card['training']['seconds_per_epoch']} s/epoch, P/R {m['at_threshold']['all']}")
-    assert rec["mAP50"] >= FLOORS[uc], rec
+    if uc == "fish":  # the one learned floor; the others trained a token budget
+        assert rec["mAP50"] >= FLOOR, rec
     assert 0 <= rec["mAP50_95"] <= rec["mAP50"] <= 1
     if task == "detect":
         assert rec["source"] == "pycocotools bbox"
     if task == "segment":
         assert rec["source"] == "pycocotools segm" and m["at_threshold"]["iou_kind"] == "mask"
-        assert m["coco_bbox"]["mAP50"] > 0
+        # its boxes scored too (that they score the truth 1: test_ground_truth_scores_one_...)
+        assert 0 <= m["coco_bbox"]["mAP50"] <= 1 and set(m["coco_bbox"]["per_class"]) == set(card["classes"])
     if task == "obb":
         assert rec["source"].startswith("ultralytics obb")
     u = m["ultralytics"]["mask" if task == "segment" else "box"]["mAP50"]
@@ -204,8 +248,12 @@ def test_campaign_outputs_validate(run, uc, campaign):
     if uc in ("coral", "diatoms", "beach"):  # a pixel size is configured
         unit = {"coral": "cm", "diatoms": "um", "beach": "cm"}[uc]
         assert (table[f"area_{unit}2"] > 0).all()
-    assert (table["score"] >= 0.25 - 1e-6).all() or task == "obb"
-    assert ((table["x"] >= -1) & (table["x"] + table["w"] <= table["image_width"] + 1)).all()
+    assert (table["score"] >= CONF[uc] - 1e-6).all() or task == "obb"
+    if task == "obb":  # rotated boxes of a token-budget model may reach past the image: their centres
+        cx, cy = table["x"] + table["w"] / 2, table["y"] + table["h"] / 2
+        assert (cx.between(-1, table["image_width"] + 1) & cy.between(-1, table["image_height"] + 1)).all()
+    else:
+        assert ((table["x"] >= -1) & (table["x"] + table["w"] <= table["image_width"] + 1)).all()
     gt = COCO(str(c / "coco_images.json"))
     dt = gt.loadRes(str(c / "detections.json"))
     assert len(dt.getAnnIds()) == len(table)
@@ -218,13 +266,16 @@ def test_campaign_outputs_validate(run, uc, campaign):
 
 def test_beach_tiled_campaign_covers_the_large_images(run):
     c = _campaign(run, "beach", "large")
+    card = json.loads((run["res"] / "beach/model/model_card.json").read_text())
+    assert card["task"] == "segment" and card["classes"] == list(scenes.KINDS["beach"][1])
+    assert card["imported_from"] == {"source": "path", "path": str(run["tmp"] / "models/beach")}
     counts = pd.read_parquet(c / "counts.parquet")
     assert set(zip(counts["image_width"], counts["image_height"], strict=True)) == {(352, 224)}
     assert json.loads((c / "summary.json").read_text())["shards"]["1-of-1"]["tiled"] is True
     table = pd.read_parquet(c / "predictions.parquet")
-    # wrack bands are found on every image, some of them across tile borders (x or y > one tile)
+    # detections on every image, some of them beyond the first tile (tile offsets applied)
     assert table.groupby("seq").size().min() >= 1
-    assert (table["x"] + table["w"] > SIZE).any()
+    assert (table["x"] + table["w"] > TOKEN).any()
 
 
 def test_fault_folder_rejected_with_reasons(run):
