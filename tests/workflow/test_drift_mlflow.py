@@ -109,6 +109,7 @@ TARGETS = [
     "results/flowcam/campaigns/survey/drift/policy.json",
     "results/flowcam/campaigns/survey/mlflow_run.json",
 ]
+SCATTER = ("--set-scatter", "infer=1")  # one shard: sharding is what test_bulk_resume tests
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def trained(server, tmp_path_factory):
     work = tmp_path_factory.mktemp("drift_workflow")
     _campaign_images(work)
     write_workdir(work, {"flowcam": _usecase("warn")})
-    run_snakemake(work, *TARGETS, env=_env(server))
+    run_snakemake(work, *TARGETS, *SCATTER, env=_env(server))
     return work, work / "results/flowcam"
 
 
@@ -140,7 +141,9 @@ def test_warn_completes_and_flags_only_the_shifted_batch(trained):
 
 def test_report_shows_the_driftwatch_plot(trained):
     work, _ = trained
-    run_snakemake(work, *TARGETS, "--report", "report.html", env={"PYTHONPATH": str(REPO / "scripts")})
+    run_snakemake(
+        work, *TARGETS, *SCATTER, "--report", "report.html", env={"PYTHONPATH": str(REPO / "scripts")}
+    )
     html = (work / "report.html").read_text()
     assert "driftwatch.png" in html and "DriftWatch for campaign" in html and "drift.tsv" in html
 
@@ -181,7 +184,7 @@ def test_fail_policy_stops_the_workflow_naming_the_batch(trained, server):
     uc = yaml.safe_load((work / "config/usecases/flowcam.yaml").read_text())
     uc["drift"]["on_drift"] = "fail"
     (work / "config/usecases/flowcam.yaml").write_text(yaml.safe_dump(uc, sort_keys=False))
-    proc = run_snakemake(work, *TARGETS, check=False, env=_env(server))
+    proc = run_snakemake(work, *TARGETS, *SCATTER, check=False, env=_env(server))
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "drift detected in 1 batch(es)" in out and "shifted" in out and "on_drift: fail" in out
@@ -199,7 +202,7 @@ def test_inference_with_the_model_from_the_registry(trained, server, tmp_path):
     uc["campaigns"] = {"year2": {"inputs": [{"kind": "folder", "path": str(work / "incoming/heldout")}]}}
     uc["export"]["ecotaxa"]["enabled"] = False
     write_workdir(tmp_path, {"lab": uc})
-    run_snakemake(tmp_path, "results/lab/campaigns/year2/mlflow_run.json", env=_env(server))
+    run_snakemake(tmp_path, "results/lab/campaigns/year2/mlflow_run.json", *SCATTER, env=_env(server))
     card = json.loads((tmp_path / "results/lab/model/model_card.json").read_text())
     assert card["imported_from"]["uri"] == "models:/aquaflow_flowcam/1"
     info = json.loads((tmp_path / "results/lab/campaigns/year2/mlflow_run.json").read_text())

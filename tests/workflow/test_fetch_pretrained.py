@@ -25,13 +25,12 @@ def lite0(sha256):
 
 
 def test_fetch_pretrained_copies_and_checks_the_weights(tmp_path):
-    work = write_workdir(tmp_path / "ok", {"flowcam": lite0(SHA256)})
-    run_snakemake(work, TARGET)
-    assert sha256_file(work / TARGET) == SHA256
-
-    bad = write_workdir(tmp_path / "bad", {"flowcam": lite0("0" * 64)})
-    proc = run_snakemake(bad, TARGET, check=False)
+    """One run, two use cases: the right pin gives the weights, a wrong one fails its job only."""
+    work = write_workdir(tmp_path, {"flowcam": lite0(SHA256), "bad": lite0("0" * 64)})
+    bad = TARGET.replace("/flowcam/", "/bad/")
+    proc = run_snakemake(work, TARGET, bad, "--keep-going", check=False)
     assert proc.returncode != 0
-    log = (bad / "results/flowcam/logs/fetch_pretrained/efficientnet-lite0-57934424.pth.log").read_text()
+    assert sha256_file(work / TARGET) == SHA256
+    log = (work / "results/bad/logs/fetch_pretrained/efficientnet-lite0-57934424.pth.log").read_text()
     assert "sha256 mismatch" in log
-    assert not (bad / TARGET).exists()
+    assert not (work / bad).exists()

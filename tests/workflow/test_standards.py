@@ -5,6 +5,7 @@ Workflow Run RO-Crate (rocrate, roc-validator)."""
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 
 import pandas as pd
@@ -15,23 +16,19 @@ from rocrate.rocrate import ROCrate
 from aquaflow.io import sha256_file
 from aquaflow.standards import dwca
 
-from ..conftest import REPO, run_snakemake, tiny_usecase, trained_copy, validate_rocrate
+from ..conftest import run_snakemake, validate_rocrate
 from ..dwca_checks import meta_xml_errors, obis_problems, read_archive
 from ..unit.test_ecotaxa import reimport
+from ..wf_b_fixtures import DEMO, demo_done
 
 pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, flowcam_trained):
-    """The demo campaign and its exports, after the session's tiny training (trained_copy)."""
-    uc = tiny_usecase()
-    uc["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
-    uc["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
-    work = trained_copy(flowcam_trained, tmp_path_factory.mktemp("standards") / "work", uc)
-    proc = run_snakemake(work)
-    assert "rule train:" not in proc.stdout + proc.stderr  # the session's training was up to date
-    return work, work / "results/flowcam/campaigns/demo"
+    """The demo campaign and its exports, after the session's tiny training (shared, read-only)."""
+    work = demo_done(tmp_path_factory, flowcam_trained)
+    return work, work / DEMO
 
 
 def test_dwca_validates_and_counts_match_predictions(demo):
@@ -97,8 +94,8 @@ def test_rocrate_loads_and_validates(demo, tmp_path):
     assert validate_rocrate(crate_zip, tmp_path / "http-cache") == []
 
 
-def test_editing_eml_reruns_only_the_exports(demo):
-    work, _ = demo
+def test_editing_eml_reruns_only_the_exports(demo, tmp_path):
+    work = shutil.copytree(demo[0], tmp_path / "work", symlinks=True)
     path = work / "config/usecases/flowcam.yaml"
     uc = yaml.safe_load(path.read_text())
     uc["export"]["dwca"]["eml"]["title"] = "A new title"
