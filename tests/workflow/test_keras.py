@@ -253,7 +253,7 @@ def test_given_keras_file_and_card_predict_as_model_predict(tmp_path):
     tcard = kb.import_model(spec, model / "model.keras", model / "model_card.json")
     assert read_json(model / "model_card.json") == tcard and tcard["backend"] == "keras"
     assert tcard["id"] == sha256_file(tiny_dir / "model.keras") == sha256_file(model / "model.keras")
-    table = build([{"kind": "folder", "path": str(tmp_path / "made")}], None)
+    table = build([{"kind": "folder", "path": str(tmp_path / "made"), "extensions": [".png"]}], None)
     out = tmp_path / "shard"
     summary = infer.run_shard(
         table,
