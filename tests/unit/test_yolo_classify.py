@@ -4,7 +4,6 @@ labels and probabilities; cards come from the checkpoint; a checkpoint of anothe
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,84 +20,15 @@ from aquaflow.engine import infer
 from aquaflow.io import sha256_file, write_json
 from aquaflow.models.artifacts import ModelCardError, validate_card
 
-IMGSZ = 32
-
-
-def train_tiny_cls(images: Path, work: Path, epochs: int = 3) -> Path:
-    """A yolo11n-cls model trained by Ultralytics itself (no aquaflow code) on the planktonclas
-    FlowCam crops at 32 px: one image in four to val. Returns best.pt."""
-    checkpoint.offline(work / "ultralytics")
-    from ultralytics import YOLO
-
-    data = work / "data"
-    for cls in sorted(p.name for p in images.iterdir() if p.is_dir()):
-        for i, f in enumerate(sorted((images / cls).glob("*.jpg"))):
-            dst = data / ("val" if i % 4 == 0 else "train") / cls / f.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(f, dst)
-    model = YOLO("yolo11n-cls.yaml", task="classify")
-    model.train(
-        data=str(data),
-        epochs=epochs,
-        imgsz=IMGSZ,
-        batch=16,
-        nbs=16,
-        lr0=0.01,
-        warmup_epochs=0,
-        device="cpu",
-        amp=False,
-        pretrained=False,
-        workers=0,
-        plots=False,
-        seed=0,
-        project=str(work / "runs"),
-        name="run",
-        exist_ok=True,
-        verbose=False,
-    )
-    return Path(model.trainer.save_dir) / "weights" / "best.pt"
-
-
-def odd_images(src: list[Path], out: Path) -> list[Path]:
-    """Images of other shapes than the crops: very wide, very tall, smaller than the model's input,
-    exactly its size, grey PNG."""
-    out.mkdir(parents=True, exist_ok=True)
-    base = np.asarray(Image.open(src[0]).convert("RGB"))
-    shapes = {
-        "wide": (20, 200),
-        "tall": (180, 25),
-        "small": (12, 17),
-        "exact": (IMGSZ, IMGSZ),
-        "odd": (33, 47),
-    }
-    paths = []
-    for name, (h, w) in shapes.items():
-        p = out / f"{name}.png"
-        Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC).save(p)
-        paths.append(p)
-    grey = out / "grey.png"
-    Image.open(src[1]).convert("L").save(grey)
-    return [*paths, grey]
-
-
-def ultralytics_probs(weights: Path, paths: list[Path]) -> np.ndarray:
-    """Ultralytics' own predict, one image path at a time, at the model's image size."""
-    from ultralytics import YOLO
-
-    model = YOLO(str(weights))
-    return np.stack(
-        [
-            model.predict(source=str(p), imgsz=IMGSZ, device="cpu", verbose=False)[0].probs.data.numpy()
-            for p in paths
-        ]
-    )
+from ..wf_a_models import IMGSZ, odd_images, tiny_cls_pt, ultralytics_probs  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, planktonclas_resources):
-    """The trained checkpoint, its model folder (model.pt + card) and test images of every shape."""
+def tiny(tmp_path_factory, planktonclas_resources, tiny_cls_pt):  # noqa: F811
+    """The trained checkpoint (shared, read-only), its model folder (model.pt + card) and test
+    images of every shape."""
     work = tmp_path_factory.mktemp("yolo_cls")
-    best = train_tiny_cls(planktonclas_resources / "demo-images", work)
+    best = tiny_cls_pt
     folder = work / "model"
     folder.mkdir()
     (folder / "model.pt").write_bytes(best.read_bytes())

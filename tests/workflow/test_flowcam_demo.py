@@ -36,7 +36,7 @@ def demo(tmp_path_factory, flowcam_trained):
         }
     }
     write_workdir(work, {"flowcam": uc})
-    proc = run_snakemake(work)
+    proc = run_snakemake(work, "--report", "report.html", "--report-after-run")  # one run, not two
     assert "rule train:" not in proc.stdout + proc.stderr  # the session's training was up to date
     return work, work / "results" / "flowcam", expected, proc
 
@@ -157,7 +157,6 @@ def test_second_run_does_nothing(demo):
 
 def test_report(demo):
     work, _, _, _ = demo
-    run_snakemake(work, "--report", "report.html")
     html = (work / "report.html").read_text()
     assert "Confusion matrix on the held-out split" in html
     assert "per_class.tsv" in html and "training_curve.png" in html

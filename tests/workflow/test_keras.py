@@ -1,5 +1,6 @@
-"""Keras backend through the real workflow: a planktonclas model folder, a small Keras classifier
-and a fine-tuned Keras application, compared with Keras's / planktonclas's own predict paths."""
+"""Keras backend through the real workflow: a planktonclas model folder and a fine-tuned Keras
+application in one workflow run, and a small Keras classifier (.keras + card) through the same
+import and shard engine in this process, compared with Keras's / planktonclas's own predict paths."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ if importlib.util.find_spec("tensorflow") is None:  # the optional extra; `make 
 
 from aquaflow.backends import keras_model as kb
 from aquaflow.data import imaging
-from aquaflow.io import read_json, write_json
+from aquaflow.data.inputs import build
+from aquaflow.engine import infer
+from aquaflow.io import read_json, sha256_file, write_json
 from aquaflow.standards.dwca import COUNT
 from aquaflow.standards.taxonomy import Taxon, write_table
 
@@ -127,28 +130,104 @@ def given_usecase(model_path: Path, images: Path, **model) -> dict:
     }
 
 
-def predictions_by_name(workdir: Path, uc: str) -> pd.DataFrame:
-    df = pd.read_parquet(workdir / "results" / uc / "campaigns" / "run1" / "predictions.parquet")
+def predictions_by_name(path: Path) -> pd.DataFrame:
+    df = pd.read_parquet(path)
     df["name"] = df["source"].map(lambda s: Path(s).name)
     return df.set_index("name")
 
 
-@pytest.mark.timeout(600)
-def test_given_keras_models_predict_as_their_own_predict_paths(tmp_path, planktonclas_resources):
-    """planktonclas folder and a small trained .keras + card, both through import_keras_model ->
-    infer_shard -> infer_gather; compared with planktonclas.test_utils.predict and model.predict."""
-    # 1. planktonclas: 3 real FlowCam classes, 4 images each, its own predict path (1 crop, no TTA)
+def trained_usecase(tmp: Path) -> dict:
+    """`kt`: train_keras fine-tunes a keras.applications backbone (weights from disk) for one epoch
+    on two classes of 8 made images, with every campaign capability of the engine."""
+    classes = ["a", "b"]
+    make_images(tmp / "data", classes, 8, seed=1)
+    backbone = keras.applications.MobileNetV3Small(
+        include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg"
+    )
+    backbone.save_weights(tmp / "backbone.weights.h5")
+    (tmp / "s.csv").write_text(
+        "eventID,eventDate,decimalLatitude,decimalLongitude\nkt_c,2024-05-08T10:00:00Z,51.2,2.9\n"
+    )
+    write_table(
+        [
+            Taxon("a", "Bacillariophyceae", 148899, "Class", "Chromista", "verified", "2026-01-01"),
+            Taxon("b", "Biota", 1, "", "", "verified", "2026-01-01"),
+        ],
+        tmp / "taxa.tsv",
+    )
+    return {
+        "source": {"kind": "path", "path": str(tmp / "data")},
+        "dataset": {"layout": "class_folders", "split": {"val": 0.25, "test": 0.25}},
+        "model": {
+            "backend": "keras",
+            "arch": "MobileNetV3Small",
+            "input_size": 64,
+            "pretrained": {"kind": "path", "path": str(tmp / "backbone.weights.h5")},
+        },
+        "training": {
+            "epochs": 1,
+            "batch_size": 4,
+            "lr": 0.001,
+            "warmup_epochs": 0,
+            "augmentation": ["hflip", "rot90"],
+            "class_weights": {"b": 2.0},
+        },
+        "inference": {"device": "cpu", "embeddings": True},
+        # every campaign capability of the engine, for this backend too
+        "campaigns": {"c": {"inputs": [{"kind": "dataset"}], "samples": {"path": str(tmp / "s.csv")}}},
+        "drift": {"enabled": True, "on_drift": "warn", "batch": {"by": "folder", "min_size": 4}},
+        "export": {"dwca": {"taxonomy": str(tmp / "taxa.tsv")}},
+    }
+
+
+@pytest.fixture(scope="module")
+def keras_run(tmp_path_factory, planktonclas_resources) -> dict:
+    """One workflow run, two use cases: `plankton` (a planktonclas folder of 3 real FlowCam classes
+    through import_keras_model -> infer_shard -> infer_gather, 4 images per class) and `kt`
+    (`trained_usecase`: train_keras -> evaluate -> campaign, MLflow, drift, exports)."""
+    tmp = tmp_path_factory.mktemp("keras_wf")
     demo = planktonclas_resources / "demo-images"
     classes = sorted(p.name for p in demo.iterdir() if p.is_dir())[:3]
-    flowcam = tmp_path / "flowcam"
+    flowcam = tmp / "flowcam"
     for c in classes:
         (flowcam / c).mkdir(parents=True)
         for f in sorted((demo / c).iterdir())[:4]:
             shutil.copy(f, flowcam / c / f.name)
     files = sorted(str(p) for p in flowcam.rglob("*.jpg"))
-    folder, conf = make_planktonclas_folder(tmp_path / "plankton", classes, 64, files)
+    folder, conf = make_planktonclas_folder(tmp / "plankton", classes, 64, files)
+    kt = trained_usecase(tmp / "kt")
+    wd = write_workdir(tmp / "wd", {"plankton": given_usecase(folder, flowcam), "kt": kt})
+    run_snakemake(wd, "--set-scatter", "infer=1", env=ENV)
+    return {"wd": wd, "folder": folder, "conf": conf, "files": files, "classes": classes}
 
-    # 2. a small Keras classifier trained a few steps on images made here, saved with its card
+
+def test_given_planktonclas_folder_predicts_as_its_own_predict_path(keras_run):
+    """The planktonclas folder through the workflow vs planktonclas.test_utils.predict (1 crop, no
+    TTA): same top-1 labels and probabilities."""
+    from planktonclas import test_utils
+
+    run = keras_run
+    wd, files, classes, conf = run["wd"], run["files"], run["classes"], run["conf"]
+    model = keras.saving.load_model(run["folder"] / "ckpts" / "best_model.keras", compile=False)
+    lab, prob = test_utils.predict(model, files, conf, top_K=3, crop_num=1)
+    got = predictions_by_name(wd / "results/plankton/campaigns/run1/predictions.parquet")
+    got = got.loc[[Path(f).name for f in files]]
+    assert len(got) == len(files) == 12
+    assert got["top1_label"].tolist() == [classes[i] for i in lab[:, 0]]
+    assert got["top1_label"].nunique() > 1  # the model tells images apart
+    np.testing.assert_allclose(got["top1_prob"], prob[:, 0], atol=1e-5)
+    np.testing.assert_allclose(got["top2_prob"], prob[:, 1], atol=1e-5)
+    pcard = read_json(wd / "results/plankton/model/model_card.json")
+    assert pcard["resize"] == "stretch" and pcard["normalization"]["mean_rgb"] == conf["dataset"]["mean_RGB"]
+    assert pcard["classes"] == classes and pcard["input_size"] == 64 and pcard["backend"] == "keras"
+    assert got["model_id"].unique().tolist() == [pcard["id"]]
+
+
+def test_given_keras_file_and_card_predict_as_model_predict(tmp_path):
+    """A small Keras classifier trained a few steps here (logits out, mean/std card), saved as
+    model.keras + model_card.json, through import_keras_model's and infer_shard's library calls
+    (kb.import_model, infer.run_shard) vs model.predict on the same images, within 1e-5; the
+    embeddings are its penultimate layer's."""
     tiny_classes = ["ciliate", "diatom", "detritus"]
     made = make_images(tmp_path / "made", tiny_classes, 6)
     x = np.stack([imaging.letterbox(imaging.load(p).image, 48) for p in made])
@@ -169,88 +248,43 @@ def test_given_keras_models_predict_as_their_own_predict_paths(tmp_path, plankto
     card = {"format": "keras", "weights": "model.keras", "arch": "tiny_cnn", "classes": tiny_classes}
     write_json({**card, "input_size": 48, "normalization": norm}, tiny_dir / "model_card.json")
 
-    wd = write_workdir(
-        tmp_path / "wd",
-        {
-            "plankton": given_usecase(folder, flowcam),
-            "tiny": given_usecase(tiny_dir, tmp_path / "made"),
-        },
+    model = tmp_path / "model"
+    spec = {"source": "path", "path": str(tiny_dir), "safe_mode": True}  # what the rule passes
+    tcard = kb.import_model(spec, model / "model.keras", model / "model_card.json")
+    assert read_json(model / "model_card.json") == tcard and tcard["backend"] == "keras"
+    assert tcard["id"] == sha256_file(tiny_dir / "model.keras") == sha256_file(model / "model.keras")
+    table = build([{"kind": "folder", "path": str(tmp_path / "made"), "extensions": [".png"]}], None)
+    out = tmp_path / "shard"
+    summary = infer.run_shard(
+        table,
+        model / "model.keras",
+        model / "model_card.json",
+        out / "predictions.parquet",
+        out / "rejected.parquet",
+        out / "summary.json",
+        top_k=3,
+        batch_size=8,
+        workers=0,
+        device="cpu",
+        embeddings=True,
     )
-    run_snakemake(wd, "--set-scatter", "infer=1", env=ENV)
+    assert summary["predicted"] == summary["seen"] == len(made) == 18
 
-    # planktonclas: same top-1 labels and probabilities as its own predict (10-crop TTA off)
-    from planktonclas import test_utils
-
-    model = keras.saving.load_model(folder / "ckpts" / "best_model.keras", compile=False)
-    lab, prob = test_utils.predict(model, files, conf, top_K=3, crop_num=1)
-    got = predictions_by_name(wd, "plankton").loc[[Path(f).name for f in files]]
-    assert len(got) == len(files) == 12
-    assert got["top1_label"].tolist() == [classes[i] for i in lab[:, 0]]
-    assert got["top1_label"].nunique() > 1  # the model tells images apart
-    np.testing.assert_allclose(got["top1_prob"], prob[:, 0], atol=1e-5)
-    np.testing.assert_allclose(got["top2_prob"], prob[:, 1], atol=1e-5)
-    pcard = read_json(wd / "results/plankton/model/model_card.json")
-    assert pcard["resize"] == "stretch" and pcard["normalization"]["mean_rgb"] == conf["dataset"]["mean_RGB"]
-    assert pcard["classes"] == classes and pcard["input_size"] == 64 and pcard["backend"] == "keras"
-
-    # tiny: model.predict on the same images with the same preprocessing, within 1e-5
     ref = keras.activations.softmax(tiny.predict(kb.preprocess(x, norm), verbose=0)).numpy()
-    got = predictions_by_name(wd, "tiny").loc[[p.name for p in made]]
+    got = predictions_by_name(out / "predictions.parquet").loc[[p.name for p in made]]
     assert got["top1_label"].tolist() == [tiny_classes[i] for i in ref.argmax(1)]
     assert got["top1_label"].nunique() > 1
     np.testing.assert_allclose(got["top1_prob"], ref.max(1), atol=1e-5)
     embed = keras.Model(tiny.input, tiny.get_layer("embed").output).predict(kb.preprocess(x, norm), verbose=0)
     np.testing.assert_allclose(np.stack(got["embedding"].to_numpy()), embed, atol=1e-5)
-    tcard = read_json(wd / "results/tiny/model/model_card.json")
-    assert tcard["id"] == read_json(tiny_dir / "model_card.json").get("id", tcard["id"])
     assert got["model_id"].unique().tolist() == [tcard["id"]]
 
 
-@pytest.mark.timeout(600)
-def test_train_keras_one_epoch_is_tracked_in_mlflow(tmp_path):
+def test_train_keras_one_epoch_is_tracked_in_mlflow(keras_run):
     """train_keras fine-tunes a keras.applications backbone (weights from disk) for one epoch,
     evaluate runs on it (Keras predictor), and the MLflow run holds the metrics and the model folder."""
     classes = ["a", "b"]
-    make_images(tmp_path / "data", classes, 8, seed=1)
-    backbone = keras.applications.MobileNetV3Small(
-        include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg"
-    )
-    backbone.save_weights(tmp_path / "backbone.weights.h5")
-    uc = {
-        "source": {"kind": "path", "path": str(tmp_path / "data")},
-        "dataset": {"layout": "class_folders", "split": {"val": 0.25, "test": 0.25}},
-        "model": {
-            "backend": "keras",
-            "arch": "MobileNetV3Small",
-            "input_size": 64,
-            "pretrained": {"kind": "path", "path": str(tmp_path / "backbone.weights.h5")},
-        },
-        "training": {
-            "epochs": 1,
-            "batch_size": 4,
-            "lr": 0.001,
-            "warmup_epochs": 0,
-            "augmentation": ["hflip", "rot90"],
-            "class_weights": {"b": 2.0},
-        },
-        "inference": {"device": "cpu", "embeddings": True},
-        # every campaign capability of the engine, for this backend too
-        "campaigns": {"c": {"inputs": [{"kind": "dataset"}], "samples": {"path": str(tmp_path / "s.csv")}}},
-        "drift": {"enabled": True, "on_drift": "warn", "batch": {"by": "folder", "min_size": 4}},
-        "export": {"dwca": {"taxonomy": str(tmp_path / "taxa.tsv")}},
-    }
-    (tmp_path / "s.csv").write_text(
-        "eventID,eventDate,decimalLatitude,decimalLongitude\nkt_c,2024-05-08T10:00:00Z,51.2,2.9\n"
-    )
-    write_table(
-        [
-            Taxon("a", "Bacillariophyceae", 148899, "Class", "Chromista", "verified", "2026-01-01"),
-            Taxon("b", "Biota", 1, "", "", "verified", "2026-01-01"),
-        ],
-        tmp_path / "taxa.tsv",
-    )
-    wd = write_workdir(tmp_path / "wd", {"kt": uc})
-    run_snakemake(wd, "--set-scatter", "infer=1", env=ENV)
+    wd = keras_run["wd"]
     card = read_json(wd / "results/kt/model/model_card.json")
     assert card["backend"] == "keras" and card["format"] == "keras" and card["weights"] == "model.keras"
     assert card["normalization"] == {"preprocess": "keras_applications", "module": "mobilenet_v3"}

@@ -5,6 +5,7 @@ Ultralytics' trainer and is evaluated; a checkpoint of another task stops the im
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -16,20 +17,17 @@ import pytest
 from aquaflow.io import sha256_file
 
 from ..conftest import REPO, run_snakemake, tiny_usecase, write_workdir
-from ..unit.test_yolo_classify import IMGSZ, odd_images, train_tiny_cls, ultralytics_probs
+from ..wf_a_models import IMGSZ, odd_images, tiny_cls_pt, ultralytics_probs  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
-def given_pt(tmp_path_factory, planktonclas_resources) -> Path:
-    """A yolo11n-cls checkpoint trained by Ultralytics alone (no aquaflow code), at 32 px."""
-    return train_tiny_cls(planktonclas_resources / "demo-images", tmp_path_factory.mktemp("given_pt"))
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, planktonclas_resources, given_pt):
-    """One workflow run with two use cases: `given` (the bare .pt, one campaign of crops and odd
-    shapes, no dataset) and `trained` (the FlowCam demo data, Ultralytics' trainer for 2 epochs
-    starting from the given checkpoint, the demo campaign with a DwC-A, embeddings and drift)."""
+def run(tmp_path_factory, planktonclas_resources, tiny_cls_pt):  # noqa: F811
+    """One workflow run (--keep-going) with four use cases: `given` (the bare .pt trained by
+    Ultralytics alone, one campaign of crops and odd shapes, no dataset), `trained` (the FlowCam
+    demo data, Ultralytics' trainer for 2 epochs starting from the given checkpoint, the demo
+    campaign with a DwC-A, embeddings and drift), and two whose import must fail: `wrong` (a
+    detection checkpoint for a classify use case) and `fish` (the classifier for a detect use case)."""
+    given_pt = tiny_cls_pt
     work = tmp_path_factory.mktemp("yolo_cls_wf")
     crops = sorted((planktonclas_resources / "demo-images").rglob("*.jpg"))[::9]
     images = work / "campaign_images"
@@ -59,9 +57,20 @@ def run(tmp_path_factory, planktonclas_resources, given_pt):
     trained["drift"] = {"enabled": True, "on_drift": "warn", "batch": {"by": "folder", "min_size": 5}}
     trained["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
     trained["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
-    write_workdir(work, {"given": given, "trained": trained})
-    run_snakemake(work, "--set-scatter", "infer=1")
-    return {"res": work / "results", "images": images, "given_pt": given_pt, "work": work}
+    from ultralytics import YOLO
+
+    det = work / "det" / "model.pt"
+    det.parent.mkdir()
+    YOLO("yolo11n.yaml", task="detect").save(str(det))
+    wrong = {"task": "classify", "model": {"source": "path", "path": str(det), "backend": "ultralytics"}}
+    fish = {"task": "detect", "model": {"source": "path", "path": str(given_pt)}}
+    write_workdir(work, {"given": given, "trained": trained, "wrong": wrong, "fish": fish})
+    proc = run_snakemake(work, "--set-scatter", "infer=1", "--keep-going", check=False)
+    log = proc.stdout + proc.stderr
+    # the imports meant to fail are the run's only failures (--keep-going ran all the rest)
+    failed = set(re.findall(r"Error in rule (\w+):", log))
+    assert proc.returncode != 0 and failed == {"import_ultralytics_model"}, log[-6000:]
+    return {"res": work / "results", "images": images, "given_pt": given_pt, "work": work, "det": det}
 
 
 def test_given_pt_predicts_campaigns_as_ultralytics_does(run):
@@ -109,29 +118,14 @@ def test_source_train_writes_model_eval_and_campaign_exports(run):
     assert (demo / "export/ecotaxa_trained_demo.tsv").exists()
 
 
-def test_a_checkpoint_of_another_task_stops_the_import(run, tmp_path):
-    from ultralytics import YOLO
-
-    det = tmp_path / "model.pt"
-    YOLO("yolo11n.yaml", task="detect").save(str(det))
-    work = write_workdir(
-        tmp_path / "wrong",
-        {
-            "wrong": {
-                "task": "classify",
-                "model": {"source": "path", "path": str(det), "backend": "ultralytics"},
-            },
-            "fish": {"task": "detect", "model": {"source": "path", "path": str(run["given_pt"])}},
-        },
-    )
-    targets = ["results/wrong/model/model_card.json", "results/fish/model/model_card.json"]
-    proc = run_snakemake(work, *targets, "--keep-going", check=False)
-    assert proc.returncode != 0
+def test_a_checkpoint_of_another_task_stops_the_import(run):
+    work, det = run["work"], run["det"]
     logs = (work / "results/wrong/logs/import_ultralytics_model.log").read_text()
     assert f"{det} is an Ultralytics 'detect' model but the use case's task is 'classify'" in logs
     logs = (work / "results/fish/logs/import_ultralytics_model.log").read_text()
     assert "is an Ultralytics 'classify' model but the use case's task is 'detect'" in logs
     assert not (work / "results/wrong/model/model.pt").exists()
+    assert not (work / "results/fish/model/model.pt").exists()
 
 
 def test_training_run_registry_inference_run_and_drift(run):
