@@ -16,6 +16,8 @@ rule cv_folds:
         f"{RESULTS}/{{uc}}/cv/folds.parquet",
     log:
         f"{RESULTS}/{{uc}}/logs/cv_folds.log",
+    conda:
+        "../envs/torch.yaml"
     params:
         cv=lambda wildcards: UC[wildcards.uc]["cv"],
     script:
@@ -74,6 +76,8 @@ rule cv_gather:
         predictions=f"{RESULTS}/{{uc}}/cv/predictions.parquet",
     log:
         f"{RESULTS}/{{uc}}/logs/cv_gather.log",
+    conda:
+        "../envs/torch.yaml"
     params:
         intervals=lambda wildcards: UC[wildcards.uc]["intervals"],
         mlflow=mlflow_settings,

@@ -185,6 +185,11 @@ def test_model_card_and_metrics_floor(run, uc):
     if uc == "fish":  # the one learned floor; the others trained a token budget
         assert rec["mAP50"] >= FLOOR, rec
     assert 0 <= rec["mAP50_95"] <= rec["mAP50"] <= 1
+    iv = m["intervals"]  # bootstrap over images; mAP's only where pycocotools is the record
+    assert ("mAP50" in iv) == (task != "obb") and iv["resamples"] == 1000
+    for name in ("mAP50", "recall", "f1", *(f"precision/{c}" for c in card["classes"])):
+        if name in iv:
+            assert 0 <= iv[name][0] <= iv[name][1] <= 1, (name, iv[name])
     if task == "detect":
         assert rec["source"] == "pycocotools bbox"
     if task == "segment":

@@ -109,6 +109,8 @@ def test_source_train_writes_model_eval_and_campaign_exports(run):
     assert len(history) == 2 and (res / "model/training_curve.png").stat().st_size > 0
     metrics = json.loads((res / "eval/metrics.json").read_text())
     assert metrics["model_id"] == card["id"] and 0.0 <= metrics["accuracy"] <= 1.0
+    low, high = metrics["intervals"]["macro_f1"]  # the same bootstrap intervals as every backend
+    assert low <= metrics["macro_f1"] <= high
     manifest = pd.read_parquet(res / "prepared/manifest.parquet")
     assert metrics["n"] == int((manifest["split"] == "test").sum())
     demo = res / "campaigns/demo"
