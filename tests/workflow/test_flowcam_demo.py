@@ -73,7 +73,8 @@ def test_evaluation(demo):
     assert m["top1_accuracy"] <= m["top3_accuracy"] <= m["top5_accuracy"]
     assert sum(map(sum, m["confusion_matrix"])) == 8
     per_class = pd.read_csv(res / "eval/per_class.tsv", sep="\t")
-    assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"]
+    intervals = [f"{k}_{side}" for k in ("precision", "recall", "f1") for side in ("low", "high")]
+    assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support", *intervals]
     assert per_class["support"].sum() == 8 and len(per_class) == 6
     for png in ("eval/confusion_matrix.png", "model/training_curve.png"):
         with Image.open(res / png) as im:
