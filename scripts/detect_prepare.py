@@ -5,5 +5,6 @@ from aquaflow.tasks.detect import formats
 
 runlog.setup(snakemake.log[0])
 params = snakemake.params
-ds = formats.read_dataset(snakemake.input.raw, params.data, params.task, params.allow_outside_root)
+allow_outside_root = params.data.get("allow_paths_outside_root", False)
+ds = formats.read_dataset(snakemake.input.raw, params.data, params.task, allow_outside_root)
 formats.materialise(ds, snakemake.output.data, snakemake.params.task)

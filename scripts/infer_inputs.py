@@ -8,7 +8,9 @@ from aquaflow.data import inputs
 runlog.setup(snakemake.log[0])
 raw = snakemake.input.raw or None
 images = Path(raw, snakemake.params.images) if raw else None
-table = inputs.build(snakemake.params.inputs, images, raw, snakemake.params.allow_outside_root)
+specs = snakemake.params.inputs
+allow_outside_root = any(spec.get("allow_paths_outside_root", False) for spec in specs)
+table = inputs.build(specs, images, raw, allow_outside_root)
 if raw:  # without a shared file system `raw` is a local copy: keep the workflow's own path
     table = inputs.relocate(table, raw, snakemake.params.raw_name)
 inputs.write(table, snakemake.output[0])  # what the listings skipped goes into the file's metadata

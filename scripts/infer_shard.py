@@ -13,5 +13,5 @@ infer.run_shard_step(
     params=snakemake.params.inference,
     threads=snakemake.threads,
     log_stream=stream,
-    safe_mode=snakemake.params.safe_mode,
+    safe_mode=snakemake.params.inference.get("safe_mode", True),
 )

@@ -7,7 +7,7 @@ from aquaflow.io import write_json, write_parquet
 runlog.setup(snakemake.log[0])
 dataset = snakemake.params.dataset
 manifest, rejected, classes = build_manifest(
-    snakemake.input.raw, dataset, dataset["max_pixels"], snakemake.params.allow_outside_root
+    snakemake.input.raw, dataset, dataset["max_pixels"], dataset.get("allow_paths_outside_root", False)
 )
 write_parquet(manifest, snakemake.output.manifest)
 write_parquet(rejected, snakemake.output.rejected)

@@ -94,13 +94,31 @@ def uc_section(section):
     return get
 
 
-def uc_key(key):
-    """An input function returning one top-level key of the use case config."""
+def opt_outs(uc):
+    """The safety defaults the use case switched off, by config key ({} at the defaults)."""
+    cfg = UC[uc]
+    out = {}
+    if cfg["allow_paths_outside_root"]:
+        out["allow_paths_outside_root"] = True
+    if cfg["model"].get("safe_mode") is False:
+        out["safe_mode"] = False
+    return out
 
-    def get(wildcards):
-        return UC[wildcards.uc][key]
 
-    return get
+def with_opt_outs(get):
+    """A params function `get` (a dict, or a list of dicts) with the use case's switched-off safety
+    defaults added to it: only when switched off, so a run at the defaults keeps the params it
+    had (upgrading reruns nothing) and switching one off reruns what reads it."""
+
+    def params(wildcards):
+        value, extra = get(wildcards), opt_outs(wildcards.uc)
+        if not extra:
+            return value
+        if isinstance(value, list):
+            return [{**item, **extra} for item in value]
+        return {**value, **extra}
+
+    return params
 
 
 def uc_model_section(key):
@@ -198,7 +216,7 @@ def evaluation_settings(wildcards):
         "intervals": cfg["intervals"],
         "images": images_folder(wildcards),
         "device": cfg["inference"]["device"],
-        "safe_mode": cfg["model"]["safe_mode"],  # never read from the model card
+        **opt_outs(wildcards.uc),  # safe_mode from the config, never from the model card
     }
 
 
@@ -304,7 +322,7 @@ def drift_reference_settings(wildcards):
         "seed": cfg["drift"]["seed"],
         "images": images_folder(wildcards),
         "device": cfg["inference"]["device"],
-        "safe_mode": cfg["model"]["safe_mode"],  # never read from the model card
+        **opt_outs(wildcards.uc),  # safe_mode from the config, never from the model card
     }
 
 

@@ -23,9 +23,8 @@ rule detect_prepare:
     conda:
         "../envs/torch.yaml"
     params:
-        data=detection_section("data"),
+        data=with_opt_outs(detection_section("data")),
         task=detection_task,
-        allow_outside_root=uc_key("allow_paths_outside_root"),
     script:
         "../scripts/detect_prepare.py"
 

@@ -11,10 +11,9 @@ rule infer_inputs:
     conda:
         "../envs/data.yaml"
     params:
-        inputs=campaign_section("inputs"),
+        inputs=with_opt_outs(campaign_section("inputs")),
         images=images_folder,
         raw_name=campaign_raw,
-        allow_outside_root=uc_key("allow_paths_outside_root"),
     script:
         "../scripts/infer_inputs.py"
 
@@ -42,8 +41,7 @@ rule infer_shard:
         mem_mb=4000,
         runtime=120,
     params:
-        inference=uc_section("inference"),
-        safe_mode=uc_model_section("safe_mode"),  # Keras: from the config, never the card
+        inference=with_opt_outs(uc_section("inference")),  # safe_mode: config, never the card
     script:
         "../scripts/infer_shard.py"
 

@@ -12,7 +12,6 @@ rule prepare:
     conda:
         "../envs/data.yaml"
     params:
-        dataset=uc_section("dataset"),
-        allow_outside_root=uc_key("allow_paths_outside_root"),
+        dataset=with_opt_outs(uc_section("dataset")),
     script:
         "../scripts/prepare.py"

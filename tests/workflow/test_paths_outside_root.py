@@ -67,3 +67,10 @@ def test_a_campaign_manifest_naming_files_outside_its_folder(tmp_path):
     assert "outside_root" not in pred.columns  # the listing's flag is not a prediction column
     summary = json.loads((camp / "summary.json").read_text())
     assert summary["predicted"] + summary["rejected"] == len(rows) == 5
+
+    # the named opt-out reaches the listing: it reruns (not the model import) and reads every row
+    uc["allow_paths_outside_root"] = True
+    write_workdir(work, {"uc": uc})
+    proc = run_snakemake(work, *targets, "--set-scatter", "infer=1")
+    assert "rule infer_inputs:" in proc.stderr and "rule import_model:" not in proc.stderr
+    assert sorted(pd.read_parquet(camp / "predictions.parquet")["seq"]) == [0, 1, 2, 3, 4]
