@@ -11,4 +11,5 @@ cv.gather(
     interval=snakemake.params.intervals,
     out=dict(snakemake.output.items()),
     mlflow_cfg=snakemake.params.mlflow,
+    shipped=snakemake.input.shipped[0],
 )

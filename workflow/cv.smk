@@ -1,7 +1,8 @@
 # k-fold cross-validation of a use case's own recipe: `snakemake cv` (not part of `all`).
 # cv_folds assigns every labelled image a fold; cv_train trains the recipe once per fold (k separate
 # jobs: parallel on a cluster, on a GPU where there is one) and predicts its held-out fold;
-# cv_gather pools the out-of-fold predictions into figures with intervals (aquaflow.engine.cv).
+# cv_gather pools the out-of-fold predictions into figures with intervals (aquaflow.engine.cv), beside
+# the shipped model's own figures on every labelled image (cv_shipped): it should do at least as well.
 
 
 rule cv:
@@ -59,10 +60,32 @@ rule cv_train:
         "../scripts/cv_train.py"
 
 
+rule cv_shipped:
+    input:
+        raw=dataset_root,
+        manifest=rules.prepare.output.manifest,
+        weights=model_weights,
+        card=model_card,
+    output:
+        f"{RESULTS}/{{uc}}/cv/shipped.parquet",
+    log:
+        f"{RESULTS}/{{uc}}/logs/cv_shipped.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        evaluation=evaluation_settings,
+    script:
+        "../scripts/cv_shipped.py"
+
+
 rule cv_gather:
     input:
         predictions=cv_fold_predictions,
         classes=rules.prepare.output.classes,
+        shipped=rules.cv_shipped.output,
     output:
         metrics=f"{RESULTS}/{{uc}}/cv/metrics.json",
         summary=report(

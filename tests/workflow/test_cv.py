@@ -53,6 +53,28 @@ def test_pooled_figures_with_intervals_and_each_folds(cv_run):
     assert summary.loc["accuracy", "value"] == round(pooled["accuracy"], 4)
 
 
+def test_the_shipped_model_is_scored_on_every_labelled_image_beside_the_estimate(cv_run):
+    work, _ = cv_run
+    res = work / "results/flowcam"
+    own = json.loads((res / "cv/metrics.json").read_text())["shipped_model"]
+    manifest = pd.read_parquet(res / "prepared/manifest.parquet")
+    shipped = pd.read_parquet(res / "cv/shipped.parquet")
+    assert sorted(shipped["id"]) == sorted(manifest["id"]) and own["n"] == len(manifest) == 105
+    assert {s: v["n"] for s, v in own["by_split"].items()} == manifest["split"].value_counts().to_dict()
+    probs = shipped.filter(like="p_").to_numpy()
+    top1 = shipped.filter(like="p_").columns.str[2:][probs.argmax(1)]
+    assert own["accuracy"] == pytest.approx((top1 == shipped["label"]).mean())
+    test = shipped["split"] == "test"  # the test split's figure is the evaluate step's
+    evaluated = json.loads((res / "eval/metrics.json").read_text())
+    assert own["by_split"]["test"]["accuracy"] == pytest.approx(evaluated["accuracy"])
+    assert own["by_split"]["test"]["n"] == test.sum()
+    low, high = own["intervals"]["accuracy"]
+    assert low <= own["accuracy"] <= high
+    assert own["at_least_cv_estimate"] == (
+        own["accuracy"] >= json.loads((res / "cv/metrics.json").read_text())["pooled"]["accuracy"]
+    )
+
+
 def test_folds_are_tracked_not_registered_and_cv_is_not_in_the_default_target(cv_run):
     work, _ = cv_run
     client = MlflowClient(f"sqlite:///{(work / 'results/mlflow/mlflow.db').resolve()}")

@@ -5,7 +5,9 @@ class and, with a grouping, keeping each group (a sample's images) in one fold. 
 use case's recipe with fold f held out as test, fold f+1 as validation (early stopping) and the
 rest as training, then predicts fold f: out-of-fold probabilities for every labelled image. The
 pooled out-of-fold figures, with bootstrap intervals, estimate what the recipe gives on new data
-of this kind; the per-fold figures show how much one split can differ from the next.
+of this kind; the per-fold figures show how much one split can differ from the next. The shipped
+model's own figures on every labelled image (in-sample for its training split) are written beside
+them: a shipped model that does worse on its own data than the estimate says was trained badly.
 """
 
 from __future__ import annotations
@@ -112,6 +114,54 @@ def train_fold(
     return oof
 
 
+def shipped_predictions(
+    *,
+    weights: str | Path,
+    card_path: str | Path,
+    manifest_path: str | Path,
+    raw: str | Path,
+    eval_settings: dict[str, Any],
+    out: str | Path,
+    threads: int = 1,
+    log_stream=None,
+) -> pd.DataFrame:
+    """The shipped model's probabilities for every labelled image, each with its split."""
+    manifest = pd.read_parquet(manifest_path).reset_index(drop=True)
+    card = read_json(card_path)
+    predictor = load_predictor(weights, card, eval_settings["device"], threads)
+    images = Path(raw) / eval_settings["images"]
+    probs, _ = predict_split(manifest, images, predictor, eval_settings["batch_size"], log_stream)
+    table = manifest[["id", "path", "label", "split"]]
+    table = pd.concat([table, pd.DataFrame(probs, columns=[f"p_{c}" for c in card["classes"]])], axis=1)
+    write_parquet(table, out)
+    return table
+
+
+def _labels_and_probs(table: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    index = {c: i for i, c in enumerate(classes)}
+    return table["label"].map(index).to_numpy(), table[[f"p_{c}" for c in classes]].to_numpy()
+
+
+def shipped_figures(table: pd.DataFrame, classes: list[str], interval: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy and macro-F1 of the shipped model on all labelled images (with intervals) and per
+    split: the in-sample check that it is at least as good as the cross-validation estimate."""
+    y, probs = _labels_and_probs(table, classes)
+    every = classification_metrics(y, probs, classes, interval=interval)
+    out: dict[str, Any] = {
+        "n": every["n"],
+        "accuracy": every["accuracy"],
+        "macro_f1": every["macro_f1"],
+        "intervals": {
+            k: every["intervals"][k] for k in ("accuracy", "macro_f1") if k in every.get("intervals", {})
+        },
+        "by_split": {},
+    }
+    for split, part in table.groupby("split"):
+        m = classification_metrics(y[part.index], probs[part.index], classes)
+        out["by_split"][str(split)] = {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return out
+
+
 def gather(
     *,
     uc: str,
@@ -120,14 +170,14 @@ def gather(
     interval: dict[str, Any],
     out: dict[str, str | Path],
     mlflow_cfg: dict[str, Any],
+    shipped: str | Path | None = None,
 ) -> dict[str, Any]:
     """Pooled out-of-fold figures with intervals, and each fold's; metrics.json, summary.tsv,
-    folds.tsv and out-of-fold predictions, logged to MLflow as run `<uc>-cv`."""
+    folds.tsv and out-of-fold predictions, logged to MLflow as run `<uc>-cv`. With `shipped`
+    (shipped_predictions' table), metrics.json also holds the shipped model's own figures."""
     classes = list(read_json(classes_path)["classes"])
     oof = pd.concat([pd.read_parquet(p) for p in predictions], ignore_index=True)
-    index = {c: i for i, c in enumerate(classes)}
-    probs = oof[[f"p_{c}" for c in classes]].to_numpy()
-    y = oof["label"].map(index).to_numpy()
+    y, probs = _labels_and_probs(oof, classes)
     pooled = classification_metrics(y, probs, classes, interval=interval)
     per_fold = []
     for f, part in oof.groupby("fold"):
@@ -141,11 +191,24 @@ def gather(
         "fold_mean": {k: float(folds[k].mean()) for k in ("accuracy", "macro_f1")},
         "fold_std": {k: float(folds[k].std(ddof=1)) for k in ("accuracy", "macro_f1")},
     }
+    if shipped is not None:
+        own = shipped_figures(pd.read_parquet(shipped), classes, interval)
+        own["at_least_cv_estimate"] = bool(own["accuracy"] >= pooled["accuracy"])
+        metrics["shipped_model"] = own
+        log.info(
+            "shipped model on its %d labelled images: accuracy %.3f (cross-validation estimate %.3f)%s",
+            own["n"],
+            own["accuracy"],
+            pooled["accuracy"],
+            "" if own["at_least_cv_estimate"] else ": BELOW the estimate, check its training",
+        )
     write_json(metrics, out["metrics"])
     write_tsv(summary_table(pooled), out["summary"])
     write_tsv(folds, out["folds"])
     write_parquet(oof, out["predictions"])
     figures = {**pooled, **intervals.flat(pooled.get("intervals", {}))}
+    if "shipped_model" in metrics:
+        figures.update({f"shipped_{k}": metrics["shipped_model"][k] for k in ("accuracy", "macro_f1")})
     tracking.log_evaluation(
         {"id": f"cv:{uc}", "usecase": f"{uc}-cv"},
         {f"cv_{k}": v for k, v in figures.items()},
