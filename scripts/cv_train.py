@@ -7,6 +7,8 @@ stream = runlog.setup(snakemake.log[0])
 cv.train_fold(
     uc=snakemake.wildcards.uc,
     fold=int(snakemake.wildcards.fold),
+    backend=snakemake.params.backend,
+    weights_name=snakemake.params.weights,
     settings=snakemake.params.settings,
     eval_settings=snakemake.params.evaluation,
     raw=snakemake.input.raw,

@@ -520,10 +520,24 @@ def standards_targets():
     return out
 
 
+def cross_validated(cfg):
+    """`snakemake cv` covers the use cases that train a classifier (any backend)."""
+    return cfg["task"] == "classify" and trains(cfg)
+
+
 def cross_validates(uc):
-    """`snakemake cv` covers the use cases that train a torch classifier on labelled data."""
-    cfg = UC[uc]
-    return cfg["task"] == "classify" and trains(cfg) and backend(cfg) == "torch" and has_labels(uc)
+    return cross_validated(UC[uc]) and has_labels(uc)
+
+
+def cv_pretrained(wildcards):
+    """The fetched starting weights for backends that take a file (Keras resolves its own)."""
+    return [] if backend(UC[wildcards.uc]) == "keras" else pretrained_weights(wildcards)
+
+
+def backend_env(wildcards):
+    """The conda environment of the use case's backend (TensorFlow for Keras)."""
+    name = "keras" if backend(UC[wildcards.uc]) == "keras" else "torch"
+    return f"../envs/{name}.yaml"
 
 
 def cv_targets():

@@ -1,6 +1,7 @@
 # k-fold cross-validation of a use case's own recipe: `snakemake cv` (not part of `all`).
-# cv_folds assigns every labelled image a fold; cv_train trains the recipe once per fold (k separate
-# jobs: parallel on a cluster, on a GPU where there is one) and predicts its held-out fold;
+# cv_folds assigns every labelled image a fold; cv_train trains the recipe with the use case's own
+# classification backend (torch, keras, ultralytics) once per fold (k separate jobs: parallel on a
+# cluster, on a GPU where there is one) and predicts its held-out fold;
 # cv_gather pools the out-of-fold predictions into figures with intervals (aquaflow.engine.cv), beside
 # the shipped model's own figures on every labelled image (cv_shipped): it should do at least as well.
 
@@ -30,29 +31,28 @@ rule cv_train:
         raw=dataset_root,
         folds=rules.cv_folds.output,
         classes=rules.prepare.output.classes,
-        pretrained=pretrained_weights,
+        pretrained=cv_pretrained,
     output:
         manifest=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/manifest.parquet",
-        weights=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/model.safetensors",
-        card=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/model_card.json",
-        history=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/history.tsv",
-        curve=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/training_curve.png",
+        model=directory(f"{RESULTS}/{{uc}}/cv/fold{{fold}}/model"),
         predictions=f"{RESULTS}/{{uc}}/cv/fold{{fold}}/predictions.parquet",
     log:
         f"{RESULTS}/{{uc}}/logs/cv_train_{{fold}}.log",
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/cv_train_{{fold}}.tsv"
     wildcard_constraints:
-        uc=ucs_where(lambda cfg: trains(cfg) and backend(cfg) == "torch"),
+        uc=ucs_where(cross_validated),
         fold=r"\d+",
     conda:
-        "../envs/torch.yaml"
+        backend_env
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=240,
     params:
+        backend=lambda wildcards: backend(UC[wildcards.uc]),
+        weights=lambda wildcards: MODEL_FILE[backend(UC[wildcards.uc])],
         settings=training_settings,
         evaluation=evaluation_settings,
         mlflow=mlflow_settings,
@@ -71,7 +71,7 @@ rule cv_shipped:
     log:
         f"{RESULTS}/{{uc}}/logs/cv_shipped.log",
     conda:
-        "../envs/torch.yaml"
+        backend_env
     threads: 2
     resources:
         gpu=1,

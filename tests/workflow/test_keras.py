@@ -177,6 +177,7 @@ def trained_usecase(tmp: Path) -> dict:
         "campaigns": {"c": {"inputs": [{"kind": "dataset"}], "samples": {"path": str(tmp / "s.csv")}}},
         "drift": {"enabled": True, "on_drift": "warn", "batch": {"by": "folder", "min_size": 4}},
         "export": {"dwca": {"taxonomy": str(tmp / "taxa.tsv")}},
+        "cv": {"folds": 3, "group": None, "seed": 0},
     }
 
 
@@ -184,7 +185,7 @@ def trained_usecase(tmp: Path) -> dict:
 def keras_run(tmp_path_factory, planktonclas_resources) -> dict:
     """One workflow run, two use cases: `plankton` (a planktonclas folder of 3 real FlowCam classes
     through import_keras_model -> infer_shard -> infer_gather, 4 images per class) and `kt`
-    (`trained_usecase`: train_keras -> evaluate -> campaign, MLflow, drift, exports)."""
+    (`trained_usecase`: train_keras -> evaluate -> campaign, MLflow, drift, exports; and `cv`)."""
     tmp = tmp_path_factory.mktemp("keras_wf")
     demo = planktonclas_resources / "demo-images"
     classes = sorted(p.name for p in demo.iterdir() if p.is_dir())[:3]
@@ -197,7 +198,7 @@ def keras_run(tmp_path_factory, planktonclas_resources) -> dict:
     folder, conf = make_planktonclas_folder(tmp / "plankton", classes, 64, files)
     kt = trained_usecase(tmp / "kt")
     wd = write_workdir(tmp / "wd", {"plankton": given_usecase(folder, flowcam), "kt": kt})
-    run_snakemake(wd, "--set-scatter", "infer=1", env=ENV)
+    run_snakemake(wd, "all", "cv", "--set-scatter", "infer=1", env=ENV)
     return {"wd": wd, "folder": folder, "conf": conf, "files": files, "classes": classes}
 
 
@@ -326,3 +327,11 @@ def test_train_keras_one_epoch_is_tracked_in_mlflow(keras_run):
     assert counts.sum() == summary["predicted"] == 16
     with zipfile.ZipFile(campaign / "export/rocrate_kt_c.zip") as crate:
         assert "ro-crate-metadata.json" in crate.namelist()
+
+
+def test_cross_validation_trains_the_keras_recipe_per_fold(keras_run):
+    """`snakemake cv` for a Keras use case: each fold a Keras model of the recipe, every labelled
+    image predicted once out of fold, and the shipped model scored beside the estimate."""
+    from tests.cv_checks import check_cv
+
+    check_cv(keras_run["wd"] / "results/kt", k=3, weights="model.keras", arch="MobileNetV3Small")

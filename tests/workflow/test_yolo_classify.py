@@ -55,6 +55,7 @@ def run(tmp_path_factory, planktonclas_resources, tiny_cls_pt):  # noqa: F811
     )
     trained["inference"] = {"device": "cpu", "embeddings": True}
     trained["drift"] = {"enabled": True, "on_drift": "warn", "batch": {"by": "folder", "min_size": 5}}
+    trained["cv"] = {"folds": 3, "group": None, "seed": 0}
     trained["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
     trained["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
     from ultralytics import YOLO
@@ -65,7 +66,7 @@ def run(tmp_path_factory, planktonclas_resources, tiny_cls_pt):  # noqa: F811
     wrong = {"task": "classify", "model": {"source": "path", "path": str(det), "backend": "ultralytics"}}
     fish = {"task": "detect", "model": {"source": "path", "path": str(given_pt)}}
     write_workdir(work, {"given": given, "trained": trained, "wrong": wrong, "fish": fish})
-    proc = run_snakemake(work, "--set-scatter", "infer=1", "--keep-going", check=False)
+    proc = run_snakemake(work, "all", "cv", "--set-scatter", "infer=1", "--keep-going", check=False)
     log = proc.stdout + proc.stderr
     # the imports meant to fail are the run's only failures (--keep-going ran all the rest)
     failed = set(re.findall(r"Error in rule (\w+):", log))
@@ -160,3 +161,10 @@ def test_training_run_registry_inference_run_and_drift(run):
     tested = [b for b in drift["batches"] if b["drift"] is not None] + [drift["overall"]]
     assert len(tested) >= 2 and drift["unavailable"] == {}
     assert all(0 < b["tests"]["mmd"]["p_value"] <= 1 for b in tested)
+
+
+def test_cross_validation_trains_the_ultralytics_recipe_per_fold(run):
+    """`snakemake cv` for an Ultralytics classification use case: Ultralytics' trainer per fold."""
+    from tests.cv_checks import check_cv
+
+    check_cv(run["res"] / "trained", k=3, weights="model.pt", arch="yolo11n-cls.yaml")

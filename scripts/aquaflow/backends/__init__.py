@@ -38,3 +38,33 @@ def load_predictor(
     from aquaflow.backends.torch_model import Predictor
 
     return Predictor.load(weights, card, device, threads, runtime)
+
+
+def train_classifier(
+    backend: str,
+    *,
+    work: str | Path,
+    pretrained_file: str | Path | None = None,
+    log_stream: Any = None,
+    **common: Any,
+) -> dict[str, Any]:
+    """Train a classifier with the trainer of `backend` (torch | keras | ultralytics) and return
+    the card it wrote. `common`: name, settings, raw, manifest_path, classes_path, out (weights,
+    card, history, curve), mlflow_cfg, threads. `work`: a scratch folder (Ultralytics' dataset
+    view and settings). Keras resolves `model.pretrained` itself; Ultralytics reads the classes
+    from its dataset view (sorted folder names, as prepare's classes.json)."""
+    if backend == "keras":
+        from aquaflow.backends import keras_train
+
+        return keras_train.run(**common)
+    if backend == "ultralytics":
+        from aquaflow.backends.yolo import classify
+
+        common.pop("classes_path")
+        work = Path(work)
+        return classify.run(
+            **common, work=work / "train", ultralytics_dir=work / "settings", pretrained_file=pretrained_file
+        )
+    from aquaflow.backends import torch_train
+
+    return torch_train.run(**common, pretrained_file=pretrained_file, log_stream=log_stream)

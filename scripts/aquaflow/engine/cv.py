@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from aquaflow.backends import load_predictor, torch_train
+from aquaflow.backends import load_predictor, train_classifier
 from aquaflow.engine.evaluate import predict_split, summary_table
 from aquaflow.io import read_json, write_json, write_parquet, write_tsv
 from aquaflow.monitoring import tracking
@@ -74,6 +74,8 @@ def train_fold(
     *,
     uc: str,
     fold: int,
+    backend: str,
+    weights_name: str,
     settings: dict[str, Any],
     eval_settings: dict[str, Any],
     raw: str | Path,
@@ -85,13 +87,23 @@ def train_fold(
     threads: int = 1,
     log_stream=None,
 ) -> pd.DataFrame:
-    """Train the recipe (`settings`: the train step's) on fold `fold`'s training folds (MLflow
-    training run `<uc>-cv<fold>`, not registered), predict its held-out fold as the evaluate step
-    does (`eval_settings`); writes the fold's manifest, model and out-of-fold predictions."""
+    """Train the recipe (`settings`: the train step's) with the use case's `backend` on fold
+    `fold`'s training folds (MLflow training run `<uc>-cv<fold>`, not registered), predict its
+    held-out fold as the evaluate step does (`eval_settings`); writes the fold's manifest, model
+    folder (`out["model"]`: `weights_name`, card, history, curve) and out-of-fold predictions."""
     manifest = fold_manifest(pd.read_parquet(folds_path), fold)
     write_parquet(manifest, out["manifest"])
-    model_out = {k: out[k] for k in ("weights", "card", "history", "curve")}
-    torch_train.run(
+    model = Path(out["model"])
+    model.mkdir(parents=True, exist_ok=True)
+    files = {
+        "weights": weights_name,
+        "card": "model_card.json",
+        "history": "history.tsv",
+        "curve": "training_curve.png",
+    }
+    model_out = {k: model / name for k, name in files.items()}
+    train_classifier(
+        backend,
         name=f"{uc}-cv{fold}",
         settings=settings,
         raw=raw,
@@ -102,10 +114,12 @@ def train_fold(
         mlflow_cfg={**mlflow_cfg, "registered_model": None},
         threads=threads,
         log_stream=log_stream,
+        work=model.parent / "work",
     )
-    card = read_json(out["card"])
+    card = read_json(model_out["card"])
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
-    predictor = load_predictor(out["weights"], card, eval_settings["device"], threads)
+    safe = eval_settings.get("safe_mode", True)
+    predictor = load_predictor(model_out["weights"], card, eval_settings["device"], threads, safe_mode=safe)
     images = Path(raw) / eval_settings["images"]
     probs, _ = predict_split(test, images, predictor, eval_settings["batch_size"], log_stream)
     oof = test[["id", "path", "label"]].assign(fold=fold)
@@ -128,7 +142,8 @@ def shipped_predictions(
     """The shipped model's probabilities for every labelled image, each with its split."""
     manifest = pd.read_parquet(manifest_path).reset_index(drop=True)
     card = read_json(card_path)
-    predictor = load_predictor(weights, card, eval_settings["device"], threads)
+    safe = eval_settings.get("safe_mode", True)
+    predictor = load_predictor(weights, card, eval_settings["device"], threads, safe_mode=safe)
     images = Path(raw) / eval_settings["images"]
     probs, _ = predict_split(manifest, images, predictor, eval_settings["batch_size"], log_stream)
     table = manifest[["id", "path", "label", "split"]]
