@@ -11,6 +11,7 @@ train.run(
     manifest_path=snakemake.input.manifest,
     classes_path=snakemake.input.classes,
     pretrained_file=snakemake.input.get("pretrained") or None,
+    cache_path=snakemake.input.get("cache") or None,
     out=dict(snakemake.output.items()),
     mlflow_cfg=snakemake.params.mlflow,
     threads=snakemake.threads,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import random
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from aquaflow import plots
 from aquaflow.backends import pretrained
 from aquaflow.backends import torch_model as models
-from aquaflow.data import augment, balance, imaging
+from aquaflow.data import augment, balance, imaging, loader
 from aquaflow.io import atomic_path, sha256_file, write_tsv
 from aquaflow.models.artifacts import write_card
 from aquaflow.tasks.classify.metrics import classification_metrics
@@ -32,18 +31,29 @@ log = logging.getLogger(__name__)
 
 
 class LabelledImages(Dataset):
-    """Manifest rows as (uint8 CHW tensor of side `size`, class index)."""
+    """Manifest rows as (uint8 CHW tensor of side `size`, class index), decoded or read from a
+    decode-once `cache` (the same pixels: see aquaflow.data.loader)."""
 
-    def __init__(self, root: Path, paths: list[str], labels: list[int], size: int, transform=None):
-        self.root, self.paths, self.labels = Path(root), paths, labels
-        self.size, self.transform = size, transform
+    def __init__(
+        self,
+        root: Path,
+        rows: pd.DataFrame,
+        labels: list[int],
+        size: int,
+        transform=None,
+        cache: loader.ImageCache | None = None,
+    ):
+        self.root, self.paths, self.ids = Path(root), rows["path"].tolist(), rows["id"].tolist()
+        self.labels, self.size, self.transform, self.cache = labels, size, transform, cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = imaging.letterbox(imaging.load(self.root / self.paths[i]).image, self.size)
-        x = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+        if self.cache is not None:
+            x = self.cache[self.ids[i]]
+        else:
+            x = loader.chw(imaging.load(self.root / self.paths[i]).image, self.size)
         if self.transform is not None:
             x = self.transform(x)
         return x, self.labels[i]
@@ -126,10 +136,7 @@ def predict_loader(
     return p, t, loss_sum / max(1, len(t))
 
 
-def manifest_hash(manifest: pd.DataFrame) -> str:
-    """Hash of (id, label, split) rows: identifies the training data independent of file paths."""
-    rows = manifest.sort_values("id")[["id", "label", "split"]].to_csv(index=False)
-    return hashlib.sha256(rows.encode()).hexdigest()
+manifest_hash = loader.manifest_hash  # where the cards of every backend take it from
 
 
 def train(
@@ -141,12 +148,16 @@ def train(
     threads: int = 1,
     log_stream=None,
     pretrained_file: str | Path | None = None,
+    cache_path: str | Path | None = None,
 ) -> tuple[TrainResult, torch.nn.Module]:
     """Train; return the result and the backbone holding the best epoch's weights.
 
     Best = highest validation macro-F1. The history (one row per epoch) is what the MLflow run logs.
     `pretrained_file`: the fetched `model.pretrained` weights (fetch_pretrained rule); without it a
     package/path source is read where it lies. The first `freeze_epochs` train the head only.
+    `cache_path`: a decode-once cache of the manifest's images at the input size (cache rule).
+    Loader workers come from `threads` (aquaflow.data.loader.decode_workers) unless
+    `num_workers` is set.
     """
     seed_everything(cfg["seed"])
     torch.set_num_threads(max(1, threads))
@@ -157,11 +168,12 @@ def train(
     index = {c: i for i, c in enumerate(classes)}
     size = model_cfg["input_size"]
 
+    cache = loader.ImageCache(cache_path, manifest, size) if cache_path else None
+
     def subset(split: str, transform=None) -> LabelledImages:
         part = manifest[manifest["split"] == split]
-        return LabelledImages(
-            images_root, part["path"].tolist(), [index[lab] for lab in part["label"]], size, transform
-        )
+        labels = [index[lab] for lab in part["label"]]
+        return LabelledImages(images_root, part, labels, size, transform, cache)
 
     train_ds = subset("train", augment.build(cfg["augmentation"], size))
     has_val = bool((manifest["split"] == "val").any())
@@ -176,13 +188,15 @@ def train(
     y_train = np.array(train_ds.labels)
 
     gen = torch.Generator().manual_seed(cfg["seed"])
-    workers = cfg["num_workers"]
+    workers = loader.decode_workers(threads, device.type == "cuda", cfg.get("num_workers"))
     common = dict(
         num_workers=workers,
         worker_init_fn=_worker_init,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
     )
+    log.info("loader: %d workers, pinned memory %s, cache %s", workers, device.type == "cuda", cache_path)
     sampler = None
     if cfg["balancing"] == "resample":
         weights = balance.sample_weights(y_train, len(classes))
@@ -339,6 +353,7 @@ def run(
     classes_path: str | Path,
     out: dict[str, str | Path],
     pretrained_file: str | Path | None = None,
+    cache_path: str | Path | None = None,
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
     log_stream=None,
@@ -347,7 +362,7 @@ def run(
     (tracking.log_training: params, per-epoch history, card, model folder, registry version).
 
     `settings`: {images (folder of the dataset), model, training, data (source identity)}.
-    `out`: weights, card, history, curve paths.
+    `out`: weights, card, history, curve paths. `cache_path`: see `train`.
     """
     from aquaflow.io import read_json
 
@@ -357,7 +372,15 @@ def run(
     model_cfg, train_cfg = settings["model"], settings["training"]
     started = time.time()
     result, best = train(
-        manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream, pretrained_file
+        manifest,
+        images_root,
+        classes,
+        model_cfg,
+        train_cfg,
+        threads,
+        log_stream,
+        pretrained_file,
+        cache_path,
     )
     card = write_outputs(
         best,

@@ -158,7 +158,7 @@ def train_args(
         "patience": t["early_stopping"]["patience"] or t["epochs"] + 1,
         "seed": t["seed"],
         "deterministic": True,
-        "workers": t["num_workers"],
+        "workers": t.get("num_workers") or 0,  # null: no worker processes, as before
         "hsv_h": 0.0,
         "hsv_s": 0.0,
         "auto_augment": None,
