@@ -16,4 +16,6 @@ train.run(
     mlflow_cfg=snakemake.params.mlflow,
     threads=snakemake.threads,
     log_stream=stream,
+    processes=snakemake.resources.get("gpu", 1),  # training.distributed: one rank per GPU
+    log_path=snakemake.log[0],
 )

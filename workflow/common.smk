@@ -178,8 +178,8 @@ def pretrained_weights(wildcards):
 # --- Model: train or import, evaluate ---------------------------------------------------------
 
 
-# Training at scale: compute keys of `training` (loader workers, decode-once cache).
-TRAINING_COMPUTE_DEFAULTS = {"num_workers": None, "cache": False}
+# Training at scale: compute keys of `training` (loader workers, decode-once cache, DDP).
+TRAINING_COMPUTE_DEFAULTS = {"num_workers": None, "cache": False, "distributed": False}
 
 
 def training_params(training):

@@ -6,6 +6,7 @@ import copy
 import logging
 import math
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import f1_score
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 
 from aquaflow import plots
-from aquaflow.backends import pretrained
+from aquaflow.backends import distributed, pretrained
 from aquaflow.backends import torch_model as models
 from aquaflow.data import augment, balance, imaging, loader
-from aquaflow.io import atomic_path, sha256_file, write_tsv
+from aquaflow.io import atomic_path, read_json, sha256_file, write_json, write_tsv
 from aquaflow.models.artifacts import write_card
 from aquaflow.tasks.classify.metrics import classification_metrics
 from aquaflow.tasks.classify.runs import log_classifier_training
@@ -162,6 +164,9 @@ def train(
     seed_everything(cfg["seed"])
     torch.set_num_threads(max(1, threads))
     device = models.pick_device(cfg["device"])
+    world = distributed.start(device.type) if distributed.launched() else distributed.World()
+    if device.type == "cuda" and world.size > 1:
+        device = torch.device("cuda", world.local_rank)
     amp = device.type == "cuda" and cfg["amp"]
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -197,38 +202,32 @@ def train(
         prefetch_factor=4 if workers else None,
     )
     log.info("loader: %d workers, pinned memory %s, cache %s", workers, device.type == "cuda", cache_path)
-    sampler = None
-    if cfg["balancing"] == "resample":
-        weights = balance.sample_weights(y_train, len(classes))
-        sampler = WeightedRandomSampler(
-            torch.as_tensor(weights, dtype=torch.double),
-            num_samples=len(y_train),
-            replacement=True,
-            generator=gen,
-        )
-    train_loader = DataLoader(
-        train_ds,
-        batch_size=cfg["batch_size"],
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=gen,
-        drop_last=False,
-        **common,
-    )
+    train_loader = _train_loader(train_ds, y_train, len(classes), cfg, gen, world, common)
     val_loader = DataLoader(val_ds, batch_size=cfg["batch_size"] * 2, shuffle=False, **common)
 
     spec = model_cfg.get("pretrained")
     start = pretrained.resolve(spec, pretrained_file)
     base = models.build(model_cfg["arch"], len(classes))
     load_report = models.load_backbone(base, start, spec.get("keys", "auto")) if start else None
+    if world.size > 1 and device.type == "cuda":  # batch statistics over the global batch
+        base = torch.nn.SyncBatchNorm.convert_sync_batchnorm(base)
     net = models.Normalized(base, model_cfg["mean"], model_cfg["std"]).to(device)
     net = net.to(memory_format=torch.channels_last)
+    forward = net
+    if world.size > 1:  # frozen (head-only) epochs leave the backbone without gradients
+        ids = [world.local_rank] if device.type == "cuda" else None
+        forward = DistributedDataParallel(
+            net, device_ids=ids, find_unused_parameters=cfg["freeze_epochs"] > 0
+        )
     loss_weight = None
     w = balance.class_weights(y_train, len(classes), "balanced") if cfg["balancing"] == "weights" else None
     w = balance.apply_overrides(w, classes, cfg.get("class_weights") or {})
     if w is not None:
         loss_weight = torch.tensor(w, dtype=torch.float32, device=device)
-    criterion = torch.nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=cfg["label_smoothing"])
+    reduction = "sum" if world.size > 1 else "mean"  # ranks divide by the global batch's weight
+    criterion = torch.nn.CrossEntropyLoss(
+        weight=loss_weight, label_smoothing=cfg["label_smoothing"], reduction=reduction
+    )
     head = list(base.get_classifier().parameters())
     head_ids = {id(p) for p in head}
     backbone = [p for p in base.parameters() if id(p) not in head_ids]
@@ -254,15 +253,18 @@ def train(
             x = x.to(device, non_blocking=True).to(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, _ = net(x)
+                logits, _ = forward(x)
                 loss = criterion(logits.float(), y)
+            hits = (logits.argmax(1) == y).sum().item()
+            if world.size > 1:
+                loss, step = _global_mean(loss, y, loss_weight, hits, world)
+            else:
+                step = (loss.item() * len(y), hits, len(y))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             sched.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+            loss_sum, correct, seen = loss_sum + step[0], correct + step[1], seen + step[2]
         probs, yv, val_loss = predict_loader(net, val_loader, device, amp)
         val_pred = probs.argmax(1)
         val_f1 = f1_score(yv, val_pred, average="macro", labels=range(len(classes)), zero_division=0)
@@ -294,7 +296,63 @@ def train(
     probs, yv, _ = predict_loader(net, val_loader, device, amp)
     val_metrics = classification_metrics(yv, probs, classes)
     record = pretrained.provenance(spec, start, load_report)
+    distributed.stop()
     return TrainResult(best_epoch, best_f1, len(history), hist, val_metrics, record), base
+
+
+def _train_loader(
+    ds: LabelledImages,
+    y_train: np.ndarray,
+    n_classes: int,
+    cfg: dict[str, Any],
+    gen: torch.Generator,
+    world: distributed.World,
+    common: dict[str, Any],
+) -> DataLoader:
+    """Shuffled (or class-balanced: `resample`) batches of `batch_size`, seeded by `gen`; with
+    several ranks each takes its share of the same global batches."""
+    sampler = None
+    if cfg["balancing"] == "resample":
+        weights = balance.sample_weights(y_train, n_classes)
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(weights, dtype=torch.double),
+            num_samples=len(y_train),
+            replacement=True,
+            generator=gen,
+        )
+    if world.size > 1:
+        if cfg["batch_size"] < world.size:
+            raise ValueError(
+                f"training.batch_size {cfg['batch_size']} is smaller than the {world.size} processes"
+            )
+        order = sampler or RandomSampler(ds, generator=gen)
+        shares = distributed.GlobalBatchShard(order, cfg["batch_size"], world)
+        return DataLoader(ds, batch_sampler=shares, generator=gen, **common)
+    return DataLoader(
+        ds,
+        batch_size=cfg["batch_size"],
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=gen,
+        drop_last=False,
+        **common,
+    )
+
+
+def _global_mean(
+    loss_sum: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    hits: int,
+    world: distributed.World,
+) -> tuple[torch.Tensor, tuple[float, float, float]]:
+    """This rank's summed loss scaled so that DDP's gradient average is the gradient of the global
+    batch's (class-weighted) mean loss; with the step's global (loss sum, hits, items)."""
+    denom = weight[y].sum().item() if weight is not None else float(len(y))
+    total = distributed.reduce_sum([loss_sum.item(), denom, hits, len(y)])
+    loss = loss_sum * (world.size / total[1].item())
+    mean = total[0].item() / total[1].item()
+    return loss, (mean * total[3].item(), total[2].item(), total[3].item())
 
 
 def write_outputs(
@@ -357,15 +415,25 @@ def run(
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
     log_stream=None,
+    processes: int = 1,
+    log_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """The train step: fit, write weights + card + history + curve, then the MLflow training run
     (tracking.log_training: params, per-epoch history, card, model folder, registry version).
 
     `settings`: {images (folder of the dataset), model, training, data (source identity)}.
-    `out`: weights, card, history, curve paths. `cache_path`: see `train`.
+    `out`: weights, card, history, curve paths. `cache_path`: see `train`. With
+    `training.distributed`, `processes` ranks started by torchrun train together (DDP; they log to
+    `log_path`) and rank 0 writes every output and the MLflow run; the card is returned.
     """
-    from aquaflow.io import read_json
-
+    if settings["training"].get("distributed") and not distributed.launched():
+        args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "log_stream"}
+        args["out"] = {k: str(v) for k, v in out.items()}
+        args["threads"] = max(1, threads // processes)
+        with tempfile.TemporaryDirectory(prefix="aquaflow-ddp-") as tmp:
+            write_json(args, Path(tmp) / "run.json")
+            distributed.launch(Path(tmp) / "run.json", processes, threads)
+        return read_json(out["card"])
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
     images_root = Path(raw) / settings["images"]
@@ -382,6 +450,8 @@ def run(
         pretrained_file,
         cache_path,
     )
+    if not distributed.is_main():  # rank 0 writes the outputs and the MLflow run
+        return {}
     card = write_outputs(
         best,
         result,
@@ -407,3 +477,21 @@ def run(
         mlflow_cfg=mlflow_cfg,
         started=started,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One rank of a distributed train step: `python -m aquaflow.backends.torch_train RUN_JSON`
+    (started by torchrun from `run`; RUN_JSON holds run()'s arguments)."""
+    import sys
+
+    from aquaflow import runlog
+
+    args = read_json((argv or sys.argv[1:])[0])
+    if args.get("log_path"):
+        level = logging.INFO if distributed.is_main() else logging.WARNING
+        args["log_stream"] = runlog.setup(args["log_path"], level)
+    run(**args)
+
+
+if __name__ == "__main__":
+    main()
