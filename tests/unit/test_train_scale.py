@@ -1,10 +1,11 @@
-"""Training at scale on the real FlowCam demo images: the decode-once cache."""
+"""Training at scale on the real FlowCam demo images: the decode-once cache.
+
+DDP is tested through the workflow (tests/workflow/test_train_scale.py)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from aquaflow.backends import torch_train as train
 from aquaflow.data import loader
@@ -62,54 +63,3 @@ def test_training_from_the_cache_gives_the_same_weights(prepared, cache, repo): 
         states.append(base.state_dict())
     a, b = states
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_two_ddp_processes_train_the_single_process_model(prepared, tmp_path, repo):  # noqa: F811
-    """training.distributed: 2 gloo ranks started by torchrun from the train step take halves of
-    the same global batches (16) with a class-weighted, label-smoothed loss; after 2 epochs (12
-    steps) the weights equal single-process training with the same seed within 1e-4 (float
-    summation order only), and rank 0 alone writes the card and the one MLflow run."""
-    import mlflow
-
-    root, raw = prepared
-    uc = validated(tiny_usecase(), repo)
-    uc["model"]["arch"] = "test_convnext"  # LayerNorm: BatchNorm is synchronised on GPUs only
-    uc["training"].update(epochs=2, augmentation=[], balancing="weights", distributed=True)
-    settings = {
-        "images": uc["dataset"]["images"],
-        "model": uc["model"],
-        "training": uc["training"],
-        "data": {},
-    }
-    files = {"weights": "m.safetensors", "card": "card.json", "history": "h.tsv", "curve": "c.png"}
-    out = {k: tmp_path / v for k, v in files.items()}
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    card = train.run(
-        name="flowcam",
-        settings=settings,
-        raw=raw,
-        manifest_path=root / "manifest.parquet",
-        classes_path=root / "classes.json",
-        out=out,
-        mlflow_cfg={"tracking_uri": uri, "experiment": "t", "results": str(tmp_path)},
-        threads=2,
-        processes=2,
-        log_path=tmp_path / "train.log",
-    )
-    manifest = pd.read_parquet(root / "manifest.parquet")
-    classes = read_json(root / "classes.json")["classes"]
-    single = {**uc["training"], "distributed": False}
-    _, base = train.train(manifest, raw / uc["dataset"]["images"], classes, uc["model"], single, 1)
-    ddp = load_file(out["weights"])
-    expected = base.state_dict()
-    assert ddp.keys() == expected.keys()
-    worst = max((ddp[k].float() - expected[k].float()).abs().max().item() for k in ddp)
-    train.seed_everything(uc["training"]["seed"])
-    init = train.models.build(uc["model"]["arch"], len(classes)).state_dict()
-    moved = max((ddp[k].float() - init[k].float()).abs().max().item() for k in ddp)
-    assert worst < 1e-4 and moved > 100 * worst, (worst, moved)
-    assert card["training"]["config"]["distributed"] is True and card["training"]["epochs_run"] == 2
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["t"])
-    assert len(runs) == 1 and runs["run_id"][0] == card["mlflow"]["run_id"]
-    assert list(pd.read_csv(out["history"], sep="\t")["epoch"]) == [1, 2]
