@@ -176,6 +176,7 @@ def train_args(
     for key, off in (("label_smoothing", 0), ("freeze_epochs", 0), ("backbone_lr_scale", 1.0)):
         if t[key] != off:
             unused.append(key)
+    unused += [key for key in ("cache", "distributed") if t.get(key)]  # the torch trainer's
     return args, unused
 
 
