@@ -11,8 +11,11 @@ train.run(
     manifest_path=snakemake.input.manifest,
     classes_path=snakemake.input.classes,
     pretrained_file=snakemake.input.get("pretrained") or None,
+    cache_path=snakemake.input.get("cache") or None,
     out=dict(snakemake.output.items()),
     mlflow_cfg=snakemake.params.mlflow,
     threads=snakemake.threads,
     log_stream=stream,
+    processes=snakemake.resources.get("gpu", 1),  # training.distributed: one rank per GPU
+    log_path=snakemake.log[0],
 )

@@ -178,6 +178,33 @@ def pretrained_weights(wildcards):
 # --- Model: train or import, evaluate ---------------------------------------------------------
 
 
+# Training at scale: compute keys of `training` (loader workers, decode-once cache, DDP).
+TRAINING_COMPUTE_DEFAULTS = {"num_workers": None, "cache": False, "distributed": False}
+
+
+def training_params(training):
+    """`training` without its compute keys left at their defaults (workers from the rule's threads,
+    no cache): switching one on reruns training, a run at the defaults keeps its params."""
+    return {
+        k: v
+        for k, v in training.items()
+        if k not in TRAINING_COMPUTE_DEFAULTS or v != TRAINING_COMPUTE_DEFAULTS[k]
+    }
+
+
+def training_cache(suffix):
+    """An input function: the decode-once image cache training reads (rule cache_images; `.npy`
+    the pixels, `.json` its index), or [] when off."""
+
+    def get(wildcards):
+        cfg = UC[wildcards.uc]
+        if not cfg["training"]["cache"]:
+            return []
+        return f"{RESULTS}/{wildcards.uc}/prepared/images_{cfg['model']['input_size']}px{suffix}"
+
+    return get
+
+
 def model_weights(wildcards):
     return f"{RESULTS}/{wildcards.uc}/model/{MODEL_FILE[backend(UC[wildcards.uc])]}"
 
@@ -194,7 +221,7 @@ def training_settings(wildcards):
     return {
         "images": images_folder(wildcards),
         "model": {k: v for k, v in cfg["model"].items() if k not in given},
-        "training": cfg["training"],
+        "training": training_params(cfg["training"]),
         "data": {k: v for k, v in cfg["source"].items() if k not in ("license", "citation")},
     }
 

@@ -1,9 +1,38 @@
+# Decode-once cache of the prepared images at the model's input size (training.cache: true).
+rule cache_images:
+    input:
+        raw=dataset_root,
+        manifest=rules.prepare.output.manifest,
+    output:
+        cache=f"{RESULTS}/{{uc}}/prepared/images_{{size}}px.npy",
+        index=f"{RESULTS}/{{uc}}/prepared/images_{{size}}px.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/cache_images_{{size}}px.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/cache_images_{{size}}px.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: trains(cfg) and backend(cfg) == "torch"),
+        size=r"\d+",
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        images=images_folder,
+    script:
+        "../scripts/cache_images.py"
+
+
 rule train:
     input:
         raw=dataset_root,
         manifest=rules.prepare.output.manifest,
         classes=rules.prepare.output.classes,
         pretrained=pretrained_weights,
+        cache=training_cache(".npy"),
+        cache_index=training_cache(".json"),
     output:
         weights=f"{RESULTS}/{{uc}}/model/model.safetensors",
         card=f"{RESULTS}/{{uc}}/model/model_card.json",

@@ -31,3 +31,5 @@ echo "smoke_workflow_seconds: $(( $(date +%s) - start ))"
 "$PY" tests/benchmarks/bulk_inference.py --n "${GPU_N:-100000}" --scatter 1 --backend eager
 # 3. Detection benchmark, when present.
 if [ -f tests/benchmarks/detection.py ]; then "$PY" tests/benchmarks/detection.py --device cuda; fi
+# 4. Training loader on the GPU node's cores (decoding / cache, 0 and all workers; cores per GPU).
+"$PY" tests/benchmarks/loader.py --n "${LOADER_N:-6000}" --workers "$(nproc)"

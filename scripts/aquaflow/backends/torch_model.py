@@ -235,7 +235,7 @@ class Predictor:
         if backend == "onnx":
             if dev.type != "cpu":
                 raise ValueError("backend 'onnx' runs on the CPU; use eager or compile on a GPU")
-            session = _onnx_session(net, card["input_size"], threads)
+            session = onnx_session(onnx_bytes(net, card["input_size"]), threads)
         elif backend == "compile":
             net = torch.compile(net, dynamic=True)
         return cls(net, card, dev, dev.type == "cuda", backend, session)
@@ -254,11 +254,9 @@ class Predictor:
         return probs.cpu().numpy(), feats.float().cpu().numpy()
 
 
-def _onnx_session(net: torch.nn.Module, size: int, threads: int):
-    """Export the wrapped model (uint8 in, logits + features out) to ONNX in memory and load it."""
+def onnx_bytes(net: torch.nn.Module, size: int) -> bytes:
+    """The wrapped model (uint8 NCHW in, logits + features out) as an ONNX graph, in memory."""
     import warnings
-
-    import onnxruntime as ort
 
     buf = io.BytesIO()
     example = torch.zeros((2, 3, size, size), dtype=torch.uint8)
@@ -274,9 +272,16 @@ def _onnx_session(net: torch.nn.Module, size: int, threads: int):
             output_names=["logits", "features"],
             dynamic_axes={"images": {0: "n"}},
         )
+    return buf.getvalue()
+
+
+def onnx_session(model: bytes | str, threads: int):
+    """An ONNX Runtime CPU session for a graph (bytes or a file) with `threads` intra-op threads."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
     opts.inter_op_num_threads = 1
     # no busy-waiting between batches: those cycles belong to the decoding thread/workers
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import f1_score
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 
 from aquaflow import plots
-from aquaflow.backends import pretrained
+from aquaflow.backends import distributed, pretrained
 from aquaflow.backends import torch_model as models
-from aquaflow.data import augment, balance, imaging
-from aquaflow.io import atomic_path, sha256_file, write_tsv
+from aquaflow.data import augment, balance, imaging, loader
+from aquaflow.io import atomic_path, read_json, sha256_file, write_json, write_tsv
 from aquaflow.models.artifacts import write_card
 from aquaflow.tasks.classify.metrics import classification_metrics
 from aquaflow.tasks.classify.runs import log_classifier_training
@@ -32,18 +33,29 @@ log = logging.getLogger(__name__)
 
 
 class LabelledImages(Dataset):
-    """Manifest rows as (uint8 CHW tensor of side `size`, class index)."""
+    """Manifest rows as (uint8 CHW tensor of side `size`, class index), decoded or read from a
+    decode-once `cache` (the same pixels: see aquaflow.data.loader)."""
 
-    def __init__(self, root: Path, paths: list[str], labels: list[int], size: int, transform=None):
-        self.root, self.paths, self.labels = Path(root), paths, labels
-        self.size, self.transform = size, transform
+    def __init__(
+        self,
+        root: Path,
+        rows: pd.DataFrame,
+        labels: list[int],
+        size: int,
+        transform=None,
+        cache: loader.ImageCache | None = None,
+    ):
+        self.root, self.paths, self.ids = Path(root), rows["path"].tolist(), rows["id"].tolist()
+        self.labels, self.size, self.transform, self.cache = labels, size, transform, cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = imaging.letterbox(imaging.load(self.root / self.paths[i]).image, self.size)
-        x = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+        if self.cache is not None:
+            x = self.cache[self.ids[i]]
+        else:
+            x = loader.chw(imaging.load(self.root / self.paths[i]).image, self.size)
         if self.transform is not None:
             x = self.transform(x)
         return x, self.labels[i]
@@ -126,10 +138,7 @@ def predict_loader(
     return p, t, loss_sum / max(1, len(t))
 
 
-def manifest_hash(manifest: pd.DataFrame) -> str:
-    """Hash of (id, label, split) rows: identifies the training data independent of file paths."""
-    rows = manifest.sort_values("id")[["id", "label", "split"]].to_csv(index=False)
-    return hashlib.sha256(rows.encode()).hexdigest()
+manifest_hash = loader.manifest_hash  # where the cards of every backend take it from
 
 
 def train(
@@ -141,27 +150,35 @@ def train(
     threads: int = 1,
     log_stream=None,
     pretrained_file: str | Path | None = None,
+    cache_path: str | Path | None = None,
 ) -> tuple[TrainResult, torch.nn.Module]:
     """Train; return the result and the backbone holding the best epoch's weights.
 
     Best = highest validation macro-F1. The history (one row per epoch) is what the MLflow run logs.
     `pretrained_file`: the fetched `model.pretrained` weights (fetch_pretrained rule); without it a
     package/path source is read where it lies. The first `freeze_epochs` train the head only.
+    `cache_path`: a decode-once cache of the manifest's images at the input size (cache rule).
+    Loader workers come from `threads` (aquaflow.data.loader.decode_workers) unless
+    `num_workers` is set.
     """
     seed_everything(cfg["seed"])
     torch.set_num_threads(max(1, threads))
     device = models.pick_device(cfg["device"])
+    world = distributed.start(device.type) if distributed.launched() else distributed.World()
+    if device.type == "cuda" and world.size > 1:
+        device = torch.device("cuda", world.local_rank)
     amp = device.type == "cuda" and cfg["amp"]
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     index = {c: i for i, c in enumerate(classes)}
     size = model_cfg["input_size"]
 
+    cache = loader.ImageCache(cache_path, manifest, size) if cache_path else None
+
     def subset(split: str, transform=None) -> LabelledImages:
         part = manifest[manifest["split"] == split]
-        return LabelledImages(
-            images_root, part["path"].tolist(), [index[lab] for lab in part["label"]], size, transform
-        )
+        labels = [index[lab] for lab in part["label"]]
+        return LabelledImages(images_root, part, labels, size, transform, cache)
 
     train_ds = subset("train", augment.build(cfg["augmentation"], size))
     has_val = bool((manifest["split"] == "val").any())
@@ -176,45 +193,41 @@ def train(
     y_train = np.array(train_ds.labels)
 
     gen = torch.Generator().manual_seed(cfg["seed"])
-    workers = cfg["num_workers"]
+    workers = loader.decode_workers(threads, device.type == "cuda", cfg.get("num_workers"))
     common = dict(
         num_workers=workers,
         worker_init_fn=_worker_init,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
     )
-    sampler = None
-    if cfg["balancing"] == "resample":
-        weights = balance.sample_weights(y_train, len(classes))
-        sampler = WeightedRandomSampler(
-            torch.as_tensor(weights, dtype=torch.double),
-            num_samples=len(y_train),
-            replacement=True,
-            generator=gen,
-        )
-    train_loader = DataLoader(
-        train_ds,
-        batch_size=cfg["batch_size"],
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=gen,
-        drop_last=False,
-        **common,
-    )
+    log.info("loader: %d workers, pinned memory %s, cache %s", workers, device.type == "cuda", cache_path)
+    train_loader = _train_loader(train_ds, y_train, len(classes), cfg, gen, world, common)
     val_loader = DataLoader(val_ds, batch_size=cfg["batch_size"] * 2, shuffle=False, **common)
 
     spec = model_cfg.get("pretrained")
     start = pretrained.resolve(spec, pretrained_file)
     base = models.build(model_cfg["arch"], len(classes))
     load_report = models.load_backbone(base, start, spec.get("keys", "auto")) if start else None
+    if world.size > 1 and device.type == "cuda":  # batch statistics over the global batch
+        base = torch.nn.SyncBatchNorm.convert_sync_batchnorm(base)
     net = models.Normalized(base, model_cfg["mean"], model_cfg["std"]).to(device)
     net = net.to(memory_format=torch.channels_last)
+    forward = net
+    if world.size > 1:  # frozen (head-only) epochs leave the backbone without gradients
+        ids = [world.local_rank] if device.type == "cuda" else None
+        forward = DistributedDataParallel(
+            net, device_ids=ids, find_unused_parameters=cfg["freeze_epochs"] > 0
+        )
     loss_weight = None
     w = balance.class_weights(y_train, len(classes), "balanced") if cfg["balancing"] == "weights" else None
     w = balance.apply_overrides(w, classes, cfg.get("class_weights") or {})
     if w is not None:
         loss_weight = torch.tensor(w, dtype=torch.float32, device=device)
-    criterion = torch.nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=cfg["label_smoothing"])
+    reduction = "sum" if world.size > 1 else "mean"  # ranks divide by the global batch's weight
+    criterion = torch.nn.CrossEntropyLoss(
+        weight=loss_weight, label_smoothing=cfg["label_smoothing"], reduction=reduction
+    )
     head = list(base.get_classifier().parameters())
     head_ids = {id(p) for p in head}
     backbone = [p for p in base.parameters() if id(p) not in head_ids]
@@ -240,15 +253,18 @@ def train(
             x = x.to(device, non_blocking=True).to(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, _ = net(x)
+                logits, _ = forward(x)
                 loss = criterion(logits.float(), y)
+            hits = (logits.argmax(1) == y).sum().item()
+            if world.size > 1:
+                loss, step = _global_mean(loss, y, loss_weight, hits, world)
+            else:
+                step = (loss.item() * len(y), hits, len(y))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             sched.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+            loss_sum, correct, seen = loss_sum + step[0], correct + step[1], seen + step[2]
         probs, yv, val_loss = predict_loader(net, val_loader, device, amp)
         val_pred = probs.argmax(1)
         val_f1 = f1_score(yv, val_pred, average="macro", labels=range(len(classes)), zero_division=0)
@@ -280,7 +296,63 @@ def train(
     probs, yv, _ = predict_loader(net, val_loader, device, amp)
     val_metrics = classification_metrics(yv, probs, classes)
     record = pretrained.provenance(spec, start, load_report)
+    distributed.stop()
     return TrainResult(best_epoch, best_f1, len(history), hist, val_metrics, record), base
+
+
+def _train_loader(
+    ds: LabelledImages,
+    y_train: np.ndarray,
+    n_classes: int,
+    cfg: dict[str, Any],
+    gen: torch.Generator,
+    world: distributed.World,
+    common: dict[str, Any],
+) -> DataLoader:
+    """Shuffled (or class-balanced: `resample`) batches of `batch_size`, seeded by `gen`; with
+    several ranks each takes its share of the same global batches."""
+    sampler = None
+    if cfg["balancing"] == "resample":
+        weights = balance.sample_weights(y_train, n_classes)
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(weights, dtype=torch.double),
+            num_samples=len(y_train),
+            replacement=True,
+            generator=gen,
+        )
+    if world.size > 1:
+        if cfg["batch_size"] < world.size:
+            raise ValueError(
+                f"training.batch_size {cfg['batch_size']} is smaller than the {world.size} processes"
+            )
+        order = sampler or RandomSampler(ds, generator=gen)
+        shares = distributed.GlobalBatchShard(order, cfg["batch_size"], world)
+        return DataLoader(ds, batch_sampler=shares, generator=gen, **common)
+    return DataLoader(
+        ds,
+        batch_size=cfg["batch_size"],
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=gen,
+        drop_last=False,
+        **common,
+    )
+
+
+def _global_mean(
+    loss_sum: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    hits: int,
+    world: distributed.World,
+) -> tuple[torch.Tensor, tuple[float, float, float]]:
+    """This rank's summed loss scaled so that DDP's gradient average is the gradient of the global
+    batch's (class-weighted) mean loss; with the step's global (loss sum, hits, items)."""
+    denom = weight[y].sum().item() if weight is not None else float(len(y))
+    total = distributed.reduce_sum([loss_sum.item(), denom, hits, len(y)])
+    loss = loss_sum * (world.size / total[1].item())
+    mean = total[0].item() / total[1].item()
+    return loss, (mean * total[3].item(), total[2].item(), total[3].item())
 
 
 def write_outputs(
@@ -339,26 +411,47 @@ def run(
     classes_path: str | Path,
     out: dict[str, str | Path],
     pretrained_file: str | Path | None = None,
+    cache_path: str | Path | None = None,
     mlflow_cfg: dict[str, Any],
     threads: int = 1,
     log_stream=None,
+    processes: int = 1,
+    log_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """The train step: fit, write weights + card + history + curve, then the MLflow training run
     (tracking.log_training: params, per-epoch history, card, model folder, registry version).
 
     `settings`: {images (folder of the dataset), model, training, data (source identity)}.
-    `out`: weights, card, history, curve paths.
+    `out`: weights, card, history, curve paths. `cache_path`: see `train`. With
+    `training.distributed`, `processes` ranks started by torchrun train together (DDP; they log to
+    `log_path`) and rank 0 writes every output and the MLflow run; the card is returned.
     """
-    from aquaflow.io import read_json
-
+    if settings["training"].get("distributed") and not distributed.launched():
+        args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "log_stream"}
+        args["out"] = {k: str(v) for k, v in out.items()}
+        args["threads"] = max(1, threads // processes)
+        with tempfile.TemporaryDirectory(prefix="aquaflow-ddp-") as tmp:
+            write_json(args, Path(tmp) / "run.json")
+            distributed.launch(Path(tmp) / "run.json", processes, threads)
+        return read_json(out["card"])
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
     images_root = Path(raw) / settings["images"]
     model_cfg, train_cfg = settings["model"], settings["training"]
     started = time.time()
     result, best = train(
-        manifest, images_root, classes, model_cfg, train_cfg, threads, log_stream, pretrained_file
+        manifest,
+        images_root,
+        classes,
+        model_cfg,
+        train_cfg,
+        threads,
+        log_stream,
+        pretrained_file,
+        cache_path,
     )
+    if not distributed.is_main():  # rank 0 writes the outputs and the MLflow run
+        return {}
     card = write_outputs(
         best,
         result,
@@ -384,3 +477,21 @@ def run(
         mlflow_cfg=mlflow_cfg,
         started=started,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One rank of a distributed train step: `python -m aquaflow.backends.torch_train RUN_JSON`
+    (started by torchrun from `run`; RUN_JSON holds run()'s arguments)."""
+    import sys
+
+    from aquaflow import runlog
+
+    args = read_json((argv or sys.argv[1:])[0])
+    if args.get("log_path"):
+        level = logging.INFO if distributed.is_main() else logging.WARNING
+        args["log_stream"] = runlog.setup(args["log_path"], level)
+    run(**args)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ import pandas as pd
 
 from aquaflow.backends import load_predictor
 from aquaflow.backends import torch_model as models
-from aquaflow.data import imaging
+from aquaflow.data import imaging, loader
 from aquaflow.engine import shards
 from aquaflow.io import sha256_file
 from aquaflow.tasks.classify.shard import ClassifySink
@@ -112,10 +112,7 @@ def loader_settings(params: dict[str, Any], threads: int) -> tuple[int, int]:
     """
     gpu = models.pick_device(params["device"]).type == "cuda"
     batch = params.get("batch_size") or (256 if gpu else 64)
-    workers = params.get("workers")
-    if workers is None:
-        workers = max(0, threads - 1) if gpu else threads // 4
-    return batch, workers
+    return batch, loader.decode_workers(threads, gpu, params.get("workers"))
 
 
 def run_shard_step(

@@ -158,7 +158,7 @@ def train_args(
         "patience": t["early_stopping"]["patience"] or t["epochs"] + 1,
         "seed": t["seed"],
         "deterministic": True,
-        "workers": t["num_workers"],
+        "workers": t.get("num_workers") or 0,  # null: no worker processes, as before
         "hsv_h": 0.0,
         "hsv_s": 0.0,
         "auto_augment": None,
@@ -176,6 +176,7 @@ def train_args(
     for key, off in (("label_smoothing", 0), ("freeze_epochs", 0), ("backbone_lr_scale", 1.0)):
         if t[key] != off:
             unused.append(key)
+    unused += [key for key in ("cache", "distributed") if t.get(key)]  # the torch trainer's
     return args, unused
 
 
