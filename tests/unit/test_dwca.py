@@ -66,7 +66,12 @@ def archive(tmp_path):
     preds.to_parquet(tmp_path / "predictions.parquet")
     (tmp_path / "samples.csv").write_text(SAMPLES)
     write_table(TAXA, tmp_path / "taxa.tsv")
-    cfg = {"validated_column": "expert", "identified_by": "A. Expert", "eml": {"license": "CC-BY-4.0"}}
+    cfg = {
+        "validated_column": "expert",
+        "identified_by": "A. Expert",
+        "unverified": "exclude",  # opts in to leaving the unverified Noctiluca out
+        "eml": {"license": "CC-BY-4.0"},
+    }
     tables = dwca.export(
         predictions=tmp_path / "predictions.parquet",
         samples=tmp_path / "samples.csv",
@@ -192,6 +197,17 @@ def test_report_lists_excluded_labels(archive):
     assert "sha256 " + "m" * 64 in eml.findtext("dataset/methods/methodStep/description/para")
 
 
+def test_an_unverified_label_stops_the_export_unless_the_config_opts_in(tmp_path):
+    (tmp_path / "s.csv").write_text(SAMPLES)
+    samples = dwca.read_samples(tmp_path / "s.csv")
+    taxa = {x.label: x for x in TAXA}
+    with pytest.raises(TaxonomyError, match=r"\['Noctiluca'\] of this campaign have no verified AphiaID"):
+        dwca.build(predictions(), samples, taxa, dwca.Settings())
+    # a campaign without the unverified label needs no opt-in
+    preds = predictions().query("top1_label != 'Noctiluca'")
+    assert dwca.build(preds, samples, taxa, dwca.Settings()).report["objects"] == 24
+
+
 def test_unverified_included_without_scientific_name_id(tmp_path):
     (tmp_path / "s.csv").write_text(SAMPLES)
     s = dwca.Settings(unverified="include", instrument="FlowCam")
@@ -211,7 +227,7 @@ def test_unverified_included_without_scientific_name_id(tmp_path):
 def test_min_score_leaves_low_scores_out(tmp_path):
     (tmp_path / "s.csv").write_text(SAMPLES)
     preds = predictions()
-    s = dwca.Settings(min_score=0.7)
+    s = dwca.Settings(min_score=0.7, unverified="exclude")
     t = dwca.build(preds, dwca.read_samples(tmp_path / "s.csv"), {x.label: x for x in TAXA}, s)
     kept = preds[preds["top1_label"].str.startswith("Acartia") & (preds["top1_prob"] >= 0.7)]
     expert = preds[
@@ -228,7 +244,7 @@ def test_min_score_keeps_a_prediction_exactly_at_the_threshold(tmp_path):
     (tmp_path / "s.csv").write_text(SAMPLES)
     preds = predictions().assign(top1_prob=0.7)
     preds.loc[preds["top1_label"] == "Acartia_juv", "top1_prob"] = np.nextafter(0.7, 0)
-    s = dwca.Settings(min_score=0.7)
+    s = dwca.Settings(min_score=0.7, unverified="exclude")
     t = dwca.build(preds, dwca.read_samples(tmp_path / "s.csv"), {x.label: x for x in TAXA}, s)
     n = t.emof[t.emof["measurementTypeID"] == dwca.COUNT[1]]["measurementValue"].astype(int).sum()
     assert n == 10  # the 10 Acartia at exactly 0.7, not the 4 Acartia_juv just below

@@ -14,9 +14,9 @@ import yaml
 from rocrate.rocrate import ROCrate
 
 from aquaflow.io import sha256_file
-from aquaflow.standards import dwca
+from aquaflow.standards import dwca, taxonomy
 
-from ..conftest import run_snakemake, validate_rocrate
+from ..conftest import REPO, run_snakemake, validate_rocrate
 from ..dwca_checks import meta_xml_errors, obis_problems, read_archive
 from ..unit.test_ecotaxa import reimport
 from ..wf_b_fixtures import DEMO, demo_done
@@ -39,17 +39,21 @@ def test_dwca_validates_and_counts_match_predictions(demo):
     ev, occ, emof = read_archive(archive)
     assert list(ev["eventID"]) == ["planktonclas_demo"]
     assert obis_problems(ev, occ, emof) == []
-    # the taxonomy table verifies only Bacillariophyceae: it alone is published, with its exact count
+    # every demo class has a verified AphiaID: all objects are published, each with its exact count
+    # (Dinoflagellata and Noctilucales are both published as class Dinophyceae: one occurrence)
     report = json.loads((res / "export/dwca_flowcam_demo.json").read_text())
     per_label = pred["top1_label"].value_counts().to_dict()
     assert {k: v["objects"] for k, v in report["labels"].items()} == per_label
-    unverified = ["Actinoptychus", "Ciliophora", "Dinoflagellata", "Noctilucales", "Tripos"]
-    assert report["excluded_unverified"] == unverified
+    assert report["excluded_unverified"] == [] and report["objects_in_occurrences"] == len(pred)
+    table = taxonomy.read_table(REPO / "config/taxonomy/flowcam.tsv")
+    expected: dict[str, int] = {}
+    for label, n in per_label.items():
+        name = table[label].scientific_name
+        expected[name] = expected.get(name, 0) + n
     counts = emof[emof["measurementTypeID"] == dwca.COUNT[1]].merge(occ, on=["eventID", "occurrenceID"])
     got = dict(zip(counts["scientificName"], counts["measurementValue"].astype(int), strict=True))
-    assert got == (
-        {"Bacillariophyceae": per_label["Bacillariophyceae"]} if "Bacillariophyceae" in per_label else {}
-    )
+    assert got == expected
+    assert occ["scientificNameID"].str.match(r"^urn:lsid:marinespecies\.org:taxname:\d+$").all()
     assert set(occ["basisOfRecord"]) <= {"MachineObservation"}
     assert all(
         card_id in r for r in occ["identificationReferences"] for card_id in [pred["model_id"].iloc[0]]

@@ -16,9 +16,10 @@ al. 2022 (see README, "Publishing to OBIS"):
 The objects are the task's (aquaflow.tasks.objects): a classifier's predicted items, or a
 detector's detections (then the predicted images, zero-detection ones included, make the events).
 
-Labels that are not taxa (taxonomy status `not_a_taxon`) never become occurrences; labels whose
-AphiaID is not verified are left out too unless `unverified: include`. Both are listed in the
-report with their object counts.
+Labels that are not taxa (taxonomy status `not_a_taxon`) never become occurrences; a label whose
+AphiaID is not verified stops the export (`unverified: error`, the default) unless the use case
+opts in to leaving it out (`exclude`) or publishing it without scientificNameID (`include`). Left-out
+labels are listed in the report with their object counts.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ import pandas as pd
 
 from aquaflow import __version__
 from aquaflow.io import atomic_path, write_json
-from aquaflow.standards.taxonomy import LSID_RE, Taxon, read_table, resolve, split_status
+from aquaflow.standards.taxonomy import (
+    LSID_RE,
+    Taxon,
+    check_labels,
+    read_table,
+    split_status,
+)
 from aquaflow.tasks.objects import export_images, export_objects, is_detection
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
@@ -170,7 +177,7 @@ class Settings:
     """The `export.dwca` config keys plus what the rule knows (see config/README.md)."""
 
     occurrence_status: str = "present"
-    unverified: str = "exclude"  # exclude | include
+    unverified: str = "error"  # error | exclude | include
     min_score: float = 0.0
     validated_column: str | None = None
     identified_by: str = ""
@@ -347,7 +354,7 @@ def build(
     unknown = sorted((set(objs["eventID"]) | imaged_events) - set(samples["eventID"]))
     if unknown:
         raise DwcaError(f"objects of sample(s) {unknown[:10]} have no row in the sample table (eventID)")
-    taxa = resolve(objs["label"], taxa_table, s.taxonomy_path)
+    taxa = check_labels(objs["label"], taxa_table, s.unverified, s.taxonomy_path)
     objs["keep"] = objs["score"] >= s.min_score
     objs.loc[objs["status"] == "V", "keep"] = True
     allowed = {lb for lb, t in taxa.items() if t.is_taxon and (t.lsid or s.unverified == "include")}
