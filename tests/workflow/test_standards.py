@@ -82,7 +82,8 @@ def test_rocrate_loads_and_validates(demo, tmp_path):
         zf.extractall(tmp_path / "crate")
     crate = ROCrate(tmp_path / "crate")
     assert crate.mainEntity.id == "workflow/Snakefile"
-    (action,) = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    actions = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    (action,) = [a for a in actions if a["instrument"].id == crate.mainEntity.id]
     results = {e.id: e for e in action["result"]}
     assert results["outputs/dwca_flowcam_demo.zip"]["sha256"] == sha256_file(
         res / "export/dwca_flowcam_demo.zip"
@@ -93,9 +94,29 @@ def test_rocrate_loads_and_validates(demo, tmp_path):
     card = json.loads((work / "results/flowcam/model/model_card.json").read_text())
     assert f"mlflow-run:{card['mlflow']['run_id']}" in str(action["identifier"])
     assert action["startTime"] <= action["endTime"]
+    assert (
+        action["agent"]["name"] == "A. Tester" and crate.root_dataset["publisher"]["name"] == "Test Institute"
+    )
     cfg = yaml.safe_load((tmp_path / "crate/config/resolved_config.yaml").read_text())
     assert cfg["training"]["epochs"] == 3 and cfg["campaign"]["samples"]["column"] == "sample_id"
+    # one action per executed job upstream, from Snakemake's own records (.snakemake/metadata)
+    jobs = [a for a in actions if a is not action]
+    rules = {a["instrument"]["name"].removeprefix("rule ") for a in jobs}
+    assert {"train", "infer_inputs", "infer_shard", "infer_gather", "export_dwca", "export_ecotaxa"} <= rules
+    assert sum(a["name"] == "rule infer_shard" for a in jobs) == 2  # the demo's two shards
+    (gather,) = [a for a in jobs if a["name"] == "rule infer_gather"]
+    made = {e.id: e for e in (gather["result"] if isinstance(gather["result"], list) else [gather["result"]])}
+    assert made["outputs/predictions.parquet"]["sha256"] == sha256_file(res / "predictions.parquet")
+    assert all(a["startTime"] <= a["endTime"] for a in jobs)
+    assert {t.id for t in crate.mainEntity["hasPart"]} == {
+        f"https://git.example.org/aquaflow/tree/v0#rule-{r}" for r in rules
+    }
     assert validate_rocrate(crate_zip, tmp_path / "http-cache") == []
+    assert validate_rocrate(crate_zip, tmp_path / "http-cache", "provenance-run-crate-0.5") == []
+    # RECOMMENDED: only the main workflow's id, relative in a crate read from a local file (it
+    # resolves to file://...; published over https it is absolute)
+    notes = validate_rocrate(crate_zip, tmp_path / "http-cache", severity="RECOMMENDED")
+    assert notes == ["RECOMMENDED: The SoftwareApplication id SHOULD be an absolute URI"] * 2
 
 
 def test_editing_eml_reruns_only_the_exports(demo, tmp_path):
