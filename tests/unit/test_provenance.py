@@ -159,15 +159,16 @@ def test_recommended_properties_of_the_run_crate(tmp_path):
     assert notes == ["RECOMMENDED: The SoftwareApplication id SHOULD be an absolute URI"] * 2
 
 
-def _record(rule, inputs, start, job="h1", checksums=None):
-    """A record as Snakemake 9 writes it to .snakemake/metadata (the fields job_records reads)."""
+def _record(rule, inputs, start, job="h1", checksums=None, end=None):
+    """A record as Snakemake 9 writes it to .snakemake/metadata (the fields job_records reads):
+    the outputs of one job share job_hash and endtime; their starttimes differ a little."""
     return {
         "rule": rule,
         "input": inputs,
         "params": [f"{{'rule': '{rule}'}}"],
         "job_hash": job,
         "starttime": start,
-        "endtime": start + 5,
+        "endtime": end or start + 5,
         "incomplete": False,
         "input_checksums": checksums or {},
     }
@@ -188,7 +189,9 @@ def test_provenance_run_crate_from_job_records(tmp_path, monkeypatch):
         "predictions.parquet": _record(
             "infer_gather", ["shard1.parquet", "shard2.parquet"], 300.0, "g", {"shard1.parquet": "ab" * 32}
         ),
-        "summary.json": _record("infer_gather", ["shard1.parquet", "shard2.parquet"], 300.0, "g"),
+        "summary.json": _record(
+            "infer_gather", ["shard1.parquet", "shard2.parquet"], 300.0004, "g", end=305.0
+        ),
         "other.txt": _record("unrelated", [], 50.0, "u"),
     }
     for path, rec in records.items():

@@ -37,7 +37,13 @@ def test_dwca_validates_and_counts_match_predictions(demo):
     pred = pd.read_parquet(res / "predictions.parquet")
     assert meta_xml_errors(archive) == []
     ev, occ, emof = read_archive(archive)
-    assert list(ev["eventID"]) == ["planktonclas_demo"]
+    # the sample with its station visit and cruise above it (parentEventID), parents first
+    assert list(ev["eventID"]) == [
+        "example_cruise_2024_05",
+        "example_cruise_2024_05_st07",
+        "planktonclas_demo",
+    ]
+    assert list(ev["parentEventID"]) == ["", "example_cruise_2024_05", "example_cruise_2024_05_st07"]
     assert obis_problems(ev, occ, emof) == []
     # every demo class has a verified AphiaID: all objects are published, each with its exact count
     # (Dinoflagellata and Noctilucales are both published as class Dinophyceae: one occurrence)

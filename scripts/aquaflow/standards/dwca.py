@@ -293,7 +293,7 @@ def with_ancestors(samples: pd.DataFrame, events: set[str]) -> pd.DataFrame:
             depth[e] = d
     rows = samples[samples["eventID"].isin(depth)].copy()
     rows["_depth"] = rows["eventID"].map(depth)
-    return rows.sort_values(["_depth", "eventID"], kind="stable").drop(columns="_depth")
+    return rows.sort_values("_depth", kind="stable").drop(columns="_depth")  # table order within a level
 
 
 def _number(text: str, where: str) -> float | None:

@@ -96,11 +96,16 @@ def _record_path(name: str) -> str:
     return base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
 
 
+def _job_key(rec: dict[str, Any]) -> tuple:
+    return (rec["rule"], rec.get("job_hash"), rec.get("endtime"))
+
+
 def job_records(metadata_dir: str | Path, targets: list[str]) -> list[Job]:
     """The executed jobs that made `targets` (paths relative to the working directory) and, going
-    back through their inputs, everything upstream: one Job per (rule, job hash, start time),
-    oldest first. Snakemake writes one record per output file; [] when there are none (a job that
-    shares no file system with the workflow's working directory)."""
+    back through their inputs, everything upstream, oldest first. Snakemake writes one record per
+    output file: a job is (rule, job hash, end time), its start the earliest of its records' (they
+    differ a little). [] when there are none (a job that shares no file system with the workflow's
+    working directory)."""
     metadata_dir = Path(metadata_dir)
     by_output: dict[str, dict[str, Any]] = {}
     if metadata_dir.is_dir():
@@ -113,14 +118,14 @@ def job_records(metadata_dir: str | Path, targets: list[str]) -> list[Job]:
     groups: dict[tuple, list[str]] = {}
     for path, rec in by_output.items():
         if rec.get("rule") and not rec.get("incomplete"):
-            groups.setdefault((rec["rule"], rec.get("job_hash"), rec.get("starttime")), []).append(path)
+            groups.setdefault(_job_key(rec), []).append(path)
     seen: set[tuple] = set()
     todo = list(targets)
     while todo:
         rec = by_output.get(todo.pop())
         if not rec or not rec.get("rule"):
             continue
-        key = (rec["rule"], rec.get("job_hash"), rec.get("starttime"))
+        key = _job_key(rec)
         if key in seen or key not in groups:
             continue
         seen.add(key)
@@ -131,14 +136,15 @@ def job_records(metadata_dir: str | Path, targets: list[str]) -> list[Job]:
     jobs = []
     for key in seen:
         rec = by_output[groups[key][0]]
+        starts = [float(by_output[p].get("starttime") or 0) for p in groups[key]]
         jobs.append(
             Job(
                 rule=key[0],
                 inputs=tuple(rec.get("input") or ()),
                 outputs=tuple(sorted(groups[key])),
                 params=tuple(str(p) for p in rec.get("params") or ()),
-                start=float(rec.get("starttime") or 0),
-                end=float(rec.get("endtime") or rec.get("starttime") or 0),
+                start=min(starts),
+                end=float(rec.get("endtime") or max(starts)),
                 checksums={p: checksums[p] for p in groups[key] if p in checksums},
             )
         )
