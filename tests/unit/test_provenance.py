@@ -232,7 +232,7 @@ def test_provenance_run_crate_from_job_records(tmp_path, monkeypatch):
     assert graph["#path:shard1.parquet"]["sha256"] == "ab" * 32  # Snakemake's recorded checksum
     assert (
         gather["startTime"] == "1970-01-01T00:05:00+00:00"
-        and gather["endTime"] == "1970-01-01T00:05:05+00:00"
+        and gather["endTime"] == "1970-01-01T00:05:05+00:00"  # latest of the records
     )
     wf = graph["workflow/Snakefile"]
     assert "HowTo" in wf["@type"] and len(wf["hasPart"]) == len(wf["step"]) == 3

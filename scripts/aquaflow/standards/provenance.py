@@ -97,15 +97,15 @@ def _record_path(name: str) -> str:
 
 
 def _job_key(rec: dict[str, Any]) -> tuple:
-    return (rec["rule"], rec.get("job_hash"), rec.get("endtime"))
+    return (rec["rule"], rec.get("job_hash"))
 
 
 def job_records(metadata_dir: str | Path, targets: list[str]) -> list[Job]:
     """The executed jobs that made `targets` (paths relative to the working directory) and, going
     back through their inputs, everything upstream, oldest first. Snakemake writes one record per
-    output file: a job is (rule, job hash, end time), its start the earliest of its records' (they
-    differ a little). [] when there are none (a job that shares no file system with the workflow's
-    working directory)."""
+    output file: a job is (rule, job hash), from the earliest start to the latest end of its
+    records (they differ by milliseconds). [] when there are none (a job that shares no file
+    system with the workflow's working directory)."""
     metadata_dir = Path(metadata_dir)
     by_output: dict[str, dict[str, Any]] = {}
     if metadata_dir.is_dir():
@@ -137,6 +137,7 @@ def job_records(metadata_dir: str | Path, targets: list[str]) -> list[Job]:
     for key in seen:
         rec = by_output[groups[key][0]]
         starts = [float(by_output[p].get("starttime") or 0) for p in groups[key]]
+        ends = [float(by_output[p].get("endtime") or 0) for p in groups[key]]
         jobs.append(
             Job(
                 rule=key[0],
@@ -144,7 +145,7 @@ def job_records(metadata_dir: str | Path, targets: list[str]) -> list[Job]:
                 outputs=tuple(sorted(groups[key])),
                 params=tuple(str(p) for p in rec.get("params") or ()),
                 start=min(starts),
-                end=float(rec.get("endtime") or max(starts)),
+                end=max(*ends, *starts),
                 checksums={p: checksums[p] for p in groups[key] if p in checksums},
             )
         )
