@@ -4,4 +4,9 @@ from aquaflow import runlog
 from aquaflow.standards import ecotaxa
 
 runlog.setup(snakemake.log[0])
-ecotaxa.export(snakemake.input.predictions, snakemake.output.tsv, snakemake.params.ecotaxa)
+ecotaxa.export(
+    snakemake.input.predictions,
+    snakemake.output.tsv,
+    snakemake.params.ecotaxa,
+    samples=snakemake.input.get("samples"),
+)

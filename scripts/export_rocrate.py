@@ -20,6 +20,11 @@ optional = {
     "dwca_report": "Darwin Core Archive report",
 }
 outputs.update({role: inp[key] for key, role in optional.items() if hasattr(inp, key)})
+rocrate = snakemake.params.config["export"]["rocrate"]
+# Snakemake's own records of the jobs upstream (none where jobs share no file system with it)
+jobs = provenance.job_records(
+    snakemake.params.records, [*map(str, inputs.values()), *map(str, outputs.values())]
+)
 provenance.write(
     snakemake.output[0],
     name=snakemake.params.name,
@@ -30,4 +35,6 @@ provenance.write(
     outputs=outputs,
     mlflow_runs=[run_id] if run_id else [],
     task=snakemake.params.task,
+    jobs=jobs,
+    workflow_url=rocrate["workflow_url"],
 )

@@ -217,8 +217,11 @@ def copy_tree():
 RO_CRATE_11_CONTEXT = "https://w3id.org/ro/crate/1.1/context"
 
 
-def validate_rocrate(crate_zip: Path, cache_dir: Path, profile: str = "workflow-run-crate-0.5") -> list[str]:
-    """roc-validator's issues (REQUIRED level) for a crate, with no network: the RO-Crate 1.1 JSON-LD
+def validate_rocrate(
+    crate_zip: Path, cache_dir: Path, profile: str = "workflow-run-crate-0.5", severity: str = "REQUIRED"
+) -> list[str]:
+    """roc-validator's issues (at `severity`: REQUIRED, RECOMMENDED or OPTIONAL and above) for a crate,
+    with no network: the RO-Crate 1.1 JSON-LD
     context (tests/data/jsonld, from ResearchObject/ro-crate docs/_specification/1.1) is put in the
     validator's own HTTP cache and the validator runs in its offline mode."""
     import io
@@ -250,7 +253,7 @@ def validate_rocrate(crate_zip: Path, cache_dir: Path, profile: str = "workflow-
     settings = services.ValidationSettings(
         rocrate_uri=str(crate_zip),
         profile_identifier=profile,
-        requirement_severity=models.Severity.REQUIRED,
+        requirement_severity=models.Severity[severity],
         offline=True,
         cache_path=cache_dir,
         cache_max_age=-1,

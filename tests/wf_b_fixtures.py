@@ -16,6 +16,13 @@ def demo_usecase() -> dict:
     uc = tiny_usecase()
     uc["campaigns"]["demo"]["samples"] = {"path": str(REPO / "config/samples/flowcam_demo.csv")}
     uc["export"]["dwca"]["taxonomy"] = str(REPO / "config/taxonomy/flowcam.tsv")
+    # who ran it and where the release and the organization are published (RO-Crate author,
+    # agent, publisher; absolute ids of the rules): test values
+    uc["export"]["dwca"].setdefault("eml", {}).update(creator="A. Tester", organization="Test Institute")
+    uc["export"]["rocrate"] = {
+        "workflow_url": "https://git.example.org/aquaflow/tree/v0",
+        "organization_url": "https://institute.example.org/",
+    }
     return uc
 
 

@@ -383,8 +383,15 @@ def ecotaxa_settings(wildcards):
         "instrument": cfg["instrument"],
         "metadata": cfg["campaigns"][wildcards.campaign]["metadata"],
         "default_sample_id": f"{wildcards.uc}_{wildcards.campaign}",
+        "sample_column": cfg["campaigns"][wildcards.campaign]["samples"]["column"],
         "objects": objects_settings(wildcards),
     }
+
+
+def ecotaxa_samples(wildcards):
+    """The campaign's samples table, when it has one: each object's sample_id, position and date."""
+    path = samples_table(wildcards)
+    return {"samples": path} if path else {}
 
 
 def campaign_sample_id(wildcards):

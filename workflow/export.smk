@@ -4,6 +4,7 @@
 
 rule export_ecotaxa:
     input:
+        unpack(ecotaxa_samples),  # per-object sample_id/acq_id, position and date
         predictions=rules.infer_gather.output.predictions,
     output:
         tsv=f"{CAMPAIGN}/export/ecotaxa_{{uc}}_{{campaign}}.tsv",

@@ -47,5 +47,6 @@ rule export_rocrate:
         name="{uc} campaign {campaign}",
         snakefile=str(Path(workflow.basedir) / "Snakefile"),
         rule_files=sorted(str(p) for p in (Path(workflow.basedir) / "workflow").glob("*.smk")),
+        records=".snakemake/metadata",  # Snakemake's job records: one CreateAction per upstream job
     script:
         "../scripts/export_rocrate.py"

@@ -66,7 +66,12 @@ def archive(tmp_path):
     preds.to_parquet(tmp_path / "predictions.parquet")
     (tmp_path / "samples.csv").write_text(SAMPLES)
     write_table(TAXA, tmp_path / "taxa.tsv")
-    cfg = {"validated_column": "expert", "identified_by": "A. Expert", "eml": {"license": "CC-BY-4.0"}}
+    cfg = {
+        "validated_column": "expert",
+        "identified_by": "A. Expert",
+        "unverified": "exclude",  # opts in to leaving the unverified Noctiluca out
+        "eml": {"license": "CC-BY-4.0"},
+    }
     tables = dwca.export(
         predictions=tmp_path / "predictions.parquet",
         samples=tmp_path / "samples.csv",
@@ -192,6 +197,17 @@ def test_report_lists_excluded_labels(archive):
     assert "sha256 " + "m" * 64 in eml.findtext("dataset/methods/methodStep/description/para")
 
 
+def test_an_unverified_label_stops_the_export_unless_the_config_opts_in(tmp_path):
+    (tmp_path / "s.csv").write_text(SAMPLES)
+    samples = dwca.read_samples(tmp_path / "s.csv")
+    taxa = {x.label: x for x in TAXA}
+    with pytest.raises(TaxonomyError, match=r"\['Noctiluca'\] of this campaign have no verified AphiaID"):
+        dwca.build(predictions(), samples, taxa, dwca.Settings())
+    # a campaign without the unverified label needs no opt-in
+    preds = predictions().query("top1_label != 'Noctiluca'")
+    assert dwca.build(preds, samples, taxa, dwca.Settings()).report["objects"] == 24
+
+
 def test_unverified_included_without_scientific_name_id(tmp_path):
     (tmp_path / "s.csv").write_text(SAMPLES)
     s = dwca.Settings(unverified="include", instrument="FlowCam")
@@ -211,7 +227,7 @@ def test_unverified_included_without_scientific_name_id(tmp_path):
 def test_min_score_leaves_low_scores_out(tmp_path):
     (tmp_path / "s.csv").write_text(SAMPLES)
     preds = predictions()
-    s = dwca.Settings(min_score=0.7)
+    s = dwca.Settings(min_score=0.7, unverified="exclude")
     t = dwca.build(preds, dwca.read_samples(tmp_path / "s.csv"), {x.label: x for x in TAXA}, s)
     kept = preds[preds["top1_label"].str.startswith("Acartia") & (preds["top1_prob"] >= 0.7)]
     expert = preds[
@@ -228,7 +244,7 @@ def test_min_score_keeps_a_prediction_exactly_at_the_threshold(tmp_path):
     (tmp_path / "s.csv").write_text(SAMPLES)
     preds = predictions().assign(top1_prob=0.7)
     preds.loc[preds["top1_label"] == "Acartia_juv", "top1_prob"] = np.nextafter(0.7, 0)
-    s = dwca.Settings(min_score=0.7)
+    s = dwca.Settings(min_score=0.7, unverified="exclude")
     t = dwca.build(preds, dwca.read_samples(tmp_path / "s.csv"), {x.label: x for x in TAXA}, s)
     n = t.emof[t.emof["measurementTypeID"] == dwca.COUNT[1]]["measurementValue"].astype(int).sum()
     assert n == 10  # the 10 Acartia at exactly 0.7, not the 4 Acartia_juv just below
@@ -285,3 +301,61 @@ def test_own_checks_catch_broken_tables(archive):
     problems = " | ".join(dwca.check(bad))
     for needle in ("LSID", "occurrenceID not unique", "no unit"):
         assert needle in problems
+
+
+HIERARCHY = (
+    "eventID,parentEventID,eventType,eventDate,decimalLatitude,decimalLongitude,sampleSizeValue,sampleSizeUnit,countryCode\n"
+    "BE2024,,cruise,2024-05-08/2024-05-09,51.3,2.8,,,BE\n"
+    "BE2024_st1,BE2024,stationVisit,2024-05-08T10:00:00Z,51.2,2.9,,,BE\n"
+    "BE2024_st2,BE2024,stationVisit,2024-05-09T09:00:00Z,51.3,2.8,,,BE\n"
+    "S1,BE2024_st1,sample,2024-05-08T10:00:00Z,51.2,2.9,5,mL,BE\n"
+    "S2,BE2024_st2,sample,2024-05-09T09:00:00Z,51.3,2.8,2,L,BE\n"
+    "S3,BE2024_st2,sample,2024-05-09T09:30:00Z,51.3,2.8,1,L,BE\n"
+    "S9,BE2024_st2,sample,2024-05-09T10:00:00Z,51.3,2.8,1,L,BE\n"
+)
+
+
+def test_event_hierarchy_absences_and_sampling_device(tmp_path):
+    """Cruise -> station visit -> sample from the samples table (parentEventID), the model's taxa
+    not seen in a sample as absences, the net as an eMoF row per sample; OBIS QC passes."""
+    (tmp_path / "s.csv").write_text(HIERARCHY)
+    samples = dwca.read_samples(tmp_path / "s.csv")
+    s = dwca.Settings(
+        unverified="exclude",
+        instrument="FlowCam",
+        absences=True,
+        classes=["Acartia", "Acartia_juv", "Noctiluca", "detritus", "Oithona"],
+        sampling_device={
+            "name": "WP2 net",
+            "value_id": "http://vocab.nerc.ac.uk/collection/L22/current/TOOL0979/",
+        },
+    )
+    taxa = {x.label: x for x in [*TAXA, Taxon("Oithona", "Oithona", 106485, "Genus", "Animalia", "verified")]}
+    preds = predictions()  # S1, S2, S3: Acartia in each, no Oithona anywhere
+    t = dwca.build(preds, samples, taxa, s)
+    # S9 has no objects: not in the archive; the others with their station and the cruise, parents first
+    assert list(t.event["eventID"]) == ["BE2024", "BE2024_st1", "BE2024_st2", "S1", "S2", "S3"]
+    assert dict(zip(t.event["eventID"], t.event["parentEventID"], strict=True))["S3"] == "BE2024_st2"
+    absent = t.occurrence[t.occurrence["occurrenceStatus"] == "absent"]
+    assert sorted(absent["occurrenceID"]) == ["S1_A_106485", "S2_A_106485", "S3_A_106485"]
+    assert (absent["scientificNameID"] == "urn:lsid:marinespecies.org:taxname:106485").all()
+    counts = t.emof[t.emof["occurrenceID"].isin(absent["occurrenceID"])]
+    assert counts["measurementValue"].tolist() == [0, 0, 0]
+    device = t.emof[t.emof["measurementTypeID"] == dwca.SAMPLING_DEVICE[1]]
+    assert sorted(device["eventID"]) == ["S1", "S2", "S3"] and set(device["measurementValue"]) == {"WP2 net"}
+    assert set(t.emof["eventID"]) <= {"S1", "S2", "S3"}  # sample-level facts on the samples only
+    assert dwca.check(t) == []
+    assert check_eventids(t.event).empty  # pyobistools: every parentEventID is an event
+    assert check_fields(t.event, analysis_type="event_core").empty
+    assert check_fields(t.occurrence, analysis_type="occurrence_extension").empty
+    assert check_measurementids(t.emof).empty
+    dwca.write_archive(t, tmp_path / "h.zip", dwca.eml_xml(t, {}, "h", "test"))
+    with DwCAReader(str(tmp_path / "h.zip")) as dw:  # python-dwca-reader: the hierarchy reads back
+        assert {row.id: row.data[dwca.DWC + "parentEventID"] for row in dw}["BE2024_st1"] == "BE2024"
+    # a parent the table lacks, or a cycle, is an error naming the table
+    (tmp_path / "bad.csv").write_text(HIERARCHY.replace("S1,BE2024_st1", "S1,nowhere"))
+    with pytest.raises(dwca.DwcaError, match=r"bad.csv: parentEventID \['nowhere'\]"):
+        dwca.read_samples(tmp_path / "bad.csv")
+    (tmp_path / "loop.csv").write_text(HIERARCHY.replace("BE2024,,cruise", "BE2024,S1,cruise"))
+    with pytest.raises(dwca.DwcaError, match="cycle"):
+        dwca.read_samples(tmp_path / "loop.csv")

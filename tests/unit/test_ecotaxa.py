@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from aquaflow.data import imaging
 from aquaflow.data.flowcam import list_run
@@ -305,3 +306,43 @@ def test_the_local_path_in_hex_is_not_exported(tmp_path):
     df = ecotaxa.table(pred, 2, CFG, "FlowCam")
     assert not [c for c in df.columns if "source" in c]
     assert "alice" not in df.to_csv() and b"alice".hex() not in df.to_csv()
+
+
+def test_a_campaign_of_three_samples_imports_as_three_samples(tmp_path):
+    """Each object's sample comes from the campaign's sample column; the samples table gives its
+    position, depth and date; an object of a sample the table lacks is an error naming it."""
+    pred = predictions(pd.DataFrame({"seq": range(6), "source": [f"{i}.png" for i in range(6)]}))
+    pred["station"] = ["S1", "S2", "S3", "S1", "S2", "S3"]
+    pred.to_parquet(tmp_path / "p.parquet")
+    (tmp_path / "samples.csv").write_text(
+        "eventID,eventDate,decimalLatitude,decimalLongitude,minimumDepthInMeters,maximumDepthInMeters\n"
+        "S1,2024-05-08T10:30:00Z,51.1,2.1,3,5\n"
+        "S2,2024-05-09T11:00Z,51.2,2.2,0,10\n"
+        "S3,2024-05-10,51.3,2.3,,\n"
+    )
+    settings = {
+        "metadata": {"acq_id": "flowcam"},
+        "default_sample_id": "uc_campaign",
+        "sample_column": "station",
+        "top_k": 1,
+        "instrument": "FlowCam",
+    }
+    assert ecotaxa.export(tmp_path / "p.parquet", tmp_path / "e.tsv", settings, tmp_path / "samples.csv") == 6
+    df, types = ecotaxa.read_tsv(tmp_path / "e.tsv")
+    assert df["sample_id"].tolist() == ["S1", "S2", "S3"] * 2 and df["sample_id"].nunique() == 3
+    assert df["acq_id"].tolist() == ["S1_flowcam", "S2_flowcam", "S3_flowcam"] * 2  # one per sample
+    assert df["object_lat"].astype(float).tolist() == [51.1, 51.2, 51.3] * 2
+    assert df["object_date"].tolist() == ["20240508", "20240509", "20240510"] * 2
+    assert df["object_time"].tolist() == ["103000", "110000", ""] * 2
+    assert df["object_depth_max"].tolist() == ["5", "10", ""] * 2
+    typed = dict(zip(df.columns, types, strict=True))
+    assert typed["object_lat"] == "[f]" and typed["object_date"] == "[t]" and typed["sample_id"] == "[t]"
+    assert len(reimport(tmp_path / "e.tsv")) == 6  # the importer's rules hold
+    pred.assign(station="S4").to_parquet(tmp_path / "p.parquet")
+    with pytest.raises(ValueError, match=r"\['S4'\] have no row \(eventID\) in the samples table"):
+        ecotaxa.export(tmp_path / "p.parquet", tmp_path / "e.tsv", settings, tmp_path / "samples.csv")
+    # without a samples table, the one campaign sample of metadata as before
+    pred.drop(columns="station").to_parquet(tmp_path / "p.parquet")
+    ecotaxa.export(tmp_path / "p.parquet", tmp_path / "e.tsv", settings)
+    df, _ = ecotaxa.read_tsv(tmp_path / "e.tsv")
+    assert set(df["sample_id"]) == {"uc_campaign"} and set(df["acq_id"]) == {"flowcam"}

@@ -12,16 +12,72 @@ from aquaflow.standards.taxonomy import LSID_RE, Taxon, TaxonomyError
 from ..conftest import REPO
 
 
-def test_committed_tables_cover_every_class(planktonclas_resources):
+def shipped_labels(planktonclas_resources) -> dict[str, list[str]]:
+    """Every label every shipped use case can predict, from the data its config names."""
+    from aquaflow.synthetic.litter import CLASSES as LITTER
+    from aquaflow.synthetic.scenes import KINDS
+
+    ucs = {p.stem for p in (REPO / "config/usecases").glob("*.yaml")}
+    labels = {
+        "flowcam": (planktonclas_resources / "dataset_files/classes.txt").read_text().split(),
+        "zooscan": ["multiple", "single"],
+        "litter": list(LITTER),
+        "fish_detection": list(KINDS["fish"][1]),
+        "cold_coral": list(KINDS["coral"][1]),
+        "diatoms": list(KINDS["diatoms"][1]),
+        "beach": list(KINDS["beach"][1]),
+    }
+    assert set(labels) == ucs, "a new shipped use case needs its labels (and taxonomy table) here"
+    return labels
+
+
+def test_committed_tables_cover_every_label_of_every_shipped_use_case(planktonclas_resources):
+    for uc, labels in shipped_labels(planktonclas_resources).items():
+        table = taxonomy.read_table(REPO / f"config/taxonomy/{uc}.tsv")
+        assert sorted(table) == sorted(labels), uc
+        for t in table.values():  # a verified row has an LSID, a date and a source URL
+            assert bool(LSID_RE.match(t.lsid)) == (t.status == "verified")
+            assert t.aphia_id is None or t.status == "verified"
+            if t.status == "verified":
+                assert t.checked and "https://" in t.source and str(t.aphia_id) in t.source, t
+            assert t.note or t.status == "verified", f"{uc} {t.label}: an unverified/non-taxon row says why"
+    # the FlowCam demo publishes all six classes; its non-obvious mappings say so in the note
     flowcam = taxonomy.read_table(REPO / "config/taxonomy/flowcam.tsv")
-    classes = (planktonclas_resources / "dataset_files/classes.txt").read_text().split()
-    assert sorted(flowcam) == sorted(classes)
-    assert all(t.is_taxon for t in flowcam.values())
-    for t in flowcam.values():  # a verified row has an LSID, an unverified row never publishes one
-        assert bool(LSID_RE.match(t.lsid)) == (t.status == "verified")
-        assert t.aphia_id is None or t.status == "verified"
+    assert {t.status for t in flowcam.values()} == {"verified"}
+    assert {lb: t.aphia_id for lb, t in flowcam.items()} == {
+        "Actinoptychus": 148947,
+        "Bacillariophyceae": 148899,
+        "Ciliophora": 11,
+        "Dinoflagellata": 19542,
+        "Noctilucales": 19542,
+        "Tripos": 494057,
+    }
+    assert "Dinophyceae" in flowcam["Noctilucales"].note
     zooscan = taxonomy.read_table(REPO / "config/taxonomy/zooscan.tsv")
     assert zooscan["multiple"].status == "not_a_taxon" and zooscan["single"].scientific_name == "Biota"
+
+
+def test_check_fails_on_an_unverified_campaign_label_unless_the_config_opts_in(tmp_path, capsys):
+    table = {
+        "A": Taxon("A", "Acartia", 104108, status="verified"),
+        "B": Taxon("B", "Bx"),
+        "d": Taxon("d", status="not_a_taxon"),
+    }
+    assert set(taxonomy.check_labels(["A", "d"], table, "error")) == {"A", "d"}
+    with pytest.raises(TaxonomyError, match=r"label\(s\) \['B'\] .*export.dwca.unverified: exclude"):
+        taxonomy.check_labels(["A", "B"], table, "error", "t.tsv")
+    for opt in ("exclude", "include"):
+        assert set(taxonomy.check_labels(["A", "B"], table, opt)) == {"A", "B"}
+    with pytest.raises(TaxonomyError, match="not one of"):
+        taxonomy.check_labels(["A"], table, "maybe")
+    path = tmp_path / "t.tsv"
+    taxonomy.write_table(table.values(), path)
+    (tmp_path / "classes.txt").write_text("A\nB\n")
+    assert taxonomy.main(["check", str(path), "--labels", str(tmp_path / "classes.txt")]) == 1
+    assert "['B']" in capsys.readouterr().err
+    args = ["check", str(path), "--labels", str(tmp_path / "classes.txt"), "--unverified", "exclude"]
+    assert taxonomy.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["unverified"] == ["B"]
 
 
 def test_write_read_roundtrip_and_init_cli(tmp_path):
@@ -107,7 +163,15 @@ def test_fill_marks_only_exact_accepted_matches():
     assert out["blob"].status == "unverified" and "no match" in out["blob"].note
     assert out["ok"] == table["ok"]
     assert out["Acartia"] == Taxon(
-        "Acartia", "Acartia", 104108, "Genus", "Animalia", "verified", "2026-11-27", ""
+        "Acartia",
+        "Acartia",
+        104108,
+        "Genus",
+        "Animalia",
+        "verified",
+        "2026-11-27",
+        "",
+        source=taxonomy.WORMS_URL + "104108",  # where it was checked
     )  # rank and kingdom from WoRMS
     assert out["Oithona"].note == ("WoRMS 2026-11-27: Oithonax 1 (phonetic, accepted); check by hand")
     assert out["blob"].note == "WoRMS 2026-11-27: no match; check by hand"
@@ -121,7 +185,9 @@ def test_fill_keeps_own_rank_and_note_and_lists_five_candidates():
     ]
     exact = {"AphiaID": 9, "scientificname": "Aa", "match_type": "exact", "status": "accepted"}
     out = taxonomy.fill(table, lambda names: [[exact], many], today="2026-12-03")
-    assert out["A"] == Taxon("A", "Aa", 9, "Genus", "Animalia", "verified", "2026-12-03", "mine")
+    assert out["A"] == Taxon(
+        "A", "Aa", 9, "Genus", "Animalia", "verified", "2026-12-03", "mine", source=taxonomy.WORMS_URL + "9"
+    )
     listed = ", ".join(f"B{i} {i} (near_1, unaccepted)" for i in range(5))
     assert out["B"].note == f"WoRMS 2026-12-03: {listed}; check by hand"
     with pytest.raises(ValueError):  # an answer that does not have one list per name asked

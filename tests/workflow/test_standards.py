@@ -14,9 +14,9 @@ import yaml
 from rocrate.rocrate import ROCrate
 
 from aquaflow.io import sha256_file
-from aquaflow.standards import dwca
+from aquaflow.standards import dwca, taxonomy
 
-from ..conftest import run_snakemake, validate_rocrate
+from ..conftest import REPO, run_snakemake, validate_rocrate
 from ..dwca_checks import meta_xml_errors, obis_problems, read_archive
 from ..unit.test_ecotaxa import reimport
 from ..wf_b_fixtures import DEMO, demo_done
@@ -37,19 +37,29 @@ def test_dwca_validates_and_counts_match_predictions(demo):
     pred = pd.read_parquet(res / "predictions.parquet")
     assert meta_xml_errors(archive) == []
     ev, occ, emof = read_archive(archive)
-    assert list(ev["eventID"]) == ["planktonclas_demo"]
+    # the sample with its station visit and cruise above it (parentEventID), parents first
+    assert list(ev["eventID"]) == [
+        "example_cruise_2024_05",
+        "example_cruise_2024_05_st07",
+        "planktonclas_demo",
+    ]
+    assert list(ev["parentEventID"]) == ["", "example_cruise_2024_05", "example_cruise_2024_05_st07"]
     assert obis_problems(ev, occ, emof) == []
-    # the taxonomy table verifies only Bacillariophyceae: it alone is published, with its exact count
+    # every demo class has a verified AphiaID: all objects are published, each with its exact count
+    # (Dinoflagellata and Noctilucales are both published as class Dinophyceae: one occurrence)
     report = json.loads((res / "export/dwca_flowcam_demo.json").read_text())
     per_label = pred["top1_label"].value_counts().to_dict()
     assert {k: v["objects"] for k, v in report["labels"].items()} == per_label
-    unverified = ["Actinoptychus", "Ciliophora", "Dinoflagellata", "Noctilucales", "Tripos"]
-    assert report["excluded_unverified"] == unverified
+    assert report["excluded_unverified"] == [] and report["objects_in_occurrences"] == len(pred)
+    table = taxonomy.read_table(REPO / "config/taxonomy/flowcam.tsv")
+    expected: dict[str, int] = {}
+    for label, n in per_label.items():
+        name = table[label].scientific_name
+        expected[name] = expected.get(name, 0) + n
     counts = emof[emof["measurementTypeID"] == dwca.COUNT[1]].merge(occ, on=["eventID", "occurrenceID"])
     got = dict(zip(counts["scientificName"], counts["measurementValue"].astype(int), strict=True))
-    assert got == (
-        {"Bacillariophyceae": per_label["Bacillariophyceae"]} if "Bacillariophyceae" in per_label else {}
-    )
+    assert got == expected
+    assert occ["scientificNameID"].str.match(r"^urn:lsid:marinespecies\.org:taxname:\d+$").all()
     assert set(occ["basisOfRecord"]) <= {"MachineObservation"}
     assert all(
         card_id in r for r in occ["identificationReferences"] for card_id in [pred["model_id"].iloc[0]]
@@ -78,7 +88,8 @@ def test_rocrate_loads_and_validates(demo, tmp_path):
         zf.extractall(tmp_path / "crate")
     crate = ROCrate(tmp_path / "crate")
     assert crate.mainEntity.id == "workflow/Snakefile"
-    (action,) = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    actions = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    (action,) = [a for a in actions if a["instrument"].id == crate.mainEntity.id]
     results = {e.id: e for e in action["result"]}
     assert results["outputs/dwca_flowcam_demo.zip"]["sha256"] == sha256_file(
         res / "export/dwca_flowcam_demo.zip"
@@ -89,9 +100,29 @@ def test_rocrate_loads_and_validates(demo, tmp_path):
     card = json.loads((work / "results/flowcam/model/model_card.json").read_text())
     assert f"mlflow-run:{card['mlflow']['run_id']}" in str(action["identifier"])
     assert action["startTime"] <= action["endTime"]
+    assert (
+        action["agent"]["name"] == "A. Tester" and crate.root_dataset["publisher"]["name"] == "Test Institute"
+    )
     cfg = yaml.safe_load((tmp_path / "crate/config/resolved_config.yaml").read_text())
     assert cfg["training"]["epochs"] == 3 and cfg["campaign"]["samples"]["column"] == "sample_id"
+    # one action per executed job upstream, from Snakemake's own records (.snakemake/metadata)
+    jobs = [a for a in actions if a is not action]
+    rules = {a["instrument"]["name"].removeprefix("rule ") for a in jobs}
+    assert {"train", "infer_inputs", "infer_shard", "infer_gather", "export_dwca", "export_ecotaxa"} <= rules
+    assert sum(a["name"] == "rule infer_shard" for a in jobs) == 2  # the demo's two shards
+    (gather,) = [a for a in jobs if a["name"] == "rule infer_gather"]
+    made = {e.id: e for e in (gather["result"] if isinstance(gather["result"], list) else [gather["result"]])}
+    assert made["outputs/predictions.parquet"]["sha256"] == sha256_file(res / "predictions.parquet")
+    assert all(a["startTime"] <= a["endTime"] for a in jobs)
+    assert {t.id for t in crate.mainEntity["hasPart"]} == {
+        f"https://git.example.org/aquaflow/tree/v0#rule-{r}" for r in rules
+    }
     assert validate_rocrate(crate_zip, tmp_path / "http-cache") == []
+    assert validate_rocrate(crate_zip, tmp_path / "http-cache", "provenance-run-crate-0.5") == []
+    # RECOMMENDED: only the main workflow's id, relative in a crate read from a local file (it
+    # resolves to file://...; published over https it is absolute)
+    notes = validate_rocrate(crate_zip, tmp_path / "http-cache", severity="RECOMMENDED")
+    assert notes == ["RECOMMENDED: The SoftwareApplication id SHOULD be an absolute URI"] * 2
 
 
 def test_editing_eml_reruns_only_the_exports(demo, tmp_path):

@@ -16,9 +16,10 @@ al. 2022 (see README, "Publishing to OBIS"):
 The objects are the task's (aquaflow.tasks.objects): a classifier's predicted items, or a
 detector's detections (then the predicted images, zero-detection ones included, make the events).
 
-Labels that are not taxa (taxonomy status `not_a_taxon`) never become occurrences; labels whose
-AphiaID is not verified are left out too unless `unverified: include`. Both are listed in the
-report with their object counts.
+Labels that are not taxa (taxonomy status `not_a_taxon`) never become occurrences; a label whose
+AphiaID is not verified stops the export (`unverified: error`, the default) unless the use case
+opts in to leaving it out (`exclude`) or publishing it without scientificNameID (`include`). Left-out
+labels are listed in the report with their object counts.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ import pandas as pd
 
 from aquaflow import __version__
 from aquaflow.io import atomic_path, write_json
-from aquaflow.standards.taxonomy import LSID_RE, Taxon, read_table, resolve, split_status
+from aquaflow.standards.taxonomy import (
+    LSID_RE,
+    Taxon,
+    check_labels,
+    read_table,
+    split_status,
+)
 from aquaflow.tasks.objects import export_images, export_objects, is_detection
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
@@ -112,6 +119,7 @@ COVER = (
     f"{NVS}P01/current/SDBIOL10/",
 )
 INSTRUMENT = ("Name of analytical instrument", f"{NVS}P01/current/NMANINST/")
+SAMPLING_DEVICE = ("Name of sampling instrument", f"{NVS}P01/current/NMSPINST/")
 UNITS = {
     "dimensionless": ("Dimensionless", f"{NVS}P06/current/UUUU/"),
     "per_m3": ("Number per cubic metre", f"{NVS}P06/current/UPMM/"),
@@ -134,10 +142,12 @@ MEASUREMENT_CODES = {
     VOLUME[1]: "volume",
     COVER[1]: "cover",
     INSTRUMENT[1]: "instrument",
+    SAMPLING_DEVICE[1]: "sampling_device",
 }
 MEASUREMENT_TYPE_IDS = set(MEASUREMENT_CODES)
 VERIFICATION = {"P": "PredictedByMachine", "V": "ValidatedByHuman"}
 OCCURRENCE_STATUS = ("present", "detected")
+ABSENT = {"present": "absent", "detected": "notDetected"}  # the matching absence vocabulary
 VOLUME_UNITS_M3 = {"ml": 1e-6, "millilitre": 1e-6, "l": 1e-3, "litre": 1e-3, "m3": 1.0, "cubic metre": 1.0}
 _ISO_DATE = re.compile(
     r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?)?"
@@ -170,7 +180,7 @@ class Settings:
     """The `export.dwca` config keys plus what the rule knows (see config/README.md)."""
 
     occurrence_status: str = "present"
-    unverified: str = "exclude"  # exclude | include
+    unverified: str = "error"  # error | exclude | include
     min_score: float = 0.0
     validated_column: str | None = None
     identified_by: str = ""
@@ -182,6 +192,9 @@ class Settings:
     references: str = ""
     taxonomy_path: str = "taxonomy table"
     detection: bool = False  # objects are detections (wording of remarks and methods)
+    absences: bool = False  # an absence per sample for each of the model's taxa it did not see
+    classes: list[str] = field(default_factory=list)  # the model's labels (for absences)
+    sampling_device: dict[str, str] = field(default_factory=dict)  # name, value_id (NERC L22/L05)
     eml: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -194,6 +207,8 @@ class Settings:
             "identified_by",
             "area_column",
             "pixel_size_mm",
+            "absences",
+            "sampling_device",
             "eml",
         }
         return cls(**{k: v for k, v in cfg.items() if k in keys}, **extra)
@@ -240,9 +255,45 @@ def read_samples(path: str | Path) -> pd.DataFrame:
             if (row.get("sampleSizeUnit") or "").lower() not in VOLUME_UNITS_M3:
                 unit = row.get("sampleSizeUnit")
                 raise DwcaError(f"{where}: sampleSizeUnit {unit!r} must be one of {sorted(VOLUME_UNITS_M3)}")
+    check_hierarchy(df, path)
     if "geodeticDatum" not in df:
         df["geodeticDatum"] = "EPSG:4326"
     return df.reset_index(drop=True)
+
+
+def check_hierarchy(df: pd.DataFrame, path: str | Path) -> None:
+    """parentEventID (cruise -> station visit -> sample, any depth) names rows of the same table,
+    without cycles."""
+    if "parentEventID" not in df:
+        return
+    parent = dict(zip(df["eventID"], df["parentEventID"], strict=True))
+    unknown = sorted({p for p in parent.values() if p and p not in parent})
+    if unknown:
+        raise DwcaError(f"{path}: parentEventID {unknown[:5]} not an eventID of the table")
+    for ev in parent:
+        seen = {ev}
+        while parent.get(ev):
+            ev = parent[ev]
+            if ev in seen:
+                raise DwcaError(f"{path}: parentEventID cycle through {ev!r}")
+            seen.add(ev)
+
+
+def with_ancestors(samples: pd.DataFrame, events: set[str]) -> pd.DataFrame:
+    """The sample-table rows of `events` and of their parents up the hierarchy, parents first."""
+    parent = dict(
+        zip(samples["eventID"], samples.get("parentEventID", pd.Series("", index=samples.index)), strict=True)
+    )
+    depth: dict[str, int] = {}
+    for ev in events:
+        chain = [ev]
+        while parent.get(chain[-1]):
+            chain.append(parent[chain[-1]])
+        for d, e in enumerate(reversed(chain)):
+            depth[e] = d
+    rows = samples[samples["eventID"].isin(depth)].copy()
+    rows["_depth"] = rows["eventID"].map(depth)
+    return rows.sort_values("_depth", kind="stable").drop(columns="_depth")  # table order within a level
 
 
 def _number(text: str, where: str) -> float | None:
@@ -347,10 +398,10 @@ def build(
     unknown = sorted((set(objs["eventID"]) | imaged_events) - set(samples["eventID"]))
     if unknown:
         raise DwcaError(f"objects of sample(s) {unknown[:10]} have no row in the sample table (eventID)")
-    taxa = resolve(objs["label"], taxa_table, s.taxonomy_path)
+    taxa = check_labels(objs["label"], taxa_table, s.unverified, s.taxonomy_path)
     objs["keep"] = objs["score"] >= s.min_score
     objs.loc[objs["status"] == "V", "keep"] = True
-    allowed = {lb for lb, t in taxa.items() if t.is_taxon and (t.lsid or s.unverified == "include")}
+    allowed = allowed_labels(taxa, s)
     counts = objs.groupby("label").size().to_dict()
     report: dict[str, Any] = {
         "objects": len(objs),
@@ -363,23 +414,29 @@ def build(
     }
     objs = objs[objs["keep"] & objs["label"].isin(allowed)].copy()
     objs["taxon_key"] = [occurrence_key(taxa[lb]) for lb in objs["label"]]
-    used = samples[
-        samples["eventID"].isin(set(objs["eventID"]) | set(preds_events(preds, s)) | imaged_events)
-    ]
+    leaves = set(objs["eventID"]) | set(preds_events(preds, s)) | imaged_events
+    used = with_ancestors(samples, leaves)
     cover_of = imaged if imaged is not None and MASK_AREA in preds else None
     event = used.reindex(columns=[c for c in EVENT_TERMS if c in samples.columns]).reset_index(drop=True)
     occ_rows, emof_rows = [], []
     vol = {r["eventID"]: volume_m3(r) for _, r in used.iterrows()}
+    seen: set[tuple[str, str]] = set()
     for (ev, key, status), grp in objs.groupby(["eventID", "taxon_key", "status"], sort=True):
         labels = sorted(set(grp["label"]))
         taxon = taxa[labels[0]]
         occ_id = f"{ev}_{status}_{key}"
         occ_rows.append(_occurrence(ev, occ_id, status, taxon, labels, s))
+        seen.add((ev, key))
         emof_rows += _occurrence_measurements(ev, occ_id, grp, vol[ev], s)
         if cover_of is not None:
             emof_rows.append(_cover(ev, occ_id, grp, float(cover_of.get(ev, 0.0))))
+    if s.absences:
+        absent = absences(sorted(leaves), s.classes, taxa_table, allowed_labels(taxa_table, s), seen, s)
+        occ_rows += absent[0]
+        emof_rows += absent[1]
     for ev in event["eventID"]:
-        emof_rows += _event_measurements(ev, vol[ev], s.instrument)
+        if ev in leaves:  # the samples themselves (not cruises or stations above them)
+            emof_rows += _event_measurements(ev, vol[ev], s.instrument, s.sampling_device)
     occurrence = pd.DataFrame(occ_rows, columns=OCCURRENCE_TERMS)
     emof = pd.DataFrame(emof_rows, columns=EMOF_TERMS)
     emof["measurementID"] = [
@@ -389,6 +446,41 @@ def build(
     report.update(events=len(event), occurrences=len(occurrence), emof_rows=len(emof))
     report["objects_in_occurrences"] = len(objs)
     return Tables(event, occurrence, emof, report)
+
+
+def allowed_labels(taxa: dict[str, Taxon], s: Settings) -> set[str]:
+    """Labels that become occurrences: taxa with a verified AphiaID (or any, with `include`)."""
+    return {lb for lb, t in taxa.items() if t.is_taxon and (t.lsid or s.unverified == "include")}
+
+
+def absences(
+    events: list[str],
+    classes: list[str],
+    table: dict[str, Taxon],
+    allowed: set[str],
+    seen: set[tuple[str, str]],
+    s: Settings,
+) -> tuple[list[dict], list[dict]]:
+    """An absence occurrence (count 0) per sample and model taxon with no object in that sample."""
+    occ, emof = [], []
+    taxa = {}
+    for lb in classes:
+        if lb in allowed and lb in table:
+            taxa.setdefault(occurrence_key(table[lb]), []).append(lb)
+    for ev in events:
+        for key, labels in sorted(taxa.items()):
+            if (ev, key) in seen:
+                continue
+            occ_id = f"{ev}_A_{key}"
+            row = _occurrence(ev, occ_id, "P", table[labels[0]], labels, s)
+            row["occurrenceStatus"] = ABSENT[s.occurrence_status]
+            row["identificationRemarks"] = (
+                f"no object of this class in the sample ({WORDING[s.detection]['remark']}); "
+                "a classifier's non-detection is weak evidence of absence"
+            )
+            occ.append(row)
+            emof.append(_mof(ev, occ_id, COUNT, 0, "dimensionless", WORDING[s.detection]["count"]))
+    return occ, emof
 
 
 def preds_events(preds: pd.DataFrame, s: Settings) -> list[str]:
@@ -475,8 +567,12 @@ def _cover(ev: str, occ: str, grp: pd.DataFrame, imaged_px: float) -> dict:
     return _mof(ev, occ, COVER, _fmt(cover), "percent", method)
 
 
-def _event_measurements(ev: str, vol: float | None, instrument: str) -> list[dict]:
+def _event_measurements(
+    ev: str, vol: float | None, instrument: str, device: dict[str, str] | None = None
+) -> list[dict]:
     rows = []
+    if device and device.get("name"):
+        rows.append(_mof(ev, "", SAMPLING_DEVICE, device["name"], "na", value_id=device.get("value_id", "")))
     if vol:
         rows.append(_mof(ev, "", VOLUME, _fmt(vol), "m3", "volume imaged (sampleSizeValue)"))
     value_id = L22.get(instrument.lower().replace(" ", ""), "")
@@ -600,8 +696,13 @@ def check(tables: Tables) -> list[str]:
         p.append("basisOfRecord must be MachineObservation")
     if not occ["identificationVerificationStatus"].isin(VERIFICATION.values()).all():
         p.append(f"identificationVerificationStatus outside {sorted(VERIFICATION.values())}")
-    if not occ["occurrenceStatus"].isin(OCCURRENCE_STATUS).all():
-        p.append(f"occurrenceStatus outside {OCCURRENCE_STATUS}")
+    statuses = (*OCCURRENCE_STATUS, *ABSENT.values())
+    if not occ["occurrenceStatus"].isin(statuses).all():
+        p.append(f"occurrenceStatus outside {statuses}")
+    if "parentEventID" in ev and not set(ev["parentEventID"].replace("", np.nan).dropna()) <= set(
+        ev["eventID"]
+    ):
+        p.append("a parentEventID names no event of the archive")
     if not emof["measurementTypeID"].isin(MEASUREMENT_TYPE_IDS).all():
         p.append("measurementTypeID outside the NERC P01 codes this exporter knows")
     if (emof["measurementUnit"] == "").any() or (emof["measurementUnitID"] == "").any():
@@ -662,6 +763,7 @@ def export(
         default_sample=default_sample,
         taxonomy_path=str(taxonomy),
         detection=is_detection(objects),
+        classes=list((card or {}).get("classes") or []),
     )
     s.references = references(card, preds)
     images = export_images(pd.read_parquet(counts), objects) if counts and objects else None

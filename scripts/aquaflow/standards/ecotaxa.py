@@ -151,7 +151,11 @@ def table(
     # campaign's; each such sample is its own acquisition unless the campaign names one
     per_object = "sample_id" in preds
     out["sample_id"] = preds["sample_id"].astype(str).to_numpy() if per_object else cfg["sample_id"]
-    out["acq_id"] = cfg.get("acq_id") or out["sample_id"]
+    acq = cfg.get("acq_id")
+    if acq and per_object and out["sample_id"].nunique() > 1:  # an acquisition belongs to one sample
+        out["acq_id"] = out["sample_id"] + "_" + acq
+    else:
+        out["acq_id"] = acq or out["sample_id"]
     out["acq_instrument"] = instrument
     out["process_id"] = preds["run_id"].to_numpy() if "run_id" in preds else ""
     out["process_model_id"] = preds["model_id"].to_numpy() if "model_id" in preds else ""
@@ -292,16 +296,60 @@ def write_bundle(
             zf.writestr(name, data)
 
 
-def export(predictions: str | Path, tsv: str | Path, settings: dict[str, Any]) -> int:
+# sample-table (DwC Event) columns -> EcoTaxa object fields, per object from its sample
+SAMPLE_FIELDS = {
+    "decimalLatitude": "object_lat",
+    "decimalLongitude": "object_lon",
+    "minimumDepthInMeters": "object_depth_min",
+    "maximumDepthInMeters": "object_depth_max",
+}
+
+
+def attach_samples(preds: pd.DataFrame, samples: pd.DataFrame, default: str, where: str) -> pd.DataFrame:
+    """Each object's sample fields from the campaign's samples table (one row per eventID): the
+    `sample_id` column (default: every object in `default`), position, depth, date and time."""
+    ids = preds["sample_id"].astype(str) if "sample_id" in preds else pd.Series(default, index=preds.index)
+    rows = samples.set_index("eventID")
+    missing = sorted(set(ids) - set(rows.index))
+    if missing:
+        raise ValueError(
+            f"objects of sample(s) {missing[:10]} have no row (eventID) in the samples table {where}"
+        )
+    out = preds.assign(sample_id=ids.to_numpy())
+    for column, field in SAMPLE_FIELDS.items():
+        if column in rows:
+            out[field] = pd.to_numeric(rows[column].reindex(ids).replace("", np.nan)).to_numpy()
+    when = rows["eventDate"].reindex(ids).str.split("/").str[0]  # an interval's start
+    out["object_date"] = when.str[:10].str.replace("-", "").to_numpy()
+    clock = when.str.extract(r"T(\d{2}):?(\d{2}):?(\d{2})?")
+    out["object_time"] = (clock[0] + clock[1] + clock[2].fillna("00")).fillna("").to_numpy()
+    return out
+
+
+def export(
+    predictions: str | Path,
+    tsv: str | Path,
+    settings: dict[str, Any],
+    samples: str | Path | None = None,
+) -> int:
     """The export step: a campaign's predictions.parquet -> EcoTaxa TSV; returns the row count.
 
-    `settings`: export.ecotaxa plus top_k, instrument, the campaign's metadata, default_sample_id
-    and `objects` (the task's rows: aquaflow.tasks.objects; absent = classification).
+    `settings`: export.ecotaxa plus top_k, instrument, the campaign's metadata, default_sample_id,
+    `sample_column` (the prediction column naming each object's sample) and `objects` (the task's
+    rows: aquaflow.tasks.objects; absent = classification). `samples`: the campaign's samples table
+    (samples.path): every object's sample must have a row, whose position, depth and date it gets.
     """
     meta = settings["metadata"]
     cfg = dict(settings)
     cfg["sample_id"] = str(meta.get("sample_id") or settings["default_sample_id"])
     preds = export_objects(pd.read_parquet(predictions), settings.get("objects"))
+    column = settings.get("sample_column") or "sample_id"
+    if column in preds and column != "sample_id":
+        preds["sample_id"] = preds[column].astype(str)
+    if samples:
+        from aquaflow.standards.dwca import read_samples
+
+        preds = attach_samples(preds, read_samples(samples), cfg["sample_id"], str(samples))
     cfg["acq_id"] = str(meta.get("acq_id") or ("" if "sample_id" in preds else cfg["sample_id"]))
     for key, value in meta.items():  # constant campaign metadata (cruise, station): sample level
         if key not in ("sample_id", "acq_id"):

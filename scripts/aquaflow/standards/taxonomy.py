@@ -2,9 +2,10 @@
 
 One row per model label (tab-separated, `#` lines are comments):
 
-    label  scientificName  aphiaID  taxonRank  kingdom  status  checked  note
+    label  scientificName  aphiaID  taxonRank  kingdom  status  checked  source  note
 
-`status` is `verified` (AphiaID matched in WoRMS; `checked` = date), `unverified` (name only: no
+`status` is `verified` (AphiaID matched in WoRMS; `checked` = date, `source` = where it was checked,
+a URL), `unverified` (name only: no
 scientificNameID is written until the AphiaID is checked) or `not_a_taxon` (detritus, bubbles,
 "multiple": excluded from occurrences and listed in the export report). WoRMS needs the network,
 so the table is filled once where internet exists and committed:
@@ -27,7 +28,19 @@ from pathlib import Path
 
 LSID_PREFIX = "urn:lsid:marinespecies.org:taxname:"
 LSID_RE = re.compile(r"^urn:lsid:marinespecies\.org:taxname:[1-9][0-9]*$")
-COLUMNS = ["label", "scientificName", "aphiaID", "taxonRank", "kingdom", "status", "checked", "note"]
+COLUMNS = [
+    "label",
+    "scientificName",
+    "aphiaID",
+    "taxonRank",
+    "kingdom",
+    "status",
+    "checked",
+    "source",
+    "note",
+]
+WORMS_URL = "https://www.marinespecies.org/aphia.php?p=taxdetails&id="
+UNVERIFIED = ("error", "exclude", "include")  # what a campaign does with an unverified label
 STATUSES = ("verified", "unverified", "not_a_taxon")
 HEADER = (
     "# aquaflow taxonomy table: model label -> WoRMS taxon (see README, 'Publishing to OBIS').\n"
@@ -51,6 +64,7 @@ class Taxon:
     status: str = "unverified"
     checked: str = ""
     note: str = ""
+    source: str = ""  # where the AphiaID was checked (a URL)
 
     @property
     def is_taxon(self) -> bool:
@@ -77,6 +91,7 @@ def _row_taxon(row: dict[str, str], where: str) -> Taxon:
         kingdom=(row.get("kingdom") or "").strip(),
         status=status,
         checked=(row.get("checked") or "").strip(),
+        source=(row.get("source") or "").strip(),
         note=(row.get("note") or "").strip(),
     )
     if not taxon.label:
@@ -118,7 +133,17 @@ def write_table(taxa: Iterable[Taxon], path: str | Path) -> None:
     from aquaflow.io import atomic_path
 
     rows = [
-        [t.label, t.scientific_name, str(t.aphia_id or ""), t.rank, t.kingdom, t.status, t.checked, t.note]
+        [
+            t.label,
+            t.scientific_name,
+            str(t.aphia_id or ""),
+            t.rank,
+            t.kingdom,
+            t.status,
+            t.checked,
+            t.source,
+            t.note,
+        ]
         for t in taxa
     ]
     text = HEADER + "\t".join(COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
@@ -137,6 +162,24 @@ def resolve(
             f"{path}: no row for model label(s) {missing}; add them (status unverified is allowed)"
         )
     return {lb: table[lb] for lb in labels}
+
+
+def check_labels(
+    labels: Iterable[str], table: dict[str, Taxon], unverified: str, path: str | Path = "taxonomy table"
+) -> dict[str, Taxon]:
+    """The rows of a campaign's labels; raises on a label whose AphiaID is not verified unless the
+    use case opts in to leaving it out or publishing it without an LSID (`export.dwca.unverified`)."""
+    if unverified not in UNVERIFIED:
+        raise TaxonomyError(f"export.dwca.unverified {unverified!r} is not one of {list(UNVERIFIED)}")
+    taxa = resolve(labels, table, path)
+    todo = split_status(taxa)["unverified"]
+    if todo and unverified == "error":
+        raise TaxonomyError(
+            f"{path}: label(s) {todo} of this campaign have no verified AphiaID; verify them "
+            f"(`python -m aquaflow.standards.taxonomy fill {path}`, or by hand with a source) or set "
+            f"export.dwca.unverified: exclude (leave them out) or include (publish without scientificNameID)"
+        )
+    return taxa
 
 
 def split_status(taxa: dict[str, Taxon]) -> dict[str, list[str]]:
@@ -169,6 +212,7 @@ def fill(taxa: dict[str, Taxon], match: Matcher, today: str | None = None) -> di
                 kingdom=r.get("kingdom") or taxon.kingdom,
                 status="verified",
                 checked=today,
+                source=f"{WORMS_URL}{int(r['AphiaID'])}",
                 note=taxon.note,
             )
         else:
@@ -198,8 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     p_init.add_argument("classes", help="classes.txt (one label per line) or model_card.json")
     p_fill = sub.add_parser("fill", help="look unverified rows up in WoRMS with pyworms (needs internet)")
     p_fill.add_argument("table")
-    p_check = sub.add_parser("check", help="parse the table and print labels by status")
+    p_check = sub.add_parser(
+        "check", help="parse the table and print labels by status; with --labels, fail on unverified ones"
+    )
     p_check.add_argument("table")
+    p_check.add_argument("--labels", help="a campaign's labels: classes.txt or model_card.json")
+    p_check.add_argument("--unverified", choices=UNVERIFIED, default="error")
     args = ap.parse_args(argv)
     if args.cmd == "init":
         if Path(args.table).exists():
@@ -211,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         table = read_table(args.table)
         write_table(fill(table, pyworms.aphiaRecordsByMatchNames).values(), args.table)
     table = read_table(args.table)
+    if getattr(args, "labels", None):
+        try:
+            table = check_labels(labels_from(args.labels), table, args.unverified, args.table)
+        except TaxonomyError as e:
+            print(e, file=sys.stderr)
+            return 1
     json.dump(split_status(table), sys.stdout, indent=1)
     print()
     return 0
