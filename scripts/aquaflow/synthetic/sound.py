@@ -4,7 +4,7 @@ A recording is ambient sea noise plus, optionally, one vessel passing the hydrop
 line (closest point of approach `cpa_km` at `t_cpa_s`). Built window by window in the frequency
 domain and appended to the file, so hours-long files never sit in memory:
 - vessel source: tonals at the blade rate (shaft rate x blades) and its harmonics, tonals at the
-  engine firing rate and harmonics, and cavitation broadband (peaking near 300-1000 Hz by class),
+  engine firing rate and harmonics, and cavitation broadband (peaking at 150, 800 or 3000 Hz by class),
   amplitude-modulated at the blade rate;
 - Lloyd's mirror: the surface-reflected path interferes with the direct one,
   H(f) = 1 - exp(-2i pi f tau) with tau = 2 d_s d_r / (c R) (source and receiver depths d_s, d_r);
@@ -34,9 +34,9 @@ FULL_SCALE_DB = 150.0
 SOUND_SPEED = 1500.0
 # class: (shaft Hz, blades, engine firing Hz, source level dB re 1 uPa @ 1 m, cavitation peak Hz)
 VESSELS = {
-    "cargo": ((1.2, 1.8), (4, 5), (8.0, 14.0), (182.0, 188.0), 300.0),
-    "passenger": ((2.5, 3.5), (5, 6), (25.0, 40.0), (174.0, 180.0), 700.0),
-    "fishing": ((4.0, 6.0), (3, 4), (45.0, 70.0), (164.0, 170.0), 1200.0),
+    "cargo": ((1.2, 1.8), (4, 5), (8.0, 14.0), (182.0, 188.0), 150.0),
+    "passenger": ((2.5, 3.5), (5, 6), (25.0, 40.0), (176.0, 182.0), 800.0),
+    "fishing": ((4.0, 6.0), (3, 4), (45.0, 70.0), (170.0, 176.0), 3000.0),
 }
 
 
@@ -191,7 +191,7 @@ def collection(
             duration_s=duration_s,
             rate=rate,
             vessel=vessel,
-            wind_ms=float(rng.uniform(1, 12)),
+            wind_ms=float(rng.uniform(2, 8)),
             rain_mmh=float(rng.choice([0.0, 0.0, 5.0])),
             window_s=window_s,
             seed=seed * 100003 + i,
