@@ -29,7 +29,7 @@ from aquaflow.data.inputs import read_targets
 from aquaflow.engine import gather as shard_gather
 from aquaflow.engine import shards
 from aquaflow.io import read_json, sha256_file, write_parquet, write_tsv
-from aquaflow.tasks.sound import tables
+from aquaflow.tasks.sound import plots, tables
 from aquaflow.tasks.sound.metrics import bin_km
 
 log = logging.getLogger(__name__)
@@ -227,10 +227,13 @@ def gather(
     summaries: list,
     out: dict[str, str | Path],
     absent: str,
+    classes: list[str] | None = None,
+    spectrograms: int = 0,
     inputs: str | Path | None = None,
 ) -> dict[str, Any]:
     """Merged per-window and rejected tables, the dataset folder, the summary (json + tsv), and the
-    per-file and per-hour tables (counts per class, occupancy, mean expected distance)."""
+    per-file and per-hour tables (counts per class, occupancy, mean expected distance) and, with
+    out[spectrograms], the spectrograms of the `spectrograms` most confident vessel windows."""
     from aquaflow.data.inputs import read_skipped
 
     summary = shard_gather.merge_summaries(
@@ -246,9 +249,12 @@ def gather(
     rows = [*shard_gather.summary_rows(summary), ("total", "windows", n_win)]
     write_tsv(pd.DataFrame(rows, columns=["scope", "quantity", "count"]), out["table"])
     table = pd.read_parquet(out["predictions"], columns=tables.COLUMNS)
+    if "spectrograms" in out:
+        confident = pd.read_parquet(out["predictions"], columns=plots.COLUMNS)
+        plots.confident_spectrograms(confident, out["spectrograms"], spectrograms, absent)
     for name, df in (
-        ("per_file", tables.per_file(table, absent)),
-        ("per_hour", tables.per_hour(table, absent)),
+        ("per_file", tables.per_file(table, absent, classes)),
+        ("per_hour", tables.per_hour(table, absent, classes)),
     ):
         write_parquet(df, out[name])
         write_tsv(df, out[f"{name}_tsv"])

@@ -202,3 +202,33 @@ def collection(
     out = out[["file", *[c for c in out.columns if c != "file"]]]
     out.to_csv(folder / "truth.csv", index=False)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m aquaflow.synthetic.sound OUT: OUT/train (labelled, truth.csv) and OUT/campaign."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--train-files", type=int, default=48)
+    p.add_argument("--campaign-files", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--rate", type=int, default=48000)
+    p.add_argument("--window", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    common = {"duration_s": a.seconds, "rate": a.rate, "window_s": a.window}
+    collection(a.out / "train", n_files=a.train_files, stations=("NB01", "NB02"), seed=a.seed, **common)
+    collection(
+        a.out / "campaign",
+        n_files=a.campaign_files,
+        stations=("NB03",),
+        start=datetime(2024, 7, 1, 23, 58),
+        seed=a.seed + 1,
+        ext="flac",
+        **common,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -38,16 +38,17 @@ log = logging.getLogger(__name__)
 
 
 def split_files(truth: pd.DataFrame, val: float, test: float, seed: int) -> dict[str, str]:
-    """file -> train | val | test, per class of the file's first window (each split gets at
-    least one file of a class that has three or more)."""
+    """file -> train | val | test, per class of the file's first window: a class with two files
+    or more gives test one, with three or more val one too (empty val: the train split chooses
+    the epoch; empty test: val, then train, gives the card's metrics)."""
     rng = np.random.default_rng(seed)
     out = {}
     first = truth.groupby("file", sort=True)["label"].first()
     for _, group in first.groupby(first):
         names = list(group.index)
         rng.shuffle(names)
-        n_test = max(1, round(len(names) * test)) if len(names) >= 3 else 0
-        n_val = max(1, round(len(names) * val)) if len(names) >= 3 else 0
+        n_test = max(1, round(len(names) * test)) if len(names) >= 2 and test > 0 else 0
+        n_val = max(1, round(len(names) * val)) if len(names) >= 3 and val > 0 else 0
         for i, name in enumerate(names):
             out[name] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
     return out
@@ -115,11 +116,12 @@ def fit(net, data: dict[str, tuple], edges: list[float], cfg: dict[str, Any]) ->
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     for epoch in range(1, int(cfg["epochs"]) + 1):
         net.train()
-        total = 0.0
+        total, right = 0.0, 0
         for idx in torch.randperm(len(x), generator=gen).split(int(cfg["batch"])):
             if len(idx) < 2 and len(x) > 1:
                 continue  # BatchNorm needs two samples
-            loss, _, _ = _loss(net, x[idx], yc[idx], yb[idx], n_bins)
+            loss, logits, _ = _loss(net, x[idx], yc[idx], yb[idx], n_bins)
+            right += int((logits.argmax(1) == yc[idx]).sum())
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -137,7 +139,9 @@ def fit(net, data: dict[str, tuple], edges: list[float], cfg: dict[str, Any]) ->
                 "epoch": epoch,
                 "train_loss": total / len(x),
                 "val_loss": float(vl),
-                "val_accuracy": f["accuracy"],
+                "train_acc": right / len(x),
+                "val_acc": f["accuracy"],
+                "val_macro_f1": f["macro_f1"],
                 "val_rmse_bins": f.get("rmse_bins", float("nan")),
             }
         )
@@ -176,7 +180,8 @@ def train(
     """Train the configured backend; writes out[weights|card|history|metrics] (+ the CLAP tower
     copied to clap/ beside the weights) and returns the card."""
     t0 = time.time()
-    cfg, folder, work = settings["training"], Path(data_folder), Path(work)
+    cfg, work = settings["training"], Path(work)
+    folder = Path(data_folder) / settings.get("data", ".")
     seed_everything(int(cfg["seed"]))
     torch.set_num_threads(int(settings.get("threads", 1)))
     spec = audio.WindowSpec.from_config(settings["audio"])
@@ -195,7 +200,7 @@ def train(
         m = (table["split"] == s).to_numpy()
         data[s] = (
             torch.from_numpy(feats[m]).float(),
-            torch.tensor(table.loc[m, "label"].map(classes.index).to_numpy(), dtype=torch.long),
+            torch.tensor(table.loc[m, "label"].map(classes.index).to_numpy(dtype="int64"), dtype=torch.long),
             torch.tensor(table.loc[m, "distance_bin"].fillna(-1).astype(int).to_numpy(), dtype=torch.long),
         )
     card = {
@@ -227,7 +232,7 @@ def train(
         net.std.copy_(train_x.std(0).clamp_min(1e-6))
     history, state = fit(net, data, edges, cfg)
     net.load_state_dict(state)
-    test = evaluate(net, data["test"] if len(data["test"][0]) else data["val"], edges)
+    test = evaluate(net, next(data[s] for s in ("test", "val", "train") if len(data[s][0])), edges)
     with atomic_path(out["weights"]) as tmp:
         save_weights(net, tmp)
     if tower is not None:
@@ -251,3 +256,39 @@ def train(
     write_json(test, out["metrics"])
     write_card(card, out["card"])
     return card
+
+
+def run(
+    *,
+    name: str,
+    settings: dict[str, Any],
+    data_folder: str | Path,
+    out: dict[str, str | Path],
+    work: str | Path,
+    mlflow_cfg: dict[str, Any],
+    threads: int = 1,
+) -> dict[str, Any]:
+    """The train_sound step: train, plot the curve, log the MLflow training run (registered as
+    every trainer's model), write the card with the run id."""
+    import pandas as pd
+
+    from aquaflow import plots
+    from aquaflow.monitoring import tracking
+
+    started = time.time()
+    card = train({**settings, "threads": threads}, data_folder, out, work)
+    history = pd.read_csv(out["history"], sep="\t")
+    plots.training_curve(history, out["curve"])
+    return tracking.log_training(
+        usecase=name,
+        card=card,
+        card_path=out["card"],
+        weights=out["weights"],
+        params=settings,
+        history=history,
+        mlflow_cfg=mlflow_cfg,
+        metrics=card["metrics"],
+        artifacts=[out["history"], out["curve"], out["metrics"]],
+        started=started,
+        write_card=write_card,
+    )

@@ -26,7 +26,9 @@ def _summarise(groups, classes: list[str], absent: str) -> pd.DataFrame:
         out["min_km"] = float(km.min()) if len(km) else np.nan
         return pd.Series(out)
 
-    return groups.apply(one, include_groups=False).reset_index()
+    out = groups.apply(one, include_groups=False).reset_index()
+    counts = ["windows", *[f"n_{c}" for c in classes]]
+    return out.astype(dict.fromkeys(counts, "int64"))
 
 
 def per_file(table: pd.DataFrame, absent: str, classes: list[str] | None = None) -> pd.DataFrame:
