@@ -483,7 +483,12 @@ def sound_targets(uc):
         out.append(f"{base}/campaigns/summary.tsv")
     for campaign in campaigns(uc):
         c = f"{base}/campaigns/{campaign}"
-        out += [f"{c}/predictions.parquet", f"{c}/per_file.tsv", f"{c}/per_hour.tsv", f"{c}/spectrograms"]
+        out += [
+            f"{c}/predictions.parquet",
+            f"{c}/per_file.tsv",
+            f"{c}/per_hour.tsv",
+            f"{c}/spectrograms",
+        ]
         out += tracking_targets(uc, campaign)  # MLflow inference run (+ drift when enabled)
     return out
 
