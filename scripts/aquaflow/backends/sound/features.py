@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 import numpy as np
+import scipy.fft
 from scipy.signal import get_window
 
 MEL_DEFAULTS = {"n_fft": 1024, "hop_length": 512, "n_mels": 64, "fmin": 10.0, "fmax": None}
@@ -44,14 +45,17 @@ def mel_filters(rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | N
 
 
 def log_mel(windows: np.ndarray, rate: int, settings: dict[str, Any]) -> np.ndarray:
-    """(n, samples) windows -> (n, n_mels, frames) float32 log-mel power, dB re full scale."""
+    """(n, samples) windows -> (n, n_mels, frames) float32 log-mel power, dB re full scale;
+    in float32, one window at a time (memory: a few times one window's spectrogram)."""
     s = {**MEL_DEFAULTS, **settings}
     n_fft, hop = int(s["n_fft"]), int(s["hop_length"])
-    x = np.asarray(windows, dtype=np.float32)
-    x = np.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)))
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, ::hop]
     window = get_window("hann", n_fft, fftbins=True).astype(np.float32)
-    power = np.abs(np.fft.rfft(frames * window, axis=2)) ** 2  # (n, frames, bins)
     fb = mel_filters(rate, n_fft, int(s["n_mels"]), float(s["fmin"]), s["fmax"])
-    mel = np.einsum("mb,nfb->nmf", fb, power.astype(np.float32))
-    return (10.0 * np.log10(np.maximum(mel, AMIN))).astype(np.float32)
+    x = np.asarray(windows, dtype=np.float32)
+    out = np.empty((len(x), fb.shape[0], 1 + x.shape[1] // hop), np.float32)
+    for i, w in enumerate(x):
+        frames = np.lib.stride_tricks.sliding_window_view(np.pad(w, n_fft // 2), n_fft)[::hop]
+        spec = scipy.fft.rfft(frames * window, axis=1)  # complex64 for float32 input
+        power = spec.real**2 + spec.imag**2  # (frames, bins)
+        out[i] = 10.0 * np.log10(np.maximum(fb @ power.T, AMIN))
+    return out
