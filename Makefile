@@ -33,14 +33,14 @@ $(VENV)/.setup: pyproject.toml envs/constraints.txt | $(BIN)/python
 
 # Test setup adds the optional backends (Keras/TensorFlow) so CI covers them.
 $(VENV)/.setup-test: $(VENV)/.setup
-	$(PIP_INSTALL) --editable ".[test,cluster,keras,taxonomy]"
+	$(PIP_INSTALL) --editable ".[test,cluster,keras,taxonomy,sound]"
 	$(ONE_OPENCV)
 	touch $@
 
 # Cluster setup adds the executor/storage plugins that jobs need on Kubernetes and Slurm
 # (envs/Containerfile and envs/aquaflow.def build their images with this target).
 $(VENV)/.setup-cluster: $(VENV)/.setup
-	$(PIP_INSTALL) --editable ".[cluster]"
+	$(PIP_INSTALL) --editable ".[cluster,sound]"
 	$(ONE_OPENCV)
 	touch $@
 

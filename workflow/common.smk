@@ -18,6 +18,7 @@ RESOURCES = CONFIG["resources"]
 ENVS = Path(workflow.basedir) / "envs"
 # Weights file of a model, by backend; the card is always model/model_card.json.
 MODEL_FILE = {"torch": "model.safetensors", "keras": "model.keras", "ultralytics": "model.pt"}
+MODEL_FILE |= {"sound_cnn": "model.safetensors", "clap": "model.safetensors"}  # task sound
 NEVER = "(?!)"  # a regex that matches nothing: the constraint of a rule no use case needs
 CAMPAIGN = f"{RESULTS}/{{uc}}/campaigns/{{campaign}}"  # a campaign's output folder (pattern)
 
@@ -46,13 +47,15 @@ def trains(cfg):
 
 
 def backend(cfg):
+    if is_sound(cfg):
+        return cfg["sound"]["backend"]
     if cfg["task"] != "classify":
         return "ultralytics"
     return cfg["model"].get("backend", "torch")
 
 
 def is_detection(cfg):
-    return cfg.get("task", "classify") != "classify"
+    return cfg.get("task", "classify") in {"detect", "segment", "obb"}
 
 
 DETECT_UCS = ucs_where(is_detection)
@@ -475,6 +478,55 @@ def provenance_config(wildcards):
     return out
 
 
+# --- Task sound: training and inference settings, targets (workflow/sound.smk) ----------------
+
+
+def is_sound(cfg):
+    return cfg.get("task") == "sound"
+
+
+SOUND_UCS = ucs_where(is_sound)
+
+
+def sound_clap_folder(wildcards):
+    """The local CLAP checkpoint a clap model is trained on ([] for the CNN)."""
+    s = UC[wildcards.uc]["sound"]
+    return s["clap"]["path"] if s["backend"] == "clap" else []
+
+
+def sound_training(wildcards):
+    """What train_sound reads: the sound section without inference, report and occupancy keys."""
+    s = UC[wildcards.uc]["sound"]
+    return {k: v for k, v in s.items() if k not in ("inference", "spectrograms", "absent_class")}
+
+
+def sound_inference(wildcards):
+    """What a sound shard reads: sound.inference and the campaign-side window settings (hop,
+    channel, tail, blocks, file-name pattern; rate and window length are the model's)."""
+    s = UC[wildcards.uc]["sound"]
+    keep = ("hop_s", "channel", "tail", "block_s", "name_pattern")
+    return {**s["inference"], "audio": {k: s["audio"][k] for k in keep}}
+
+
+def sound_targets(uc):
+    base = f"{RESULTS}/{uc}"
+    out = [f"{base}/model/model_card.json"]
+    if trains(UC[uc]):
+        out += [f"{base}/model/training_curve.png", f"{base}/eval/metrics.json"]
+    if campaigns(uc):
+        out.append(f"{base}/campaigns/summary.tsv")
+    for campaign in campaigns(uc):
+        c = f"{base}/campaigns/{campaign}"
+        out += [
+            f"{c}/predictions.parquet",
+            f"{c}/per_file.tsv",
+            f"{c}/per_hour.tsv",
+            f"{c}/spectrograms",
+        ]
+        out += tracking_targets(uc, campaign)  # MLflow inference run (+ drift when enabled)
+    return out
+
+
 # --- Targets ----------------------------------------------------------------------------------
 
 
@@ -586,6 +638,9 @@ def cv_fold_predictions(wildcards):
 def all_targets():
     targets = []
     for uc, cfg in UC.items():
+        if is_sound(cfg):  # workflow/sound.smk
+            targets += sound_targets(uc)
+            continue
         if cfg["task"] != "classify":  # detection, segmentation, obb: workflow/detect.smk
             targets += detect_targets(uc)
             continue

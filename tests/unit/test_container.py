@@ -89,7 +89,7 @@ def test_the_install_is_the_makefile_s_own(tmp_path):
         f"{pip} install --quiet --constraint envs/constraints.txt --editable .",
         f"{pip} install --quiet --no-deps planktonclas==",
         f"{pip} install --quiet --no-deps opencv-python-headless==",
-        f'{pip} install --quiet --constraint envs/constraints.txt --editable ".[cluster]"',
+        f'{pip} install --quiet --constraint envs/constraints.txt --editable ".[cluster,sound]"',
     ]
     for want in expected:
         assert any(ln.startswith(want) for ln in lines), (want, lines)

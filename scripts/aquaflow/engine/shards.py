@@ -109,7 +109,8 @@ def run(
                 rej |= {"reason": [r[1] for r in rejected], "detail": [r[2] for r in rejected]}
                 rwriter.write_table(pa.table(rej, schema=REJECTED_SCHEMA))
                 reasons.update(r[1] for r in rejected)
-            if len(batch["index"]):
+            # a batch may carry `windows` of inputs that span batches (sound): predicted when any
+            if len(batch["index"]) or len(batch.get("windows", ())):
                 per_class.update(sink.write(batch, predict(batch)))
                 n_pred += len(batch["index"])
         extra = sink.close()

@@ -76,6 +76,7 @@ DESCRIPTIONS = {
     "detect": "Object detection (boxes) over a campaign and its standard exports",
     "segment": "Instance segmentation (masks) over a campaign and its standard exports",
     "obb": "Oriented-box detection over a campaign and its standard exports",
+    "sound": "Vessel class and distance per window of a campaign's underwater recordings",
 }
 
 

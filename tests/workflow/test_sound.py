@@ -1,0 +1,114 @@
+"""The underwater-sound use case end to end (one Snakemake run on CPU): synthetic recordings at
+16 kHz -> training (2 epochs) -> a campaign of FLAC recordings, with a truncated and an empty file,
+sharded -> per-window, per-file and per-hour tables, spectrograms, MLflow runs, RO-Crate, report."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import yaml
+
+from aquaflow.data import audio
+from aquaflow.models.artifacts import read_card
+from aquaflow.synthetic import sound
+from tests.conftest import REPO, run_snakemake, write_workdir
+
+pytestmark = pytest.mark.workflow
+
+RATE, WINDOW = 16000, 4.0
+
+
+def _usecase(data) -> dict:
+    uc = yaml.safe_load((REPO / "config/usecases/underwater_noise.yaml").read_text())
+    uc["source"] = {"kind": "path", "path": str(data)}
+    uc["sound"]["audio"] = {
+        "sample_rate": RATE,
+        "length_s": WINDOW,
+        "hop_s": WINDOW,
+        "tail": "pad",
+        "block_s": 3.0,
+    }
+    uc["sound"]["mel"] = {"n_fft": 512, "hop_length": 256, "n_mels": 32}
+    uc["sound"]["training"] = {"epochs": 2, "batch": 8}
+    uc["sound"]["spectrograms"] = 3
+    uc["campaigns"]["demo"]["inputs"][0]["path"] = str(data / "campaign")
+    return uc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("sound")
+    data = work / "data"
+    sound.collection(data / "train", n_files=8, duration_s=20.0, rate=RATE, window_s=WINDOW, seed=1)
+    sound.collection(
+        data / "campaign",
+        n_files=3,
+        duration_s=18.0,
+        rate=RATE,
+        window_s=WINDOW,
+        stations=("NB03",),
+        start=datetime(2024, 7, 1, 23, 59, 50),
+        seed=2,
+        ext="flac",
+    )
+    good = (data / "campaign/NB03_20240701_235950.flac").read_bytes()
+    (data / "campaign/NB03_20240702_010000.flac").write_bytes(good[: len(good) // 3])
+    (data / "campaign/NB03_20240702_020000.wav").write_bytes(b"")
+    write_workdir(work, {"underwater_noise": _usecase(data)})
+    run_snakemake(work)
+    run_snakemake(work, "--report", "results/report.html")
+    return work, data
+
+
+def test_windows_tables_and_ledger(run):
+    work, _ = run
+    camp = work / "results/underwater_noise/campaigns/demo"
+    summary = json.loads((camp / "summary.json").read_text())
+    assert (summary["seen"], summary["predicted"], summary["rejected"]) == (5, 3, 2)
+    assert summary["rejected_by_reason"] == {"decode_error": 1, "zero_length": 1}
+    pred = pd.read_parquet(camp / "predictions.parquet")
+    spec = audio.WindowSpec(sample_rate=RATE, length_s=WINDOW, hop_s=WINDOW)
+    expect = {f: audio.covered(spec, 18 * RATE)[0] for f in sorted(set(pred["file"]))}
+    assert len(expect) == 3 and all(n == 5 for n in expect.values())
+    assert pred.groupby("file").size().to_dict() == expect  # 4 full windows + 1 padded (2 s) each
+    assert sum(s["windows"] for s in summary["shards"].values()) == len(pred) == 15
+    assert len(summary["shards"]) == 2  # sharded like images
+    assert set(pred["label"]) <= set(sound.CLASSES) and pred["expected_km"].between(0, 12).all()
+    first = pred[pred["file"] == "NB03_20240701_235950.flac"].sort_values("window")
+    assert first["start_utc"].tolist()[:3] == [
+        pd.Timestamp(f"2024-07-0{d} {t}", tz="UTC")
+        for d, t in ((1, "23:59:50"), (1, "23:59:54"), (1, "23:59:58"))
+    ]
+    per_file = pd.read_csv(camp / "per_file.tsv", sep="\t").set_index("file")
+    assert per_file["windows"].to_dict() == expect
+    n_cols = [f"n_{c}" for c in sound.CLASSES]
+    assert [c for c in per_file.columns if c.startswith("n_")] == n_cols
+    assert (per_file[n_cols].sum(axis=1) == per_file["windows"]).all()
+    per_hour = pd.read_csv(camp / "per_hour.tsv", sep="\t")
+    assert per_hour["windows"].sum() == 15
+    first_hours = per_hour[per_hour["hour_utc"].astype(str).str.startswith("2024-07-01 23")]
+    assert first_hours["windows"].sum() == 3  # 23:59:50, :54, :58; the rest after midnight
+    occ = (pred["label"] != "none").groupby(pred["file"]).mean()
+    assert per_file["occupancy"].to_dict() == pytest.approx(occ.to_dict())
+    assert 1 <= len(list((camp / "spectrograms").glob("*.png"))) <= 3 or (pred["label"] == "none").all()
+
+
+def test_model_mlflow_provenance_report(run):
+    work, _ = run
+    res = work / "results/underwater_noise"
+    card = read_card(res / "model/model_card.json")
+    assert card["task"] == "sound" and card["backend"] == "sound_cnn" and card["mlflow"]["run_id"]
+    metrics = json.loads((res / "eval/metrics.json").read_text())
+    assert {"accuracy", "rmse_bins", "rmse_km", "mae_km"} <= set(metrics)
+    assert len(pd.read_csv(res / "model/history.tsv", sep="\t")) == 2
+    run_info = json.loads((res / "campaigns/demo/mlflow_run.json").read_text())
+    assert run_info["run_id"]
+    with zipfile.ZipFile(res / "campaigns/demo/export/rocrate_underwater_noise_demo.zip") as z:
+        names = z.namelist()
+    assert "ro-crate-metadata.json" in names and any(n.endswith("predictions.parquet") for n in names)
+    html = (work / "results/report.html").read_text(errors="replace")
+    assert "per_hour.tsv" in html and "training_curve.png" in html
