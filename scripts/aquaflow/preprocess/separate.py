@@ -1,0 +1,171 @@
+"""ZooScan "multiple" vignettes: a score (one object or several?) and a classical separator.
+
+Works on one vignette at a time (the object's own mask on its padded vignette), so memory depends
+on the largest object, never on the scan.
+
+- `multiple_score`: the default geometric score, from the object's solidity (area / convex hull
+  area): touching organisms leave deep concavities at their contact, so the solidity drops. The
+  score is a logistic of the solidity, 0.5 at `solidity_midpoint`; on the synthetic scans singles
+  have a solidity of 0.90-0.97 and touching groups 0.63-0.86 (tests/benchmarks/zooscan_multiples.py).
+- `split`: distance transform + marker-controlled watershed (scikit-image). Markers are the
+  regional maxima of the smoothed distance transform that stand at least `h_px` above their
+  surroundings; the resulting regions are merged back while the contact between two of them is
+  not a neck (contact length >= `neck_ratio` x the smaller one's equivalent spherical diameter),
+  and regions under `min_part_px` join their neighbour. The defaults recover 88 % of the organisms
+  of generated touching pairs and triples with a precision of 0.99 (tests/benchmarks).
+- `separation_lines`: the binary line image ZooProcess re-imports (1 on the cut, 0 elsewhere):
+  the pixels of each region that touch (8-neighbourhood) a region of lower label, so the parts
+  are apart in 8-connectivity once the lines are removed from the mask.
+- `separate`: all of it for one vignette: lines, and each part as its own vignette with its own
+  EcoTaxa features (the segment module's `features`, scan coordinates).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from skimage import morphology, segmentation
+
+from aquaflow.preprocess import segment as seg
+from aquaflow.preprocess.background import white_of
+
+
+@dataclass(frozen=True)
+class SeparateParams:
+    """Separation settings (config `preprocess.separate`)."""
+
+    threshold: float = 0.5  # multiple score at or above which a vignette is separated
+    solidity_midpoint: float = 0.88  # solidity whose geometric score is 0.5
+    solidity_width: float = 0.02  # how fast the score moves from 0 to 1 around the midpoint
+    h_px: float = 0.5  # height (px of distance) a distance maximum needs to seed a part
+    smooth_px: float = 1.0  # Gaussian sigma applied to the distance transform
+    neck_ratio: float = 0.8  # contact / smaller part's ESD at or above which two parts merge
+    min_part_px: int = 30  # parts smaller than this join a neighbour
+
+
+def multiple_score(solidity: float, params: SeparateParams) -> float:
+    """Geometric multiple score in [0, 1] from the object's solidity (see the module docstring)."""
+    z = (params.solidity_midpoint - float(solidity)) / params.solidity_width
+    return float(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z)))))
+
+
+def _contacts(labels: np.ndarray) -> dict[tuple[int, int], int]:
+    """Contact length (pixel pairs, 4-neighbourhood) between every two touching labelled regions."""
+    out: dict[tuple[int, int], int] = {}
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        hit = (a != b) & (a > 0) & (b > 0)
+        if not hit.any():
+            continue
+        lo, hi = np.minimum(a[hit], b[hit]), np.maximum(a[hit], b[hit])
+        pairs, counts = np.unique(np.stack([lo, hi], 1), axis=0, return_counts=True)
+        for (i, j), n in zip(pairs.tolist(), counts.tolist(), strict=True):
+            out[(i, j)] = out.get((i, j), 0) + n
+    return out
+
+
+def _merge_step(labels: np.ndarray, params: SeparateParams) -> bool:
+    """Merge the one pair of regions that most needs it (a small part, or the widest contact
+    relative to the necks' criterion); False when nothing is left to merge."""
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if len(ids) < 2:
+        return False
+    counts = np.bincount(labels.ravel())
+    area = {i: int(counts[i]) for i in ids.tolist()}
+    contacts = _contacts(labels)
+    if not contacts:
+        return False
+    best, score = None, 0.0
+    for (i, j), n in contacts.items():
+        small = min(area[i], area[j]) < params.min_part_px
+        ratio = n / (2.0 * math.sqrt(min(area[i], area[j]) / math.pi))  # contact / smaller ESD
+        s = math.inf if small else ratio
+        if (small or ratio >= params.neck_ratio) and s > score:
+            best, score = (i, j), s
+    if best is None:
+        return False
+    labels[labels == best[1]] = best[0]
+    return True
+
+
+def split(mask: np.ndarray, params: SeparateParams) -> np.ndarray:
+    """Label image of the parts of one object's mask (0 outside it); labels 1..n, n = 1 when the
+    object is not cut."""
+    mask = mask.astype(bool)
+    dist = ndimage.distance_transform_edt(mask)
+    smooth = ndimage.gaussian_filter(dist, params.smooth_px) if params.smooth_px else dist
+    markers, _ = ndimage.label(morphology.h_maxima(smooth, params.h_px) & mask)
+    labels = segmentation.watershed(-smooth, markers, mask=mask)
+    while _merge_step(labels, params):
+        pass
+    out, _, _ = segmentation.relabel_sequential(labels)
+    return out.astype(np.int32)
+
+
+def separation_lines(labels: np.ndarray) -> np.ndarray:
+    """The cut as a binary image: pixels of a region that touch (8-neighbourhood) a lower label."""
+    padded = np.pad(labels, 1)
+    line = np.zeros(labels.shape, bool)
+    h, w = labels.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy == dx == 0:
+                continue
+            nb = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            line |= (nb > 0) & (nb < labels)
+    return line
+
+
+@dataclass
+class Separation:
+    lines: np.ndarray  # bool, the vignette's grid: 1 on the cut
+    parts: pd.DataFrame  # one row per part: segment.FEATURES + PIXEL_COLUMNS, scan coordinates
+    vignettes: list[np.ndarray]  # each part alone (other parts and the lines white)
+    masks: list[np.ndarray]  # each part's own mask on its vignette's grid
+
+
+def separate(
+    vignette: np.ndarray,
+    mask: np.ndarray,
+    origin: tuple[int, int],
+    pixel_size_um: float,
+    params: SeparateParams,
+    padding: int,
+) -> Separation:
+    """Cut one object (its `mask` on its padded `vignette`, whose pixel (0, 0) is scan pixel
+    `origin` = (x, y)) into parts; one part (no line) when the watershed finds no neck."""
+    labels = split(mask, params)
+    lines = separation_lines(labels) if labels.max() > 1 else np.zeros(mask.shape, bool)
+    kept = np.where(lines, 0, labels)
+    ox, oy = origin
+    parts = seg.features(kept, vignette, pixel_size_um, offset=(oy, ox))
+    white = white_of(vignette.dtype)
+    vigs, masks = [], []
+    for row in parts.itertuples():
+        box = (row.bbox_x0 - ox, row.bbox_y0 - oy, row.bbox_x1 - ox, row.bbox_y1 - oy)
+        own = seg.vignette(kept, box, padding, 0) == row.label_id
+        vigs.append(
+            np.where(
+                own | ~seg.vignette(mask, box, padding, 0), seg.vignette(vignette, box, padding, white), white
+            )
+        )
+        masks.append(own)
+    return Separation(lines, parts.drop(columns="label_id").reset_index(drop=True), vigs, masks)
+
+
+def recovered(truth: list[np.ndarray], parts: list[np.ndarray], iou: float = 0.5) -> tuple[int, int]:
+    """(truth objects matched by a part with IoU >= iou, parts matching a truth object), masks on
+    one common grid: the recall and precision numerators of a separation."""
+    if not truth or not parts:
+        return 0, 0
+    m = np.zeros((len(truth), len(parts)))
+    for i, t in enumerate(truth):
+        for j, p in enumerate(parts):
+            union = np.logical_or(t, p).sum()
+            m[i, j] = np.logical_and(t, p).sum() / union if union else 0.0
+    hit = m >= iou
+    return int(hit.any(1).sum()), int(hit.any(0).sum())
