@@ -7,10 +7,12 @@ import math
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
 from aquaflow.preprocess import background as bg
+from aquaflow.preprocess import pipeline
 from aquaflow.preprocess import segment as seg
 from aquaflow.preprocess import separate as sep
 from aquaflow.synthetic import zooscan as zs
@@ -134,3 +136,56 @@ def test_generated_groups_are_recovered():
     assert n_truth == 5 * 2 + 2 * 3
     assert n_found / n_truth >= 0.75  # recall of the organisms in groups
     assert n_good / n_parts >= 0.85  # precision of the parts
+
+
+def test_pipeline_replaces_multiples_by_their_parts(tmp_path):
+    """The ZooScan use case's preprocess steps (background, segment, separate) on generated scans:
+    counts per scan move from the segmented objects to the organisms, parts name their parent, the
+    line images are ZooProcess-style binary masks, and the training folder keeps whole objects."""
+    from tests.unit.test_preprocess_pipeline import usecase
+
+    truth = zs.write_dataset(
+        tmp_path / "raw", n_scans=1, height=800, width=1200, n_single=6, n_pairs=4, seed=7
+    )
+    cfg = usecase("zooscan")["preprocess"]
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    steps = pipeline.run(tmp_path / "raw", cfg, tmp_path / "out", figs)
+    out = tmp_path / "out"
+    items = pd.read_parquet(out / "items.parquet")
+    table = pd.read_csv(out / "separation.tsv", sep="\t")
+    cut = pd.read_parquet(out / "separated.parquet")
+    assert table.to_dict("records") == [
+        {
+            "image": "scan01",
+            "segmented": len(truth),
+            "separated": len(cut),
+            "parts": int(cut["n_parts"].sum()),
+            "objects": len(items),
+        }
+    ]
+    assert steps.set_index("step")["items_out"].to_dict() == {
+        "background": 1,
+        "segment": 10,
+        "separate": len(items),
+    }
+    assert len(items) == len(truth) - len(cut) + cut["n_parts"].sum()
+    assert abs(len(items) - truth["n_organisms"].sum()) < abs(len(truth) - truth["n_organisms"].sum())
+    assert (cut["object_multiple_score"] >= 0.5).all() and len(cut) >= 3  # most of the 4 pairs
+    parts = items[items["object_parent_id"] != ""]
+    assert set(parts["object_parent_id"]) == set(cut["object_name"])
+    assert not set(cut["object_name"]) & set(items["object_name"])  # a cut object is replaced
+    assert (parts["object_name"].str.rsplit("_", n=1).str[0] == parts["object_parent_id"]).all()
+    assert items["object_multiple_score"].between(0, 1).all()
+    for row in cut.itertuples():
+        lines = cv2.imread(str(out / row.lines), cv2.IMREAD_GRAYSCALE)
+        assert set(np.unique(lines)) == {0, 255}
+        ours = parts[parts["object_parent_id"] == row.object_name]
+        assert len(ours) == row.n_parts
+        # the parts' pixels plus the cut make the parent's pixels
+        assert ours["area_px"].sum() + (lines > 0).sum() == row.area_px
+        assert ((ours["bbox_x0"] >= row.bbox_x0) & (ours["bbox_x1"] <= row.bbox_x1)).all()
+    for p in parts["path"]:
+        assert p.startswith("unlabelled/") and (out / p).is_file()
+    # the training folder keeps every object as segmented (what a multiple classifier learns from)
+    labelled = sorted(q.name for q in (out / "train").rglob("*.png"))
+    assert len(labelled) == len(truth)

@@ -47,6 +47,19 @@ class SeparateParams:
     min_part_px: int = 30  # parts smaller than this join a neighbour
 
 
+def params_of(cfg: dict, pixel_size_um: float) -> SeparateParams:
+    """SeparateParams from the config section `preprocess.separate` (areas in µm²)."""
+    return SeparateParams(
+        threshold=cfg["threshold"],
+        solidity_midpoint=cfg["solidity_midpoint"],
+        solidity_width=cfg["solidity_width"],
+        h_px=cfg["h_px"],
+        smooth_px=cfg["smooth_px"],
+        neck_ratio=cfg["neck_ratio"],
+        min_part_px=max(1, math.ceil(cfg["min_part_um2"] / pixel_size_um**2)),
+    )
+
+
 def multiple_score(solidity: float, params: SeparateParams) -> float:
     """Geometric multiple score in [0, 1] from the object's solidity (see the module docstring)."""
     z = (params.solidity_midpoint - float(solidity)) / params.solidity_width
