@@ -189,3 +189,18 @@ def test_pipeline_replaces_multiples_by_their_parts(tmp_path):
     # the training folder keeps every object as segmented (what a multiple classifier learns from)
     labelled = sorted(q.name for q in (out / "train").rglob("*.png"))
     assert len(labelled) == len(truth)
+
+
+def test_separate_must_follow_segment(tmp_path):
+    from tests.unit.test_preprocess_pipeline import usecase
+
+    (tmp_path / "raw").mkdir()
+    cv2.imwrite(str(tmp_path / "raw" / "a.png"), np.full((32, 32), 255, np.uint8))
+    cfg = usecase("zooscan")["preprocess"] | {"steps": ["background", "separate"], "images": "*.png"}
+    cfg["background"] = cfg["background"] | {"blanks": None}
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    with pytest.raises(ValueError, match="`separate` must directly follow `segment`"):
+        pipeline.run(tmp_path / "raw", cfg, tmp_path / "out", figs)
+    # the config section's units: the minimum part area is given in µm² and used in pixels
+    p = sep.params_of(cfg["separate"], 10.0)
+    assert p.min_part_px == 30 and p.threshold == 0.5 and p.neck_ratio == 0.8

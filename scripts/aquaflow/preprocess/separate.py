@@ -49,15 +49,11 @@ class SeparateParams:
 
 def params_of(cfg: dict, pixel_size_um: float) -> SeparateParams:
     """SeparateParams from the config section `preprocess.separate` (areas in µm²)."""
-    return SeparateParams(
-        threshold=cfg["threshold"],
-        solidity_midpoint=cfg["solidity_midpoint"],
-        solidity_width=cfg["solidity_width"],
-        h_px=cfg["h_px"],
-        smooth_px=cfg["smooth_px"],
-        neck_ratio=cfg["neck_ratio"],
-        min_part_px=max(1, math.ceil(cfg["min_part_um2"] / pixel_size_um**2)),
-    )
+    same = {
+        k: cfg[k]
+        for k in ("threshold", "solidity_midpoint", "solidity_width", "h_px", "smooth_px", "neck_ratio")
+    }
+    return SeparateParams(**same, min_part_px=max(1, math.ceil(cfg["min_part_um2"] / pixel_size_um**2)))
 
 
 def multiple_score(solidity: float, params: SeparateParams) -> float:
