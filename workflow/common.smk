@@ -441,6 +441,17 @@ def provenance_config(wildcards):
     return out
 
 
+# --- ZooScan multiples: the separate step's report figure (workflow/multiples.smk) -------------
+
+
+def separates(cfg):
+    return "separate" in cfg["preprocess"]["steps"]
+
+
+def separation_targets(uc):
+    return [f"{RESULTS}/{uc}/preprocess/separation.png"] if separates(UC[uc]) else []
+
+
 # --- Targets ----------------------------------------------------------------------------------
 
 
@@ -554,4 +565,5 @@ def all_targets():
         if campaigns(uc):
             targets.append(f"{base}/campaigns/summary.tsv")
         targets += preprocess_targets(uc)
+        targets += separation_targets(uc)
     return targets

@@ -204,3 +204,28 @@ def test_separate_must_follow_segment(tmp_path):
     # the config section's units: the minimum part area is given in µm² and used in pixels
     p = sep.params_of(cfg["separate"], 10.0)
     assert p.min_part_px == 30 and p.threshold == 0.5 and p.neck_ratio == 0.8
+
+
+def test_before_after_counts_and_sizes_feed_the_report_figure(tmp_path):
+    from aquaflow import plots
+    from tests.unit.test_preprocess_pipeline import usecase
+
+    truth = zs.write_dataset(
+        tmp_path / "raw", n_scans=2, height=700, width=900, n_single=5, n_pairs=3, seed=4
+    )
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    pipeline.run(tmp_path / "raw", usecase("zooscan")["preprocess"], tmp_path / "out", figs)
+    counts, sizes = sep.before_after(tmp_path / "out")
+    assert counts["before"].to_dict() == truth.groupby("scan").size().to_dict()
+    items = pd.read_parquet(tmp_path / "out/items.parquet")
+    assert counts["after"].to_dict() == items.groupby("image").size().to_dict()
+    per_stage = sizes.groupby(["sample", "stage"]).size().unstack()
+    assert per_stage["before"].to_dict() == counts["before"].to_dict()
+    assert per_stage["after"].to_dict() == counts["after"].to_dict()
+    # cutting moves sizes down: the largest ESD before is not exceeded after
+    assert (
+        sizes.loc[sizes["stage"] == "after", "size"].max()
+        <= sizes.loc[sizes["stage"] == "before", "size"].max()
+    )
+    plots.before_after_counts(counts, sizes, tmp_path / "sep.png")
+    assert cv2.imread(str(tmp_path / "sep.png")).shape[1] > 800

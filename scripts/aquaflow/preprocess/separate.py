@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -178,3 +179,21 @@ def recovered(truth: list[np.ndarray], parts: list[np.ndarray], iou: float = 0.5
             m[i, j] = np.logical_and(t, p).sum() / union if union else 0.0
     hit = m >= iou
     return int(hit.any(1).sum()), int(hit.any(0).sum())
+
+
+def before_after(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From a preprocess output folder with a `separate` step: objects per image before and after
+    separation (index image; columns before, after) and every object's ESD in mm at both stages
+    (columns sample, stage, size)."""
+    folder = Path(folder)
+    table = pd.read_csv(folder / "separation.tsv", sep="\t").set_index("image")
+    counts = table.rename(columns={"segmented": "before", "objects": "after"})[["before", "after"]]
+    items = pd.read_parquet(folder / "items.parquet")
+    if items.empty:
+        return counts, pd.DataFrame(columns=["sample", "stage", "size"])
+    cut = pd.read_parquet(folder / "separated.parquet")
+    cols = ["image", "object_esd"]
+    whole = items.loc[items["object_parent_id"] == "", cols]
+    before = pd.concat([whole, cut[cols]]) if len(cut) else whole  # the cut objects, as segmented
+    sizes = pd.concat([before.assign(stage="before"), items[cols].assign(stage="after")], ignore_index=True)
+    return counts, sizes.rename(columns={"image": "sample", "object_esd": "size"})
