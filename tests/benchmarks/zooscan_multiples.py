@@ -3,13 +3,16 @@
 Writes synthetic scans (singles, touching pairs and triples, each organism's mask known), runs
 background subtraction + segmentation strip by strip as the `preprocess` step does, scores every
 object (geometric multiple score) and cuts those scored multiple (aquaflow.preprocess.separate).
-Prints, before separation (every segmented object taken whole) and after:
+Prints, before separation (every segmented object taken whole), after (classical separator):
 
 - recall: organisms recovered by an object or part with IoU >= 0.5 / organisms;
 - precision: objects or parts with IoU >= 0.5 with an organism / objects or parts;
 - count error per scan: (objects - organisms) / organisms;
 - ESD error: mean |ESD of the object or part holding an organism's centre - its ESD| / its ESD;
 - biovolume error per scan: (sum of the objects' ESD-sphere volumes - the organisms') / the organisms';
+and "oracle": the objects scored multiple cut from their true instance masks
+(separate.split_from_instances, the form a model-based separator plugs into): the bound a perfect
+instance model would reach with this score and these lines. Also:
 - the multiple score as a classifier of "several organisms" (precision, recall at the threshold).
 
 Not a pytest test; run it by hand (about a minute per default scan):
@@ -38,6 +41,7 @@ from aquaflow.preprocess import separate as sep  # noqa: E402
 from aquaflow.synthetic import zooscan as zs  # noqa: E402
 
 PAD = 8
+STAGES = ("before", "after", "oracle")
 
 
 def _esd(area: float) -> float:
@@ -77,7 +81,7 @@ def evaluate_scan(files: dict, scene: zs.Scene, params: sep.SeparateParams) -> d
     organisms = zs.organisms_of(truth)
     n_org = len(organisms)
     out = {"organisms": n_org, "segmented": len(objects)}
-    stats = {k: {"found": 0, "good": 0, "parts": 0, "esd_err": [], "vol": 0.0} for k in ("before", "after")}
+    stats = {k: {"found": 0, "good": 0, "parts": 0, "esd_err": [], "vol": 0.0} for k in STAGES}
     tp = fp = fn = 0
     seconds = 0.0
     truth_vol = sum(4 / 3 * math.pi * (_esd(a) / 2) ** 3 for a in truth["area_px"])
@@ -98,13 +102,18 @@ def evaluate_scan(files: dict, scene: zs.Scene, params: sep.SeparateParams) -> d
         else:
             after = [own]
         seconds += time.perf_counter() - t0
+        oracle = [own]  # the model-based path's second half fed with the true instance masks
+        if multiple:
+            labels = sep.split_from_instances(own, [m for _, m in mine], params.min_part_px)
+            lines = sep.separation_lines(labels)
+            oracle = [(labels == k) & ~lines for k in range(1, labels.max() + 1)]
         several = len(mine) > 1
         tp, fp, fn = (
             tp + (multiple and several),
             fp + (multiple and not several),
             fn + (several and not multiple),
         )
-        for key, parts in (("before", [own]), ("after", after)):
+        for key, parts in (("before", [own]), ("after", after), ("oracle", oracle)):
             s = stats[key]
             found, good = sep.recovered([m for _, m in mine], parts)
             s["found"], s["good"], s["parts"] = s["found"] + found, s["good"] + good, s["parts"] + len(parts)
@@ -164,7 +173,7 @@ def main() -> None:
     print(df.T.round(3).to_string())
     total = df[["organisms", "segmented", "before_objects", "after_objects"]].sum()
     print(f"total: {total.to_dict()}")
-    for key in ("before", "after"):
+    for key in STAGES:
         m = df[[c for c in df.columns if c.startswith(key)]].mean()
         per_scan = df[f"{key}_count_error"].round(3).tolist()
         print(
