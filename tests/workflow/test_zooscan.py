@@ -134,6 +134,9 @@ def test_report_has_vignettes_and_before_after(zooscan_run):
     html = (wd / "report.html").read_text()
     assert "before_after.png" in html and "examples.png" in html
     assert "blank scan(s) subtracted" in html
+    # objects per scan and size spectra before / after separation
+    assert "separation.png" in html and "touching organisms separated" in html
+    assert (wd / "results/zooscan/preprocess/separation.png").stat().st_size > 5000
 
 
 def test_dwca_counts_and_biovolume_per_scan(zooscan_run):
