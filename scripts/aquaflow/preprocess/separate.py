@@ -120,16 +120,27 @@ def split(mask: np.ndarray, params: SeparateParams) -> np.ndarray:
     return out.astype(np.int32)
 
 
+def _largest(m: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a mask (empty stays empty)."""
+    lab, n = ndimage.label(m, np.ones((3, 3)))
+    if n <= 1:
+        return m
+    return lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
+
+
 def split_from_instances(mask: np.ndarray, instances: list[np.ndarray], min_part_px: int) -> np.ndarray:
     """Parts of one object's mask from instance masks a model predicted on its vignette (the
-    model-based Multiple Separator's second half): each instance (inside the object) seeds a
+    model-based Multiple Separator's second half): each instance (its largest connected piece in the
+    object, if at least `min_part_px` pixels) seeds a
     watershed on the distance transform of the object mask, so overlaps and the pixels no instance
     covers go to the nearest instance; regions of the object no seed reaches (a part the model
     missed) of at least `min_part_px` pixels are added back as parts of their own."""
     mask = mask.astype(bool)
     markers = np.zeros(mask.shape, np.int32)
-    for k, inst in enumerate(sorted(instances, key=lambda m: -int(m.sum())), start=1):
-        markers[inst.astype(bool) & mask & (markers == 0)] = k
+    for inst in sorted(instances, key=lambda m: -int(m.sum())):
+        seed = _largest(inst.astype(bool) & mask & (markers == 0))  # one connected seed each
+        if seed.sum() >= min_part_px:  # smaller instances are not parts
+            markers[seed] = markers.max() + 1
     # what no instance covers, slivers along the instances' edges opened away: missed parts
     missed, n = ndimage.label(ndimage.binary_opening(mask & (markers == 0), iterations=2), np.ones((3, 3)))
     sizes = np.bincount(missed.ravel(), minlength=n + 1)
