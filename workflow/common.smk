@@ -448,6 +448,12 @@ def separates(cfg):
     return "separate" in cfg["preprocess"]["steps"]
 
 
+def separator_model(wildcards):
+    """The given Mask2Former folder of a use case whose `separate` step uses a model, else none."""
+    cut = UC[wildcards.uc]["preprocess"]["separate"]
+    return cut["model"] if separates(UC[wildcards.uc]) and cut["method"] == "model" else []
+
+
 def separation_targets(uc):
     return [f"{RESULTS}/{uc}/preprocess/separation.png"] if separates(UC[uc]) else []
 

@@ -71,3 +71,36 @@ def test_instances_from_a_local_mask2former_become_parts(tiny_mask2former, monke
     assert ndimage.label(mask & ~lines, np.ones((3, 3)))[1] == labels.max()
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         InstanceSeparator(tmp_path)
+
+
+def test_separate_step_with_method_model(tiny_mask2former, tmp_path):
+    """separate.method model through the preprocess step: the vignettes scored multiple are cut
+    from the model's instances (threshold 0: the random model's every instance), parts carry the
+    parent id and the counts table adds up."""
+    import pandas as pd
+
+    from aquaflow.backends.mask2former import InstanceSeparator
+    from aquaflow.preprocess import pipeline
+    from aquaflow.synthetic import zooscan as zs
+    from tests.unit.test_preprocess_pipeline import usecase
+
+    zs.write_dataset(tmp_path / "raw", n_scans=1, height=600, width=900, n_single=2, n_pairs=3, seed=3)
+    cfg = usecase("zooscan")["preprocess"]
+    cfg["separate"] |= {"method": "model", "model": str(tiny_mask2former), "model_threshold": 0.0}
+    seen = []
+    model = InstanceSeparator(tiny_mask2former, threshold=0.0)
+
+    def separator(vignette):
+        seen.append(vignette.shape)
+        return model(vignette)
+
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    pipeline.run(tmp_path / "raw", cfg, tmp_path / "out", figs, separator)
+    table = pd.read_csv(tmp_path / "out/separation.tsv", sep="\t").iloc[0]
+    items = pd.read_parquet(tmp_path / "out/items.parquet")
+    assert table["segmented"] == 5 and table["objects"] == len(items)
+    assert len(seen) >= 1  # the model ran on the vignettes scored multiple
+    assert len(seen) >= table["separated"]  # only on vignettes scored multiple, once each
+    assert table["objects"] == table["segmented"] - table["separated"] + table["parts"]
+    parts = items[items["object_parent_id"] != ""]
+    assert len(parts) == table["parts"]

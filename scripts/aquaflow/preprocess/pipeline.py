@@ -26,6 +26,7 @@ import glob
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ class _Ctx:
     final: bool = False  # the running step is the last one: items are written as they come
     separated: list[dict[str, Any]] = field(default_factory=list)  # one row per separated object
     separation: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # per image
+    separator: Callable[[np.ndarray], list[np.ndarray]] | None = None  # separate.method: model
 
     def emit(self, item: dict) -> dict:
         """Pass an item on; from the last step, write its pixels now so memory stays bounded."""
@@ -253,9 +255,9 @@ def _separated(
     whole |= _object_meta(row, c["pixel_size_um"], threshold)
     if score < params.threshold:
         return [{**whole, "object_multiple_score": score}]
-    cut = sepmod.separate(
-        vig, own, (row["bbox_x0"] - pad, row["bbox_y0"] - pad), c["pixel_size_um"], params, pad
-    )
+    instances = ctx.separator(vig) if ctx.separator is not None else None
+    origin = (row["bbox_x0"] - pad, row["bbox_y0"] - pad)
+    cut = sepmod.separate(vig, own, origin, c["pixel_size_um"], params, pad, instances)
     if len(cut.parts) < 2:
         return [{**whole, "object_multiple_score": score}]
     lines = Path("separation", f"{_safe(oid)}.png")
@@ -407,9 +409,16 @@ def _montage(images: list[np.ndarray], side: int = 96, cols: int = 8) -> np.ndar
 
 
 def run(
-    root: str | Path, cfg: dict[str, Any], out: str | Path, figures: dict[str, str | Path]
+    root: str | Path,
+    cfg: dict[str, Any],
+    out: str | Path,
+    figures: dict[str, str | Path],
+    separator: Callable[[np.ndarray], list[np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Run the configured steps on the images matching cfg['images'] under `root`.
+
+    `separator(vignette) -> instance masks` (separate.method model, e.g.
+    aquaflow.backends.mask2former.InstanceSeparator) replaces the classical watershed's markers.
 
     Returns the steps table; writes everything described in the module docstring under `out`
     and the two report figures (`figures['before_after']`, `figures['examples']`).
@@ -423,7 +432,7 @@ def run(
     files = _glob(root, cfg["images"])
     if not files:
         raise FileNotFoundError(f"{root}: no image matches preprocess.images={cfg['images']!r}")
-    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [])
+    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [], separator=separator)
     # names as valid UTF-8 text (Parquet needs it; undecodable bytes become backslash escapes);
     # `_file` keeps the exact path to open
     items: list[dict] = [

@@ -183,10 +183,15 @@ def separate(
     pixel_size_um: float,
     params: SeparateParams,
     padding: int,
+    instances: list[np.ndarray] | None = None,
 ) -> Separation:
     """Cut one object (its `mask` on its padded `vignette`, whose pixel (0, 0) is scan pixel
-    `origin` = (x, y)) into parts; one part (no line) when the watershed finds no neck."""
-    labels = split(mask, params)
+    `origin` = (x, y)) into parts; one part (no line) when the watershed finds no neck. With
+    `instances` (a model's instance masks on the vignette) the parts come from them instead."""
+    if instances is None:
+        labels = split(mask, params)
+    else:
+        labels = split_from_instances(mask, instances, params.min_part_px)
     lines = separation_lines(labels) if labels.max() > 1 else np.zeros(mask.shape, bool)
     kept = np.where(lines, 0, labels)
     ox, oy = origin
