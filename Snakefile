@@ -26,6 +26,7 @@ container: CONFIG["container"]
 
 include: "workflow/fetch.smk"
 include: "workflow/preprocess.smk"
+include: "workflow/multiples.smk"
 include: "workflow/prepare.smk"
 include: "workflow/train.smk"
 include: "workflow/evaluate.smk"

@@ -6,10 +6,17 @@ from aquaflow import runlog
 from aquaflow.preprocess import pipeline
 
 runlog.setup(snakemake.log[0])
+cut = snakemake.params.preprocess.get("separate", {})
+separator = None
+if "separate" in snakemake.params.preprocess["steps"] and cut.get("method") == "model":
+    from aquaflow.backends.mask2former import InstanceSeparator
+
+    separator = InstanceSeparator(snakemake.input.separator, cut["model_threshold"], snakemake.threads)
 steps = pipeline.run(
     snakemake.input.raw,
     snakemake.params.preprocess,
     snakemake.output.folder,
     {"before_after": snakemake.output.before_after, "examples": snakemake.output.examples},
+    separator,
 )
 logging.getLogger("preprocess").info("steps:\n%s", steps.to_string(index=False))

@@ -527,6 +527,23 @@ def sound_targets(uc):
     return out
 
 
+# --- ZooScan multiples: the separate step's report figure (workflow/multiples.smk) -------------
+
+
+def separates(cfg):
+    return "separate" in cfg["preprocess"]["steps"]
+
+
+def separator_model(wildcards):
+    """The given Mask2Former folder of a use case whose `separate` step uses a model, else none."""
+    cut = UC[wildcards.uc]["preprocess"]["separate"]
+    return cut["model"] if separates(UC[wildcards.uc]) and cut["method"] == "model" else []
+
+
+def separation_targets(uc):
+    return [f"{RESULTS}/{uc}/preprocess/separation.png"] if separates(UC[uc]) else []
+
+
 # --- Targets ----------------------------------------------------------------------------------
 
 
@@ -657,4 +674,5 @@ def all_targets():
         if campaigns(uc):
             targets.append(f"{base}/campaigns/summary.tsv")
         targets += preprocess_targets(uc)
+        targets += separation_targets(uc)
     return targets

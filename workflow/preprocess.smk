@@ -1,6 +1,7 @@
 rule preprocess:
     input:
         raw=rules.fetch.output[0],
+        separator=separator_model,  # separate.method model: the Mask2Former folder
     output:
         folder=directory(f"{RESULTS}/{{uc}}/preprocessed"),
         before_after=report(

@@ -65,3 +65,33 @@ def training_curve(history: pd.DataFrame, path: str | Path) -> None:
     b.set_xlabel("epoch")
     b.legend()
     _save(fig, path)
+
+
+def before_after_counts(
+    counts: pd.DataFrame, sizes: pd.DataFrame, path: str | Path, unit: str = "mm"
+) -> None:
+    """Objects per sample before/after a correction (bars, left) and their size spectra (right).
+
+    counts: index = sample, columns `before`, `after`; sizes: columns `sample`, `stage`
+    (before / after), `size` (e.g. ESD)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(counts))
+    a.bar(x - 0.2, counts["before"], 0.4, label="before")
+    a.bar(x + 0.2, counts["after"], 0.4, label="after")
+    a.set_xticks(x, counts.index.astype(str), rotation=45, ha="right", fontsize=8)
+    a.set_ylabel("objects")
+    a.legend()
+    positive = sizes["size"][sizes["size"] > 0]
+    if len(positive):
+        lo, hi = float(positive.min()), float(positive.max())
+        bins = np.geomspace(lo, hi * 1.0001, 16) if hi > lo else np.array([lo * 0.9, hi * 1.1])
+        for i, (sample, rows) in enumerate(sizes.groupby("sample")):
+            for stage, style in (("before", "--"), ("after", "-")):
+                h, _ = np.histogram(rows.loc[rows["stage"] == stage, "size"], bins)
+                mid = np.sqrt(bins[:-1] * bins[1:])
+                b.plot(mid, h, style, color=f"C{i % 10}", label=f"{sample} {stage}")
+        b.set_xscale("log")
+    b.set_xlabel(f"size ({unit})")
+    b.set_ylabel("objects per size class")
+    b.legend(fontsize=7, ncol=2)
+    _save(fig, path)

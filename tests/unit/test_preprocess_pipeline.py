@@ -40,10 +40,13 @@ def test_zooscan_steps_make_a_labelled_training_folder(tmp_path):
     uc = usecase("zooscan")
     uc["preprocess"]["segment"]["strip_rows"] = 200
     steps, out = run(tmp_path, tmp_path / "raw", uc["preprocess"])
-    assert steps["step"].tolist() == ["background", "segment"]
-    assert steps["items_out"].tolist() == [2, len(truth)]
+    assert steps["step"].tolist() == ["background", "segment", "separate"]
+    assert steps["items_out"].tolist()[:2] == [2, len(truth)]
     items = pd.read_parquet(out / "items.parquet")
-    assert len(items) == len(truth) and items["object_name"].is_unique
+    assert len(items) == steps["items_out"].iloc[2] and items["object_name"].is_unique
+    # separation replaced the multiple objects by their parts (tests/unit/test_zooscan_multiples.py)
+    n_organisms = int(truth["n_organisms"].sum())
+    assert len(truth) < len(items) and abs(len(items) - n_organisms) < n_organisms - len(truth)
     assert {"object_area", "object_esd", "object_major", "image", "image_file", "path"} <= set(items.columns)
     assert all((out / p).is_file() for p in items["path"])
     manifest, rejected, classes = build_manifest(out, uc["dataset"])

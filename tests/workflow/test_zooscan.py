@@ -1,4 +1,5 @@
-"""ZooScan (UC2) end to end on synthetic scans: blanks -> segmentation -> multiple classifier -> EcoTaxa."""
+"""ZooScan (UC2) end to end on synthetic scans: blanks -> segmentation -> multiple score ->
+separation of the multiple vignettes -> multiple classifier -> EcoTaxa with parent ids."""
 
 from __future__ import annotations
 
@@ -53,8 +54,17 @@ def zooscan_run(tmp_path_factory):
 
 def test_every_object_is_segmented_and_measured(zooscan_run):
     wd, truth, seconds = zooscan_run
-    items = pd.read_parquet(wd / "results/zooscan/preprocessed/items.parquet")
-    # one object per truth blob (dust and scratches removed by the blank), per scan
+    pre = wd / "results/zooscan/preprocessed"
+    items = pd.read_parquet(pre / "items.parquet")
+    cut = pd.read_parquet(pre / "separated.parquet")
+    # one segmented object per truth blob (dust and scratches removed by the blank), per scan
+    table = pd.read_csv(pre / "separation.tsv", sep="\t").set_index("image")
+    assert table["segmented"].to_dict() == truth.groupby("scan").size().to_dict()
+    # the multiple ones are replaced by their parts: items = whole objects left + parts
+    assert table["objects"].to_dict() == items.groupby("image").size().to_dict()
+    assert (table["objects"] == table["segmented"] - table["separated"] + table["parts"]).all()
+    # segmented objects = the items that are not parts + the cut ones (measured before the cut)
+    items = pd.concat([items[items["object_parent_id"] == ""], cut], ignore_index=True)
     assert items.groupby("image").size().to_dict() == truth.groupby("scan").size().to_dict()
     # areas in mm² agree with the truth within 10 % each (Otsu threshold, soft edges)
     mm2 = (zs.PIXEL_SIZE_UM / 1000) ** 2
@@ -75,7 +85,7 @@ def test_every_object_is_segmented_and_measured(zooscan_run):
     n_single = len(list((wd / "results/zooscan/preprocessed/train/single").glob("*.png")))
     assert (n_multi, n_single) == ((truth["label"] == "multiple").sum(), (truth["label"] == "single").sum())
     steps = pd.read_csv(wd / "results/zooscan/preprocessed/steps.tsv", sep="\t")
-    assert steps["step"].tolist() == ["background", "segment"]
+    assert steps["step"].tolist() == ["background", "segment", "separate"]
     for fig in ("before_after", "examples"):
         assert (wd / f"results/zooscan/preprocess/{fig}.png").stat().st_size > 1000
     print(f"zooscan workflow: {seconds:.0f} s")
@@ -88,11 +98,20 @@ def test_ecotaxa_tsv_has_features_category_and_multiple_score(zooscan_run):
     cols, types = header[0].split("\t"), header[1].split("\t")
     assert len(cols) == len(types) and set(types) <= {"[t]", "[f]"}
     typ = dict(zip(cols, types, strict=True))
-    for f in [*FEATURES, "object_p_multiple", "object_score_top1"]:
+    for f in [*FEATURES, "object_p_multiple", "object_score_top1", "object_multiple_score"]:
         assert typ[f] == "[f]", f
-    assert typ["object_annotation_category"] == "[t]"
+    assert typ["object_annotation_category"] == typ["object_parent_id"] == "[t]"
     df, _ = ecotaxa.read_tsv(tsv)
-    assert len(df) == len(truth)
+    # one EcoTaxa object per organism found: the separated parts, not the vignettes they came from
+    items = pd.read_parquet(wd / "results/zooscan/preprocessed/items.parquet").set_index("object_name")
+    cut = pd.read_parquet(wd / "results/zooscan/preprocessed/separated.parquet")
+    assert len(df) == len(items) == len(truth) - len(cut) + cut["n_parts"].sum()
+    n_organisms = truth["n_organisms"].sum()
+    assert abs(len(df) - n_organisms) <= 0.25 * (n_organisms - len(truth))  # count error cut by >= 4x
+    parts = df[df["object_parent_id"] != ""]
+    assert len(parts) == cut["n_parts"].sum() and set(parts["object_parent_id"]) == set(cut["object_name"])
+    assert set(df["object_id"]).isdisjoint(cut["object_name"])
+    assert df["object_multiple_score"].astype(float).between(0, 1).all()
     assert set(df["object_annotation_category"]) <= {"single", "multiple"}
     assert (df["object_annotation_status"] == "predicted").all()
     p = df["object_p_multiple"].astype(float)
@@ -100,7 +119,6 @@ def test_ecotaxa_tsv_has_features_category_and_multiple_score(zooscan_run):
     # the category is the arg-max of the two probabilities
     assert ((p > 0.5) == (df["object_annotation_category"] == "multiple")).all()
     # ZooProcess conventions: <scan_id>_<item> ids, areas in pixels, lengths in pixels
-    items = pd.read_parquet(wd / "results/zooscan/preprocessed/items.parquet").set_index("object_name")
     assert df["object_id"].is_unique and set(df["object_id"]) == set(items.index)
     assert (df["img_file_name"] == df["object_id"] + ".png").all()
     obj = items.loc[df["object_id"]]
@@ -116,6 +134,9 @@ def test_report_has_vignettes_and_before_after(zooscan_run):
     html = (wd / "report.html").read_text()
     assert "before_after.png" in html and "examples.png" in html
     assert "blank scan(s) subtracted" in html
+    # objects per scan and size spectra before / after separation
+    assert "separation.png" in html and "touching organisms separated" in html
+    assert (wd / "results/zooscan/preprocess/separation.png").stat().st_size > 5000
 
 
 def test_dwca_counts_and_biovolume_per_scan(zooscan_run):

@@ -6,12 +6,18 @@ Items flow through the steps as a table (one row per image, then per object or t
                                    the image sequence; fused with a following `segment` so big
                                    scans are processed strip by strip and never held whole
 - `segment`    images -> objects   vignettes + EcoTaxa features (physical units)
+- `separate`   objects -> objects  (right after `segment`, fused with it) each object gets a
+                                   multiple score; those scored multiple are cut into parts
+                                   (aquaflow.preprocess.separate), which replace them
 - `patchify`   images -> tiles     tiles with their coordinates
 
 Output folder (`out`): `train/<label>/*.png` (items with a label: what dataset.build_manifest
 reads), `unlabelled/*.png`, `items.parquet` (every final item: `path` relative to `out` plus its
 metadata; what inference reads as a `manifest` input), `steps.tsv` (one row per step: files in,
 files out, seconds), `rejected.parquet`, and two report figures (before/after, examples).
+With `separate`: `separation/<object>.png` (the cut of each separated object, a binary line image
+on its vignette's grid, as ZooProcess re-imports it), `separated.parquet` (one row per separated
+object) and `separation.tsv` (per image: objects before and after separation).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import glob
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +41,17 @@ from aquaflow.preprocess import background as bgmod
 from aquaflow.preprocess import dedup as dedupmod
 from aquaflow.preprocess import scan as scanmod
 from aquaflow.preprocess import segment as seg
+from aquaflow.preprocess import separate as sepmod
 from aquaflow.preprocess import tiles as tilemod
 
 log = logging.getLogger(__name__)
 
-STEPS = ("dedup", "background", "segment", "patchify")
+STEPS = ("dedup", "background", "segment", "separate", "patchify")
 # Ledger reasons besides imaging.REASONS and near_duplicate:
 BAD_SCAN = "bad_scan"  # the scan reader failed (not a grayscale scan, corrupt TIFF, ...)
 MISSING_BLANK = "missing_blank"  # background.blanks is set but matches no file for this image
+# separation.tsv: per image, objects segmented, objects cut, parts they gave, objects written
+SEPARATION_COLUMNS = ["image", "segmented", "separated", "parts", "objects"]
 
 
 def _safe(name: str) -> str:
@@ -68,6 +78,9 @@ class _Ctx:
     examples: list[np.ndarray]
     before_after: np.ndarray | None = None
     final: bool = False  # the running step is the last one: items are written as they come
+    separated: list[dict[str, Any]] = field(default_factory=list)  # one row per separated object
+    separation: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # per image
+    separator: Callable[[np.ndarray], list[np.ndarray]] | None = None  # separate.method: model
 
     def emit(self, item: dict) -> dict:
         """Pass an item on; from the last step, write its pixels now so memory stays bounded."""
@@ -218,7 +231,61 @@ def _blank_corrected(ctx: _Ctx, path: Path, stem: str) -> np.ndarray:
     return bgmod.subtract(scan, bg, ctx.cfg["background"]["method"], gain)
 
 
-def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool) -> list[dict]:
+def _object_meta(row: dict, pixel_size_um: float, threshold: int) -> dict:
+    """An object's metadata in the items table: its features, pixel box and how it was measured."""
+    meta = {key: row[key] for key in seg.FEATURES + seg.PIXEL_COLUMNS}
+    meta["process_particle_pixel_size_mm"] = pixel_size_um / 1000.0
+    meta["process_particle_threshold"] = threshold
+    return meta
+
+
+def _separated(
+    ctx: _Ctx, base: dict, oid: str, row: dict, obj: tuple[np.ndarray, np.ndarray, str | None], threshold: int
+) -> list[dict]:
+    """Items for one segmented object under the `separate` step: the object itself with its
+    multiple score, or (scored multiple and cut in >= 2 parts) its parts with the parent's id. A
+    cut object still goes to train/<label>/ (the multiple classifier's training set), its line
+    image to separation/, but not to the items."""
+    c = ctx.cfg["segment"]
+    vig, own, label = obj
+    params = sepmod.params_of(ctx.cfg["separate"], c["pixel_size_um"])
+    pad = c["padding_px"]
+    score = sepmod.multiple_score(row["object_solidity"], params)
+    whole = {**base, "object_name": oid, "_label": label, "_array": vig, "object_parent_id": ""}
+    whole |= _object_meta(row, c["pixel_size_um"], threshold)
+    if score < params.threshold:
+        return [{**whole, "object_multiple_score": score}]
+    instances = ctx.separator(vig) if ctx.separator is not None else None
+    origin = (row["bbox_x0"] - pad, row["bbox_y0"] - pad)
+    cut = sepmod.separate(vig, own, origin, c["pixel_size_um"], params, pad, instances)
+    if len(cut.parts) < 2:
+        return [{**whole, "object_multiple_score": score}]
+    lines = Path("separation", f"{_safe(oid)}.png")
+    (ctx.out / lines).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(ctx.out / lines), cut.lines.astype(np.uint8) * 255)
+    if label is not None:  # the training set keeps the object as it was segmented
+        ctx.save(vig, f"{_safe(oid)}.png", label)
+    ctx.separated.append(
+        {
+            "object_name": oid,
+            "image": base["image"],
+            "object_multiple_score": score,
+            "n_parts": len(cut.parts),
+        }
+        | {"lines": str(lines), **{k: row[k] for k in seg.FEATURES + seg.PIXEL_COLUMNS}}
+    )
+    parts = []
+    for j, (part, pvig) in enumerate(zip(cut.parts.to_dict("records"), cut.vignettes, strict=True)):
+        pscore = sepmod.multiple_score(part["object_solidity"], params)
+        meta = _object_meta(part, c["pixel_size_um"], threshold)
+        parts.append(
+            {**base, "object_name": f"{oid}_{j + 1}", "_label": None, "_array": pvig, "object_parent_id": oid}
+            | {**meta, "object_multiple_score": pscore}
+        )
+    return parts
+
+
+def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool, separate: bool = False) -> list[dict]:
     c = ctx.cfg["segment"]
     params = seg.SegmentParams(
         pixel_size_um=c["pixel_size_um"],
@@ -269,12 +336,19 @@ def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool) -> list[d
         labels: list[str | None] = [None] * len(vigs)
         if ctx.labels["kind"] == "points":
             labels = _point_labels(ctx, stem, masks, c["padding_px"])
-        for k, ((row, vig), label) in enumerate(zip(vigs, labels, strict=True)):
+        n_out = len(out)
+        for k, ((row, vig), (_, own), label) in enumerate(zip(vigs, masks, labels, strict=True)):
             oid = f"{_safe(stem)}_{k + 1:05d}"
-            meta = {key: row[key] for key in seg.FEATURES + seg.PIXEL_COLUMNS}
-            meta["process_particle_pixel_size_mm"] = c["pixel_size_um"] / 1000.0
-            meta["process_particle_threshold"] = res.threshold
+            if separate:
+                made = _separated(ctx, _keep(it), oid, row, (vig, own, label), res.threshold)
+                out.extend(ctx.emit(x) for x in made)
+                continue
+            meta = _object_meta(row, c["pixel_size_um"], res.threshold)
             out.append(ctx.emit({**_keep(it), "object_name": oid, "_label": label, "_array": vig, **meta}))
+        if separate:
+            cut = [r for r in ctx.separated if r["image"] == stem]
+            n_parts = sum(r["n_parts"] for r in cut)
+            ctx.separation.append((stem, len(vigs), len(cut), n_parts, len(out) - n_out))
         log.info(
             "%s: %d objects (%d at the border, %d truncated)", stem, len(vigs), res.border, res.truncated
         )
@@ -335,9 +409,16 @@ def _montage(images: list[np.ndarray], side: int = 96, cols: int = 8) -> np.ndar
 
 
 def run(
-    root: str | Path, cfg: dict[str, Any], out: str | Path, figures: dict[str, str | Path]
+    root: str | Path,
+    cfg: dict[str, Any],
+    out: str | Path,
+    figures: dict[str, str | Path],
+    separator: Callable[[np.ndarray], list[np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Run the configured steps on the images matching cfg['images'] under `root`.
+
+    `separator(vignette) -> instance masks` (separate.method model, e.g.
+    aquaflow.backends.mask2former.InstanceSeparator) replaces the classical watershed's markers.
 
     Returns the steps table; writes everything described in the module docstring under `out`
     and the two report figures (`figures['before_after']`, `figures['examples']`).
@@ -351,7 +432,7 @@ def run(
     files = _glob(root, cfg["images"])
     if not files:
         raise FileNotFoundError(f"{root}: no image matches preprocess.images={cfg['images']!r}")
-    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [])
+    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [], separator=separator)
     # names as valid UTF-8 text (Parquet needs it; undecodable bytes become backslash escapes);
     # `_file` keeps the exact path to open
     items: list[dict] = [
@@ -370,21 +451,32 @@ def run(
     while i < len(steps):
         step, t0, n_in = steps[i], time.perf_counter(), len(items)
         fused = step == "background" and i + 1 < len(steps) and steps[i + 1] == "segment"
-        ctx.final = i + (2 if fused else 1) == len(steps)
+        j = i + (1 if fused else 0)  # index of the segment step (when it is the running one)
+        cut = steps[j] == "segment" and j + 1 < len(steps) and steps[j + 1] == "separate"
+        ctx.final = j + (2 if cut else 1) == len(steps)
+        if step == "separate":
+            raise ValueError("preprocess step `separate` must directly follow `segment`")
         if step == "dedup":
             items = _step_dedup(ctx, items)
         elif fused:
-            items = _step_segment(ctx, items, with_background=True)
+            items = _step_segment(ctx, items, with_background=True, separate=cut)
             rows.append(("background", n_in, n_in, 0.0, "fused with segment (strip by strip)"))
             step = "segment"
             i += 1
         elif step == "background":
             items = _step_background_only(ctx, items)
         elif step == "segment":
-            items = _step_segment(ctx, items, with_background=False)
+            items = _step_segment(ctx, items, with_background=False, separate=cut)
         elif step == "patchify":
             items = _step_patchify(ctx, items)
-        rows.append((step, n_in, len(items), time.perf_counter() - t0, ""))
+        if cut:
+            n_seg = sum(r[1] for r in ctx.separation)
+            rows.append((step, n_in, n_seg, time.perf_counter() - t0, ""))
+            step, n_in = "separate", n_seg
+            rows.append((step, n_in, len(items), 0.0, "fused with segment (per object)"))
+            i += 1
+        else:
+            rows.append((step, n_in, len(items), time.perf_counter() - t0, ""))
         log.info("step %s: %d -> %d items", step, n_in, len(items))
         i += 1
     # write the final items: labelled ones into train/<label>/, the rest into unlabelled/
@@ -401,6 +493,11 @@ def run(
     steps_df = pd.DataFrame(rows, columns=["step", "items_in", "items_out", "seconds", "note"])
     steps_df.to_csv(out / "steps.tsv", sep="\t", index=False)
     write_parquet(pd.DataFrame(ctx.rejected, columns=["path", "reason", "detail"]), out / "rejected.parquet")
+    if "separate" in steps:
+        write_parquet(pd.DataFrame(ctx.separated), out / "separated.parquet")
+        pd.DataFrame(ctx.separation, columns=SEPARATION_COLUMNS).to_csv(
+            out / "separation.tsv", sep="\t", index=False
+        )
     ba = ctx.before_after if ctx.before_after is not None else _montage([])
     cv2.imwrite(str(figures["before_after"]), ba if ba.ndim == 2 else ba[:, :, ::-1])
     ex = _montage(ctx.examples)

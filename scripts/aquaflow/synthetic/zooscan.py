@@ -6,12 +6,15 @@ What makes it realistic enough to test background removal and segmentation:
 - independent sensor noise in every image (averaging blanks helps);
 - organism-like shapes (an elliptic body, a head, an optional tail) of known pixel area, darker
   than the background (transmittance 0.25-0.6), with slightly soft edges;
-- touching pairs (two organisms overlapping by a few pixels), the "multiple" objects.
+- touching groups (two, or with `n_triples` three, organisms overlapping by `overlap_px` pixels or
+  more), the "multiple" objects; each organism's own mask is known (`Organism.mask`, `instances`).
 The scene is a list of primitives rendered strip by strip, so a 200-megapixel scan is written with
 bounded memory (`write_scan`), while `render` gives whole arrays for small scans.
 
 Ground truth (CSV): organisms (one row per organism: scan, organism, blob, x, y, area_px) and
-blobs (one row per expected segmented object: n_organisms, label single/multiple, area_px, bbox).
+blobs (one row per expected segmented object: n_organisms, label single/multiple, area_px, bbox);
+with `write_scan(instances=True)` also instances (one row per organism: its bbox, area, ESD in px
+and the shape parameters that redraw its mask: `organisms_of(table)`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ class Organism:
 
     def extent(self) -> float:
         return self.a + 2 * self.head + 4
+
+    def mask(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """This organism's own (hard-edged) mask on the scan window box = (x0, y0, x1, y1)."""
+        x0, y0, x1, y1 = box
+        m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        self.draw(m, x0, y0, 1)
+        return m.astype(bool)
 
     def draw(self, canvas: np.ndarray, ox: float, oy: float, value: float | None = None) -> None:
         """Draw (filled) into `canvas` whose pixel (0, 0) is scan pixel (ox, oy)."""
@@ -148,6 +158,23 @@ def _organism(rng: np.random.Generator, cx: float, cy: float, size_px: float) ->
     )
 
 
+def _touching(rng: np.random.Generator, group: list[Organism], size: float, overlap_px: float) -> Organism:
+    """A new organism brought towards the group's first one until it overlaps the group by
+    `overlap_px` pixels (from a random direction)."""
+    cx, cy = group[0].cx, group[0].cy
+    o2 = _organism(rng, cx, cy, size)
+    direction = rng.uniform(0, 2 * math.pi)
+    dist = max(o.a for o in group) * (1 if len(group) == 1 else 2) + o2.a
+    alone = _area(group)[0]
+    while dist > 0:
+        o2.cx, o2.cy = cx + dist * math.cos(direction), cy + dist * math.sin(direction)
+        both, _ = _area([*group, o2])
+        if alone + _area([o2])[0] - both >= overlap_px:
+            break
+        dist -= 1.0
+    return o2
+
+
 def make_scene(
     height: int,
     width: int,
@@ -158,8 +185,12 @@ def make_scene(
     size_px: tuple[float, float] = (30, 90),
     dust_per_mp: float = 150,
     scratches_per_mp: float = 3,
+    n_triples: int = 0,
+    overlap_px: float = 6,
 ) -> tuple[Scene, pd.DataFrame, pd.DataFrame]:
-    """A scene with singles and touching pairs; returns (scene, organisms table, blobs table)."""
+    """A scene with singles, touching pairs and (`n_triples`) touching triples, the organisms of a
+    group overlapping by at least `overlap_px` pixels; returns (scene, organisms table, blobs table).
+    The defaults draw the same scene as before triples and overlap_px existed."""
     rng = np.random.default_rng(seed)
     scene = Scene(height, width, dtype, seed)
     mp = height * width / 1e6
@@ -182,37 +213,29 @@ def make_scene(
     cell = int(size_px[1] * 2.2)
     gy, gx = height // cell, width // cell
     free = [(r, c) for r in range(gy) for c in range(gx)]
-    if len(free) < n_single + n_pairs:
+    n_blobs = n_single + n_pairs + n_triples
+    if len(free) < n_blobs:
         raise ValueError(f"{height}x{width} holds at most {len(free)} blobs of up to {size_px[1]} px")
-    chosen = rng.permutation(len(free))[: n_single + n_pairs]
+    chosen = rng.permutation(len(free))[:n_blobs]
     org_rows, blob_rows = [], []
     for k, idx in enumerate(chosen):
         r, c = free[idx]
-        pair = k >= n_single
-        s1 = rng.uniform(*size_px) * (0.75 if pair else 1.0)
+        n_orgs = 1 if k < n_single else (2 if k < n_single + n_pairs else 3)
+        scale = {1: 1.0, 2: 0.75, 3: 0.6}[n_orgs]  # a group stays inside its grid cell
+        s1 = rng.uniform(*size_px) * scale
         cx = c * cell + cell / 2 + rng.uniform(-0.05, 0.05) * cell
         cy = r * cell + cell / 2 + rng.uniform(-0.05, 0.05) * cell
         orgs = [_organism(rng, cx, cy, s1)]
-        if pair:
-            s2 = rng.uniform(*size_px) * 0.75
-            o2 = _organism(rng, cx, cy, s2)
-            direction = rng.uniform(0, 2 * math.pi)
-            dist = orgs[0].a + o2.a
-            # bring the second one closer until the two overlap by a few pixels
-            while dist > 0:
-                o2.cx, o2.cy = cx + dist * math.cos(direction), cy + dist * math.sin(direction)
-                both, _ = _area([orgs[0], o2])
-                sep = _area([orgs[0]])[0] + _area([o2])[0] - both
-                if sep >= 6:
-                    break
-                dist -= 1.0
-            orgs.append(o2)
+        for _ in range(n_orgs - 1):
+            orgs.append(_touching(rng, orgs, rng.uniform(*size_px) * scale, overlap_px))
         area, box = _area(orgs)
         for o in orgs:
             o.blob = k
             scene.organisms.append(o)
             org_rows.append((len(org_rows), k, o.cx, o.cy, _area([o])[0]))
-        blob_rows.append((k, len(orgs), "multiple" if pair else "single", orgs[0].cx, orgs[0].cy, area, *box))
+        blob_rows.append(
+            (k, len(orgs), "multiple" if n_orgs > 1 else "single", orgs[0].cx, orgs[0].cy, area, *box)
+        )
     organisms = pd.DataFrame(org_rows, columns=["organism", "blob", "x", "y", "area_px"])
     blobs = pd.DataFrame(
         blob_rows,
@@ -230,6 +253,42 @@ def make_scene(
         ],
     )
     return scene, organisms, blobs
+
+
+INSTANCE_SHAPE = ["cx", "cy", "a", "b", "angle", "head", "tail", "t"]
+
+
+def instances(scene: Scene) -> pd.DataFrame:
+    """Truth per organism: organism, blob, bbox (bbox_x1/y1 exclusive), area_px, esd_px and the
+    shape parameters that redraw its mask (`organisms_of`)."""
+    rows = []
+    for k, o in enumerate(scene.organisms):
+        area, box = _area([o])
+        shape = {f: getattr(o, f) for f in INSTANCE_SHAPE}
+        rows.append(
+            {
+                "organism": k,
+                "blob": o.blob,
+                "bbox_x0": box[0],
+                "bbox_y0": box[1],
+                "bbox_x1": box[2],
+                "bbox_y1": box[3],
+                "area_px": area,
+                "esd_px": 2.0 * math.sqrt(area / math.pi),
+                **shape,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def organisms_of(table: pd.DataFrame) -> list[Organism]:
+    """The organisms of an instances table (to redraw their masks with `Organism.mask`)."""
+    return [
+        Organism(
+            **{f: (bool(r[f]) if f == "tail" else float(r[f])) for f in INSTANCE_SHAPE}, blob=int(r["blob"])
+        )
+        for r in table.to_dict("records")
+    ]
 
 
 def render(scene: Scene, n_blanks: int = 2) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -256,8 +315,10 @@ def write_scan(
     blobs: pd.DataFrame,
     n_blanks: int = 2,
     pixel_size_um: float = PIXEL_SIZE_UM,
+    with_instances: bool = False,
 ) -> dict[str, Path]:
-    """Write <folder>/scans/<name>.tif, blanks/<name>_blank<k>.tif and truth/<name>_*.csv."""
+    """Write <folder>/scans/<name>.tif, blanks/<name>_blank<k>.tif and truth/<name>_*.csv
+    (+ truth/<name>_instances.csv with `with_instances`)."""
     folder = Path(folder)
     for sub in ("scans", "blanks", "truth"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -273,6 +334,9 @@ def write_scan(
     out["blobs"] = folder / "truth" / f"{name}_blobs.csv"
     org.to_csv(out["organisms"], index=False)
     blb.to_csv(out["blobs"], index=False)
+    if with_instances:
+        out["instances"] = folder / "truth" / f"{name}_instances.csv"
+        instances(scene).assign(scan=name).to_csv(out["instances"], index=False)
     return out
 
 
@@ -286,13 +350,25 @@ def write_dataset(
     seed: int = 0,
     dtype: str = "uint8",
     n_blanks: int = 2,
+    n_triples: int = 0,
+    overlap_px: float = 6,
+    with_instances: bool = False,
 ) -> pd.DataFrame:
     """Several scans (each with its blanks and truth); returns all blobs with their scan name."""
     frames = []
     for k in range(n_scans):
-        scene, orgs, blobs = make_scene(height, width, n_single, n_pairs, seed=seed + k, dtype=dtype)
+        scene, orgs, blobs = make_scene(
+            height,
+            width,
+            n_single,
+            n_pairs,
+            seed=seed + k,
+            dtype=dtype,
+            n_triples=n_triples,
+            overlap_px=overlap_px,
+        )
         name = f"scan{k + 1:02d}"
-        write_scan(folder, name, scene, orgs, blobs, n_blanks)
+        write_scan(folder, name, scene, orgs, blobs, n_blanks, with_instances=with_instances)
         frames.append(blobs.assign(scan=name))
     return pd.concat(frames, ignore_index=True)
 
@@ -309,8 +385,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--singles", type=int, default=80)
     ap.add_argument("--pairs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--triples", type=int, default=0)
+    ap.add_argument("--overlap-px", type=float, default=6)
+    ap.add_argument("--instances", action="store_true", help="also write truth/<scan>_instances.csv")
     a = ap.parse_args(argv)
-    blobs = write_dataset(a.out, a.scans, a.height, a.width, a.singles, a.pairs, a.seed)
+    blobs = write_dataset(
+        a.out,
+        a.scans,
+        a.height,
+        a.width,
+        a.singles,
+        a.pairs,
+        a.seed,
+        n_triples=a.triples,
+        overlap_px=a.overlap_px,
+        with_instances=a.instances,
+    )
     print(f"{a.out}: {a.scans} scans, {len(blobs)} objects ({(blobs['label'] == 'multiple').sum()} multiple)")
 
 
