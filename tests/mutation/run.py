@@ -33,11 +33,11 @@ MODULES: dict[str, list[str]] = {
     "engine/gather.py": ["test_gather.py", "test_infer.py", "test_fault_injection.py"],
     "engine/staging.py": ["test_staging.py"],
     "engine/evaluate_detect.py": ["test_evaluate_detect.py"],
-    "standards/ecotaxa.py": ["test_ecotaxa.py"],
+    "standards/ecotaxa.py": ["test_ecotaxa.py", "test_ecotaxa_mutants.py"],
     "standards/dwca.py": ["test_dwca.py"],
     "standards/taxonomy.py": ["test_taxonomy.py", "test_dwca.py"],
-    "tasks/classify/metrics.py": ["test_metrics.py"],
-    "tasks/detect/formats.py": ["test_detect_formats.py"],
+    "tasks/classify/metrics.py": ["test_metrics.py", "test_metrics_mutants.py"],
+    "tasks/detect/formats.py": ["test_detect_formats.py", "test_detect_formats_mutants.py"],
 }
 
 # mutmut's exit code -> status (mutmut.stats.status_by_exit_code)
