@@ -32,7 +32,7 @@ MODULES: dict[str, list[str]] = {
     "engine/infer.py": ["test_infer.py", "test_fault_injection.py"],
     "engine/gather.py": ["test_gather.py", "test_infer.py", "test_fault_injection.py"],
     "engine/staging.py": ["test_staging.py"],
-    "engine/evaluate_detect.py": ["test_evaluate_detect.py"],
+    "engine/evaluate_detect.py": ["test_evaluate_detect.py", "test_evaluate_detect_mutants.py"],
     "standards/ecotaxa.py": ["test_ecotaxa.py", "test_ecotaxa_mutants.py"],
     "standards/dwca.py": ["test_dwca.py"],
     "standards/taxonomy.py": ["test_taxonomy.py", "test_dwca.py"],
