@@ -28,8 +28,8 @@ SCRATCH = REPO / ".mutation"
 MODULES: dict[str, list[str]] = {
     "data/inputs.py": ["test_input_guards.py", "test_infer.py", "test_fault_injection.py"],
     "data/imaging.py": ["test_imaging.py", "test_input_guards.py", "test_ecotaxa.py"],
-    "engine/items.py": ["test_infer.py", "test_input_guards.py"],
-    "engine/infer.py": ["test_infer.py", "test_fault_injection.py"],
+    "engine/items.py": ["test_infer.py", "test_input_guards.py", "test_items_mutants.py"],
+    "engine/infer.py": ["test_infer.py", "test_fault_injection.py", "test_infer_mutants.py"],
     "engine/gather.py": ["test_gather.py", "test_infer.py", "test_fault_injection.py"],
     "engine/staging.py": ["test_staging.py"],
     "engine/evaluate_detect.py": ["test_evaluate_detect.py", "test_evaluate_detect_mutants.py"],
