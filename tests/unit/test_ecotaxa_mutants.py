@@ -59,8 +59,8 @@ def _segment(marker: int, payload: bytes) -> bytes:
 
 
 def test_ids_keep_case_and_lose_outer_underscores():
-    p = preds(2, object_name=["__Scan01 a__", "Scan01-b.c"])
-    assert ecotaxa.object_ids(p, "s").tolist() == ["Scan01_a", "Scan01-b.c"]
+    p = preds(3, object_name=["__Scan01 a__", "Scan01-b.c", "X1X"])
+    assert ecotaxa.object_ids(p, "s").tolist() == ["Scan01_a", "Scan01-b.c", "X1X"]
     q = preds(2, particle_id=["_1_", "2"])
     assert ecotaxa.object_ids(q, "__St A__").tolist() == ["St_A_1", "St_A_2"]
     assert ecotaxa.image_name("x", "a.JPG", False) == "images/x.jpg"  # the default folder
