@@ -11,6 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from aquaflow.data import limits
 from aquaflow.data.roots import Root
 from aquaflow.tasks.detect import formats
 from aquaflow.tasks.detect.formats import Label, LabelError
@@ -333,3 +334,111 @@ def test_read_dataset_yolo_or_coco_per_split_with_names_and_root(tmp_path):
         formats.read_dataset(tmp_path, {**spec, "coco": {"train": far, "val": far}}, "detect")
     ds = formats.read_dataset(tmp_path, {**spec, "coco": {"train": far, "val": far}}, "detect", True)
     assert ds.splits["train"].images == [elsewhere / "a.png"]
+
+
+def test_row_bounds_are_inclusive_and_the_message_names_the_first_bad_value():
+    assert _row("0 -0.001 1.001 0.2 0.1").coords.tolist() == [0, 1, 0.2, 0.1]  # exactly at the tolerance
+    with pytest.raises(LabelError, match=r"coordinate 1.5 outside"):
+        _row("0 -0.001 0.9995 1.5 0.1")
+    assert _row("2 0.1 0.1 0.3 0.1 0.3 0.2 0.1 0.2", "obb").cls == 2
+
+
+def test_coco_edges_one_pixel_boxes_clipping_and_rle_messages(tmp_path):
+    _png(tmp_path / "a.png")
+    ann = {"id": 4, "image_id": 1, "category_id": 1, "bbox": [1, 1, 1, 1]}
+    _, labels, _ = formats.read_coco(_coco(tmp_path, [ann]), tmp_path, "detect")  # a 1-px box is a box
+    assert labels[0][0].coords == pytest.approx([1.5 / 60, 1.5 / 40, 1 / 60, 1 / 40])
+    edge = {**ann, "bbox": [-1, 5, 1, 5]}  # centre left of the image: clipped to 0
+    assert formats.read_coco(_coco(tmp_path, [edge]), tmp_path, "detect")[1][0][0].coords[0] == 0.0
+    poly = {**ann, "segmentation": [[-6, 20, 30, -4, 66, 44]]}  # points beyond the image: clipped
+    (lab,) = formats.read_coco(_coco(tmp_path, [poly]), tmp_path, "segment")[1][0]
+    assert lab.coords.tolist() == [[0, 0.5], [0.5, 0], [1, 1]]
+    bad_rle = {**ann, "segmentation": {"size": [41, 60], "counts": "abc"}}
+    with pytest.raises(LabelError, match=r"ann.json: annotations\[0\] \(id 4\): RLE size \[41, 60\] is not"):
+        formats.read_coco(_coco(tmp_path, [bad_rle]), tmp_path, "segment")
+    with pytest.raises(LabelError, match=r"does not exist$"):  # exactly at the limit: not too large
+        formats.check_rle_size(
+            {"size": [1, limits.MAX_MASK_PIXELS]}, 1, limits.MAX_MASK_PIXELS, tmp_path / "x"
+        )
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE: run lengths over the column-major pixels, starting with zeros."""
+    flat = mask.flatten(order="F")
+    runs, current, n = [], 0, 0
+    for v in flat:
+        if v != current:
+            runs.append(n)
+            current, n = v, 0
+        n += 1
+    return {"size": list(mask.shape), "counts": [*runs, n]}
+
+
+def test_rle_lists_largest_blob_and_blobs_too_small_for_a_polygon(tmp_path):
+    _png(tmp_path / "a.png")
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 20:50] = 1
+    mask[2:4, 2:4] = 1  # a smaller second blob
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "segmentation": _uncompressed_rle(mask)}
+    (lab,) = formats.read_coco(_coco(tmp_path, [ann]), tmp_path, "segment")[1][0]
+    np.testing.assert_allclose(lab.xyxy() * [60, 40, 60, 40], [20, 10, 49, 29])
+    dot = np.zeros((40, 60), np.uint8)
+    dot[5, 5] = 1
+    ann["segmentation"] = _uncompressed_rle(dot)
+    assert formats.read_coco(_coco(tmp_path, [ann]), tmp_path, "segment")[1] == [[]]
+
+
+def test_outside_root_messages_name_the_split_for_links_and_list_files(tmp_path):
+    root = tmp_path / "d"
+    _yolo(root)
+    elsewhere = _png(tmp_path / "else/x.png")
+    os.symlink(elsewhere, root / "images/train/link.png")
+    with pytest.raises(LabelError, match=rf"^{root / 'data.yaml'} \(train\): outside_root"):
+        formats.read_yolo(root / "data.yaml", "detect", Root(root))
+    (root / "images/train/link.png").unlink()
+    (tmp_path / "list.txt").write_text(f"{root / 'images/val/b.png'}\n")
+    data = {"names": ["x", "y"], "train": "images/train", "val": str(tmp_path / "list.txt")}
+    (root / "data.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(LabelError, match=rf"^{root / 'data.yaml'} \(val\): outside_root"):
+        formats.read_yolo(root / "data.yaml", "detect", Root(root))
+    (root / "data.yaml").write_text(yaml.safe_dump({"nc": 2, "names": {0: "x", 5: "y"}}))
+    with pytest.raises(LabelError, match=rf"^{root / 'data.yaml'}: 'names' keys"):
+        formats.read_yolo(root / "data.yaml", "detect")
+
+
+def test_materialise_replaces_a_stale_partial_folder_and_boxes_polygons(tmp_path):
+    src = _yolo(tmp_path / "src")
+    (tmp_path / "src/labels/train/a.txt").write_text("1 0.1 0.2 0.5 0.2 0.3 0.6\n")  # a polygon
+    (tmp_path / ".out.partial").mkdir()
+    (tmp_path / ".out.partial/junk.txt").write_text("from a killed run")
+    formats.materialise(formats.read_yolo(src, "detect"), tmp_path / "out", "detect")
+    assert not (tmp_path / "out/junk.txt").exists()
+    assert (
+        tmp_path / "out/labels/train/000000_a.txt"
+    ).read_text() == "1 0.300000 0.400000 0.400000 0.400000\n"
+    assert list(yaml.safe_load((tmp_path / "out/data.yaml").read_text())) == ["path", "names", "train", "val"]
+
+
+def test_read_dataset_defaults_and_its_root_for_yolo(tmp_path):
+    _png(tmp_path / "a.png")
+    ann = {
+        "id": 1,
+        "image_id": 1,
+        "category_id": 1,
+        "bbox": [6, 4, 30, 20],
+        "segmentation": [[6, 4, 36, 4, 36, 24]],
+    }
+    _coco(tmp_path, [ann])
+    split = {"annotations": "ann.json"}  # images: the root
+    ds = formats.read_dataset(tmp_path, {"format": "coco", "coco": {"train": split, "val": split}}, "segment")
+    assert ds.splits["val"].images == [tmp_path / "a.png"] and ds.splits["val"].labels[0][0].kind == "polygon"
+    with pytest.raises(LabelError, match=r"needs train and val entries \(has \[\]\)$"):
+        formats.read_dataset(tmp_path, {"format": "coco"}, "detect")
+    _yolo(tmp_path / "y")
+    (tmp_path / "y/up.yaml").write_text(
+        yaml.safe_dump({"path": "..", "names": ["x", "y"], "train": "y", "val": "y"})
+    )
+    spec = {"format": "yolo", "yaml": "up.yaml"}
+    with pytest.raises(LabelError, match="outside_root"):
+        formats.read_dataset(tmp_path / "y", spec, "detect")
+    assert formats.read_dataset(tmp_path / "y", spec, "detect", allow_outside_root=True).names == ["x", "y"]
