@@ -26,8 +26,18 @@ SCRATCH = REPO / ".mutation"
 
 # module (under scripts/aquaflow) -> the unit tests that cover it
 MODULES: dict[str, list[str]] = {
-    "data/inputs.py": ["test_input_guards.py", "test_infer.py", "test_fault_injection.py", "test_inputs_mutants.py"],
-    "data/imaging.py": ["test_imaging.py", "test_input_guards.py", "test_ecotaxa.py", "test_imaging_mutants.py"],
+    "data/inputs.py": [
+        "test_input_guards.py",
+        "test_infer.py",
+        "test_fault_injection.py",
+        "test_inputs_mutants.py",
+    ],
+    "data/imaging.py": [
+        "test_imaging.py",
+        "test_input_guards.py",
+        "test_ecotaxa.py",
+        "test_imaging_mutants.py",
+    ],
     "engine/items.py": ["test_infer.py", "test_input_guards.py", "test_items_mutants.py"],
     "engine/infer.py": ["test_infer.py", "test_fault_injection.py", "test_infer_mutants.py"],
     "engine/gather.py": ["test_gather.py", "test_infer.py", "test_fault_injection.py"],
