@@ -71,6 +71,7 @@ def test_a_broken_collage_rejects_each_of_its_crops_and_the_next_collage_is_read
     ds = Items([str(broken), str(broken), src], [(0, 0, 2, 2), (2, 2, 2, 2), (1, 1, 2, 2)], None, 10**6)
     assert [ds[i][3] for i in range(3)] == [imaging.ZERO_BYTES, imaging.ZERO_BYTES, ""]
     assert np.array_equal(ds[2][1], img[1:3, 1:3])
+    assert Items([src], [(0, 0, 2, 2)], None, 40 * 30 - 1)[0][3] == imaging.TOO_LARGE  # the collage's size
 
 
 def test_whole_images_resized_as_the_card_says_with_statistics_of_the_original(tmp_path):
@@ -87,6 +88,10 @@ def test_whole_images_resized_as_the_card_says_with_statistics_of_the_original(t
             assert np.array_equal(out, fn(imaging.decode(data).image, 32))
     assert Items([str(path)], [None], 32, 10**8).draft == 32
     assert Items([str(path)], [None], 32, 10**8, "stretch").draft is None
+    drafted = Items([str(path)], [None], 32, 10**8)[0][1]  # decoded at 1/4 scale, then letterboxed
+    assert np.array_equal(drafted, imaging.letterbox(imaging.decode(data, draft=32).image, 32))
+    assert not np.array_equal(drafted, imaging.letterbox(imaging.decode(data).image, 32))
+    assert Items([str(path)], [None], 32, 400 * 200 - 1)[0][3] == imaging.TOO_LARGE
     full = Items([str(path)], [None], None, 10**8)[0][1]
     assert full.shape == (200, 400, 3)
     with pytest.raises(ValueError, match=r"^model card key 'resize': 'crop' is not one of \['center_crop', "):
@@ -99,8 +104,8 @@ def test_rejections_of_staging_decoding_and_any_other_error(tmp_path):
     assert len(ds) == 3
     assert ds[0] == (0, None, "", imaging.MISSING, "gone while staging", None)
     assert ds[1][3] == imaging.MISSING
-    i, out, _digest, reason, detail, stats = ds[2]  # not a path at all: a decode error, not a crash
-    assert (i, out, reason, stats) == (2, None, imaging.DECODE_ERROR, None) and detail.startswith(
+    i, out, digest, reason, detail, stats = ds[2]  # not a path at all: a decode error, not a crash
+    assert (i, out, digest, reason, stats) == (2, None, "", imaging.DECODE_ERROR, None) and detail.startswith(
         "TypeError: "
     )
 
@@ -123,12 +128,14 @@ def test_collate_stacks_or_lists_and_keeps_rejections_in_order():
     assert [x.shape for x in listed["images"]] == [(2, 3, 3), (2, 3, 3)]
     empty = collate([(0, None, "", "missing", "m", None)])
     assert tuple(empty["images"].shape) == (0, 3, 1, 1) and empty["index"].dtype == np.int64
+    assert empty["images"].dtype == torch.uint8 and empty["stats"].dtype == np.float32
     assert empty["stats"].shape == (0, len(items.drift.STATS)) and empty["rejected"] == [(0, "missing", "m")]
 
 
 def test_prefetched_yields_everything_in_order_and_reraises():
     assert list(prefetched(iter(range(7)), depth=1)) == list(range(7))
     assert list(prefetched([])) == []
+    assert list(prefetched([1, None, 2])) == [1, None, 2]  # None is an item, not the end
 
     def failing():
         yield 1
