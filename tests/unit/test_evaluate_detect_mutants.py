@@ -81,7 +81,7 @@ def evaluated(tmp_path_factory):
     return {"root": root, "metrics": metrics, "out": out, "det": det, "spec": spec}
 
 
-def test_run_scores_the_test_split_with_the_library_parts(evaluated):
+def _scores_the_test_split_with_the_library_parts(evaluated):
     m, out, root = evaluated["metrics"], evaluated["out"], evaluated["root"]
     assert (m["task"], m["split"], m["images"], m["model_id"]) == ("detect", "test", 3, "c" * 64)
     assert json.loads(out["metrics"].read_text()) == json.loads(json.dumps(m))
@@ -106,7 +106,7 @@ def test_run_scores_the_test_split_with_the_library_parts(evaluated):
     }
 
 
-def test_run_reports_ultralytics_val_of_the_same_split(evaluated):
+def _reports_ultralytics_val_of_the_same_split(evaluated):
     root, m = evaluated["root"], evaluated["metrics"]
     model = ultra.load(root / "w.pt", "detect")
     val = model.val(
@@ -123,7 +123,7 @@ def test_run_reports_ultralytics_val_of_the_same_split(evaluated):
     assert set(u) == {"box", "per_class_AP50_95"} and (root / "work/val").is_dir()
 
 
-def test_run_writes_intervals_summary_and_per_class_tables(evaluated):
+def _writes_intervals_summary_and_per_class_tables(evaluated):
     m, out = evaluated["metrics"], evaluated["out"]
     iv = m["intervals"]
     assert iv["method"] == "percentile bootstrap over test images, each with all its objects"
@@ -147,7 +147,15 @@ def test_run_writes_intervals_summary_and_per_class_tables(evaluated):
     assert per_class["precision_low"].notna().all()
 
 
-def test_split_auto_is_val_without_a_test_split_and_an_empty_prediction_table(tmp_path, evaluated):
+def test_run_scores_reports_and_writes_the_test_split(evaluated):
+    """One test over the module's run (so a mutation tool that re-runs only the tests reaching a
+    function still checks every output of it)."""
+    _scores_the_test_split_with_the_library_parts(evaluated)
+    _reports_ultralytics_val_of_the_same_split(evaluated)
+    _writes_intervals_summary_and_per_class_tables(evaluated)
+
+
+def test_split_auto_is_val_without_a_test_split_tiled_and_an_empty_prediction_table(tmp_path, evaluated):
     root = evaluated["root"]
     data = yaml.safe_load((root / "data/data.yaml").read_text())
     del data["test"]
@@ -156,9 +164,12 @@ def test_split_auto_is_val_without_a_test_split_and_an_empty_prediction_table(tm
         (tmp_path / "data" / name).write_text((root / "data" / name).read_text())
     (tmp_path / "data/data.yaml").write_text(yaml.safe_dump(data))
     out = {k: tmp_path / f"{k}.out" for k in ("coco", "metrics", "per_class", "summary")}
+    tiling = {"tile": 32, "overlap": 8, "full_image": False, "merge": "nms"}
+    tiling |= {"match_metric": "iou", "match_threshold": 0.5}
     spec = {
         **evaluated["spec"],
-        "predict": {**evaluated["spec"]["predict"], "conf": 0.99},
+        "predict": {**evaluated["spec"]["predict"], "conf": 0.99, "tiling": tiling},
+        "evaluate": {"split": "auto", "tiled": True},
         "intervals": {"resamples": 0},
     }
     m = ev.run(
@@ -166,6 +177,14 @@ def test_split_auto_is_val_without_a_test_split_and_an_empty_prediction_table(tm
         work=tmp_path / "work", ultralytics_dir=root / "ultralytics",
     )  # fmt: skip
     assert (m["split"], m["images"]) == ("val", 2)
+    val = formats.read_yolo(tmp_path / "data/data.yaml", "detect").splits["val"].images
+    found = ev.predict_split(evaluated["det"], val, 2, tiling)
+    table = ev.detections_table(found, "detect", CLASSES)
+    assert json.loads(out["coco"].read_text()) == json.loads(
+        json.dumps(outputs.coco_results(table, "detect"))
+    )
+    whole = ev.predict_split(evaluated["det"], val, 2, None)  # tiles find other boxes than the image
+    assert [len(d) for d in found] != [len(d) for d in whole]
     assert m["at_threshold"]["all"]["tp"] == 0 and m["at_threshold"]["conf"] == 0.99
     assert (
         set(m["intervals"]) == {"method", "resamples", "level", "seed"} and m["intervals"]["resamples"] == 0
