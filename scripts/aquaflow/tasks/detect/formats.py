@@ -18,7 +18,6 @@ Every path the data names (the YAML's `path:`, split folders, list files and the
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -431,7 +430,3 @@ def read_dataset(
     if "train" not in splits or "val" not in splits:
         raise LabelError(f"detection.data.coco needs train and val entries (has {sorted(splits)})")
     return Dataset(list(names), splits, str(root))
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -1,0 +1,194 @@
+"""Decoding details pinned to exact values: reasons and their messages, mode conversions, 16-bit and
+float mapping, the size checks, EXIF orientation, JPEG draft scaling and the three resize modes."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aquaflow.data import imaging
+from aquaflow.data.imaging import Rejected
+
+
+def _save(im: Image.Image, fmt="PNG", **kw) -> bytes:
+    out = io.BytesIO()
+    im.save(out, fmt, **kw)
+    return out.getvalue()
+
+
+def _reason(fn, *args, **kw) -> tuple[str, str]:
+    with pytest.raises(Rejected) as err:
+        fn(*args, **kw)
+    return err.value.reason, err.value.detail
+
+
+def test_rejected_message_and_display_path():
+    assert (
+        str(Rejected("missing", "a.png")) == "missing: a.png" and str(Rejected("zero_bytes")) == "zero_bytes"
+    )
+    assert Rejected("missing").detail == ""
+    assert imaging.display_path(os.fsdecode(b"/d/caf\xe9.jpg")) == "/d/caf\\xe9.jpg"
+    assert imaging.display_path(b"/d/a.jpg") == "/d/a.jpg"
+
+
+def test_read_bytes_reasons(tmp_path):
+    assert _reason(imaging.read_bytes, "") == (imaging.BAD_FILE_NAME, "empty path")
+    assert _reason(imaging.read_bytes, "a\x00b") == (imaging.BAD_FILE_NAME, "path holds a NUL byte")
+    assert _reason(imaging.read_bytes, tmp_path) == (imaging.UNREADABLE, "is a directory")
+    assert _reason(imaging.read_bytes, tmp_path / "no.png") == (imaging.MISSING, str(tmp_path / "no.png"))
+    os.symlink(tmp_path / "gone.png", tmp_path / "link.png")
+    assert _reason(imaging.read_bytes, tmp_path / "link.png") == (
+        imaging.BROKEN_LINK,
+        f"link target {tmp_path / 'gone.png'} does not exist",
+    )
+    (tmp_path / "e.png").write_bytes(b"")
+    assert _reason(imaging.read_bytes, tmp_path / "e.png") == (imaging.ZERO_BYTES, "")
+    (tmp_path / "f.png").write_bytes(b"12345")
+    assert imaging.read_bytes(tmp_path / "f.png", max_bytes=5) == b"12345"
+    assert _reason(imaging.read_bytes, tmp_path / "f.png", max_bytes=4) == (
+        imaging.TOO_LARGE,
+        "file of 5 bytes exceeds the 4-byte cap",
+    )
+    os.mkfifo(tmp_path / "p.png")
+    reason, detail = _reason(imaging.read_bytes, tmp_path / "p.png")
+    assert reason == imaging.UNREADABLE and detail.startswith("not a regular file (mode prw")
+
+
+def test_modes_become_rgb8():
+    grey = Image.fromarray(np.array([[0, 128, 255]], np.uint8), "L")
+    assert imaging.decode(_save(grey)).image.tolist() == [[[0] * 3, [128] * 3, [255] * 3]]
+    assert imaging.decode(_save(grey)).mode == "L"
+    rgba = Image.fromarray(np.array([[[255, 0, 0, 0], [0, 0, 255, 255], [0, 255, 0, 128]]], np.uint8), "RGBA")
+    assert imaging.decode(_save(rgba)).image.tolist() == [[[255, 255, 255], [0, 0, 255], [127, 255, 127]]]
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    pal.putpixel((1, 0), 1)
+    assert imaging.decode(_save(pal)).image.tolist() == [[[10, 20, 30], [200, 100, 50]]]
+    pal.info["transparency"] = 1
+    assert imaging.decode(_save(pal, transparency=1)).image.tolist() == [[[10, 20, 30], [255, 255, 255]]]
+    bw = Image.new("1", (2, 1))
+    bw.putpixel((0, 0), 1)
+    assert imaging.decode(_save(bw)).image.tolist() == [[[255] * 3, [0] * 3]]
+    cmyk = Image.new("CMYK", (1, 1), (0, 255, 0, 0))
+    assert imaging.decode(_save(cmyk, "JPEG", quality=100)).image.shape == (1, 1, 3)
+    i16 = Image.fromarray(np.array([[0, 257, 65535, 128]], np.uint16))
+    assert imaging.decode(_save(i16)).image[0, :, 0].tolist() == [0, 1, 255, 0]
+    assert imaging.decode(_save(Image.fromarray(np.array([[70000, -5]], np.int32)), "TIFF")).image[
+        0, :, 0
+    ].tolist() == [
+        255,
+        0,
+    ]
+    floats = Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32), "F")
+    assert imaging.decode(_save(floats, "TIFF")).image[0, :, 0].tolist() == [0, 128, 255]
+    wide = Image.fromarray(np.array([[-1.0, 1.0, 3.0]], np.float32), "F")
+    assert imaging.decode(_save(wide, "TIFF")).image[0, :, 0].tolist() == [0, 128, 255]
+    flat = Image.fromarray(np.array([[5.0, 5.0]], np.float32), "F")
+    assert imaging.decode(_save(flat, "TIFF")).image[0, :, 0].tolist() == [0, 0]
+
+
+def test_int16_and_float_mappings_in_blocks():
+    arr = np.arange(0, 65536, 97, dtype=np.int32).reshape(-1, 1)[:600]
+    out = imaging._int16_to_rgb8(arr, rows=7)
+    assert out.shape == (len(arr), 1, 3) and (out[:, 0, 0] == np.round(arr[:, 0] / 257)).all()
+    assert (out[:, 0, 0] == out[:, 0, 2]).all()
+    assert imaging._int16_to_rgb8(np.array([[-3, 70000]])).tolist() == [[[0] * 3, [255] * 3]]
+    assert imaging._float_to_gray8(np.array([[np.nan, 0.25, 1.0]])).tolist() == [[0, 64, 255]]
+    assert imaging._float_to_gray8(np.array([[0.0, 1.5]])).tolist() == [[0, 255]]
+    assert imaging._float_to_gray8(np.array([[-0.5, 0.0]])).tolist() == [[0, 255]]
+
+
+def test_size_checks_and_the_peak_memory_table():
+    imaging._check_size(10, 10, 100)
+    assert _reason(imaging._check_size, 0, 5, 100) == (imaging.DECODE_ERROR, "empty size 0x5")
+    assert _reason(imaging._check_size, 5, 0, 100) == (imaging.DECODE_ERROR, "empty size 5x0")
+    assert _reason(imaging._check_size, 11, 10, 100) == (imaging.TOO_LARGE, "11x10 exceeds max_pixels=100")
+    imaging._check_size(10, 10, 100, per_pixel=3, max_bytes=300)
+    assert _reason(imaging._check_size, 10, 10, 100, per_pixel=3, max_bytes=299) == (
+        imaging.TOO_LARGE,
+        "10x10 needs ~300 bytes to decode (budget 299)",
+    )
+    imaging._check_size(10, 10, 100, per_pixel=3, max_bytes=0)  # no budget: no check
+    assert [imaging.peak_bytes_per_pixel(m) for m in ("L", "I;16B", "RGB", "RGBA", "F")] == [6, 10, 7, 21, 36]
+
+
+def test_decode_reasons_and_their_details():
+    assert _reason(imaging.decode, b"") == (imaging.ZERO_BYTES, "")
+    assert _reason(imaging.decode, b"hello, not an image") == (
+        imaging.NOT_AN_IMAGE,
+        "not an image format Pillow can read",
+    )
+    png = _save(Image.new("RGB", (20, 10)))
+    assert _reason(imaging.decode, png, max_pixels=199)[0] == imaging.TOO_LARGE
+    assert imaging.decode(png, max_pixels=200).image.shape == (10, 20, 3)
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    jpeg = _save(Image.fromarray(noise), "JPEG")
+    reason, detail = _reason(imaging.decode, jpeg[: len(jpeg) // 2])
+    assert reason == imaging.TRUNCATED and detail.startswith(("OSError", "SyntaxError", "ValueError"))
+    assert imaging._decode_failure(ValueError("Premature end of data")).reason == imaging.TRUNCATED
+    assert imaging._decode_failure(ValueError("broken data stream")).reason == imaging.TRUNCATED
+    other = imaging._decode_failure(KeyError("x"))
+    assert (other.reason, other.detail) == (imaging.DECODE_ERROR, "KeyError: 'x'")
+
+
+def test_exif_orientation_swaps_the_reported_size():
+    img = np.zeros((10, 30, 3), np.uint8)
+    img[:, :5] = 255
+    for orientation, shape in ((1, (10, 30, 3)), (3, (10, 30, 3)), (6, (30, 10, 3)), (8, (30, 10, 3))):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        d = imaging.decode(_save(Image.fromarray(img), "PNG", exif=exif))
+        assert d.image.shape == shape and (d.width, d.height) == (shape[1], shape[0]), orientation
+
+
+def test_jpeg_draft_keeps_at_least_the_asked_size_and_the_original_size():
+    jpeg = _save(Image.new("RGB", (640, 320), (30, 60, 90)), "JPEG")
+    d = imaging.decode(jpeg, draft=80)
+    assert (d.width, d.height) == (640, 320) and d.image.shape == (80, 160, 3)
+    assert imaging.decode(jpeg, draft=81).image.shape == (160, 320, 3)
+    assert imaging.decode(jpeg, draft=10).image.shape == (40, 80, 3)  # at most 1/8
+    assert imaging.decode(jpeg).image.shape == (320, 640, 3)
+    # the budget of a drafted JPEG is that of its smaller size
+    assert imaging.decode(jpeg, draft=40, max_bytes=640 * 320 * 7 // 64 + 1).image.shape == (40, 80, 3)
+    assert (
+        _reason(imaging.decode, jpeg, draft=40, max_bytes=640 * 320 * 7 // 64 - 100)[0] == imaging.TOO_LARGE
+    )
+    grey = _save(Image.new("L", (64, 64), 7), "JPEG")
+    assert imaging.decode(grey, draft=32).image.shape == (32, 32, 3)
+    png = _save(Image.new("RGB", (64, 64)))
+    assert imaging.decode(png, draft=8).image.shape == (64, 64, 3)  # only JPEGs are drafted
+
+
+def test_resize_modes_exact_geometry():
+    img = np.zeros((10, 20, 3), np.uint8)
+    img[:] = (10, 20, 30)
+    img[4:6, 9:11] = 255
+    boxed = imaging.letterbox(img, 20)
+    assert boxed.shape == (20, 20, 3) and boxed[0, 0].tolist() == [10, 20, 30]
+    assert boxed[9:11, 9:11].tolist() == [[[255] * 3] * 2] * 2  # centred: pad 5 rows above
+    square = np.full((8, 8, 3), 3, np.uint8)
+    assert imaging.letterbox(square, 8) is square and imaging.stretch(square, 8) is square
+    assert imaging.letterbox(square, 4).shape == (4, 4, 3) and imaging.letterbox(square, 16).shape == (
+        16,
+        16,
+        3,
+    )
+    assert imaging.stretch(img, 5).shape == (5, 5, 3)
+    tall = np.zeros((40, 20, 3), np.uint8)
+    tall[:, :, 0] = np.arange(40)[:, None] * 5
+    crop = imaging.center_crop(tall, 10)
+    assert crop.shape == (10, 10, 3) and crop[:, 0, 0].tolist() == list(range(53, 153, 10))  # rows 10..29
+    wide = imaging.center_crop(np.zeros((10, 30, 3), np.uint8), 10)
+    assert wide.shape == (10, 10, 3)
+    assert (
+        imaging.center_crop(square, 8) is not None
+        and imaging.center_crop(square, 8).tolist() == square.tolist()
+    )
+    reason, detail = _reason(imaging.center_crop, np.zeros((1, 100000, 3), np.uint8), 224)
+    assert reason == imaging.EXTREME_ASPECT and detail.startswith(
+        "100000x1: scaling the shorter side to 224 px"
+    )

@@ -1,0 +1,102 @@
+"""Classification shards pinned down: the run id (what it hashes and what it ignores), the loader
+defaults, one Snakemake shard step end to end and the batches the evaluation reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+
+from aquaflow.backends import load_predictor
+from aquaflow.backends import torch_model as models
+from aquaflow.data import imaging
+from aquaflow.engine import infer
+from aquaflow.io import sha256_file
+
+from .test_infer import CLASSES, tiny_model  # noqa: F401  (a pytest fixture)
+
+PARAMS = {"top_k": 2, "embeddings": False, "max_pixels": 10**6, "backend": "eager", "device": "cpu"}
+
+
+def _images(folder, n=5):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"{i}.png"
+        p.write_bytes(imaging.encode(rng.integers(0, 255, (20 + i, 24, 3), dtype=np.uint8)))
+        paths.append(str(p))
+    return paths
+
+
+def test_run_identity_hashes_model_inputs_and_prediction_settings(tmp_path):
+    table = tmp_path / "inputs.parquet"
+    pd.DataFrame({"seq": [0], "source": ["a.png"]}).to_parquet(table)
+    digest = sha256_file(table)
+    blob = f"m1:{digest}:" + repr(
+        [("top_k", 2), ("embeddings", False), ("max_pixels", 10**6), ("backend", "eager")]
+    )
+    want = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert infer.run_identity("m1", table, PARAMS) == want
+    assert infer.run_identity("m1", None, PARAMS, digest) == want
+    assert infer.run_identity("m1", table, {**PARAMS, "device": "cuda", "batch_size": 9}) == want
+    for key, value in (("top_k", 3), ("embeddings", True), ("max_pixels", 5), ("backend", "onnx")):
+        assert infer.run_identity("m1", table, {**PARAMS, key: value}) != want, key
+    assert infer.run_identity("m2", table, PARAMS) != want
+
+
+def test_loader_settings_on_cpu():
+    assert infer.loader_settings({"device": "cpu"}, 8) == (64, 2)
+    assert infer.loader_settings({"device": "cpu", "batch_size": None, "workers": None}, 3) == (64, 0)
+    assert infer.loader_settings({"device": "cpu", "batch_size": 10, "workers": 0}, 8) == (10, 0)
+    assert infer.loader_settings({"device": "cpu", "workers": 3}, 1) == (64, 3)
+
+
+def test_shard_step_predicts_its_block_with_the_run_id(tiny_model, tmp_path):  # noqa: F811
+    weights, card = tiny_model
+    paths = [*_images(tmp_path / "img"), str(tmp_path / "missing.png")]
+    table = pd.DataFrame({"seq": range(6), "source": paths, "station": list("abcdef")})
+    table.to_parquet(tmp_path / "inputs.parquet")
+    out = {k: tmp_path / "shards" / f"2-of-2.{k}" for k in ("predictions", "rejected", "summary")}
+    out["predictions"].parent.mkdir()
+    params = {**PARAMS, "batch_size": 2, "workers": 0}
+    summary = infer.run_shard_step(
+        inputs_path=tmp_path / "inputs.parquet",
+        weights=weights,
+        card=card,
+        scatteritem="2-of-2",
+        out=out,
+        params=params,
+        threads=1,
+    )
+    pred = pd.read_parquet(out["predictions"])
+    rejected = pd.read_parquet(out["rejected"])
+    assert pred["seq"].tolist() == [3, 4] and pred["station"].tolist() == ["d", "e"]
+    assert rejected["seq"].tolist() == [5] and rejected["reason"].tolist() == [imaging.MISSING]
+    assert {"top1_label", "top2_label"} <= set(pred) and "top3_label" not in pred and "embedding" not in pred
+    run_id = infer.run_identity(models.model_id(weights), tmp_path / "inputs.parquet", params)
+    assert set(pred["run_id"]) == {run_id} and set(pred["model_id"]) == {models.model_id(weights)}
+    assert json.loads(out["summary"].read_text()) == json.loads(json.dumps(summary))
+    assert (summary["predicted"], summary["rejected"]) == (2, 1)
+
+
+def test_batches_carry_probabilities_features_and_rejections(tiny_model, tmp_path):  # noqa: F811
+    weights, card = tiny_model
+    pred = load_predictor(weights, card, "cpu", 1, "eager", True)
+    paths = _images(tmp_path / "img", 3)
+    table = pd.DataFrame(
+        {"seq": range(5), "source": [str(tmp_path / "no.png"), *paths, str(tmp_path / "no2.png")]}
+    )
+    batches = list(infer.iter_batches(table, pred, 2, 0, max_pixels=10**6))
+    assert [b["index"].tolist() for b, _, _ in batches] == [[1], [2, 3], []]
+    assert [len(b["rejected"]) for b, _, _ in batches] == [1, 0, 1]
+    for batch, probs, feats in batches:
+        assert probs.shape == (len(batch["index"]), len(CLASSES)) and len(feats) == len(batch["index"])
+        assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert batches[2][1].dtype == np.float32 and batches[2][2].shape == (0, 0)
+    tiny = list(infer.iter_batches(table.iloc[1:2], pred, 2, 0, max_pixels=100))
+    assert tiny[0][0]["rejected"][0][1] == imaging.TOO_LARGE
+    alone = list(infer.iter_batches(table.iloc[1:2], pred, 2, 0))  # default max_pixels
+    assert alone[0][1].shape == (1, len(CLASSES))
