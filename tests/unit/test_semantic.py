@@ -277,3 +277,27 @@ def test_smp_trains_writes_a_valid_card_and_predicts_through_the_engine(tmp_path
     with rasterio.open(out["probabilities"]) as src:
         p = src.read().astype(int)
     assert (np.abs(p.sum(axis=0) - 100) <= 1).all()  # percent probabilities of 2 classes sum to 100
+
+
+def test_synthetic_sar_scenes_dark_slicks_labelled_lookalikes_not(tmp_path) -> None:
+    from aquaflow.synthetic import sar
+
+    index = sar.make(tmp_path, scenes=2, size=128, seed=3)
+    for name, info in index["scenes"].items():
+        with (
+            rasterio.open(tmp_path / "images" / name) as img,
+            rasterio.open(tmp_path / "labels" / name) as lab,
+        ):
+            assert (
+                img.crs == lab.crs and img.transform == lab.transform and img.shape == lab.shape == (128, 128)
+            )
+            assert "not satellite data" in img.tags()["SYNTHETIC"]
+            db, labels = img.read(1), lab.read(1)
+        nodata = db == sar.NODATA
+        assert nodata.any() and ((labels == 255) == nodata).all()
+        oil, sea = db[labels == 1], db[labels == 0]
+        assert 0.002 < info["oil_fraction"] < 0.1 and oil.size == pytest.approx(
+            info["oil_fraction"] * (~nodata).sum()
+        )
+        assert np.median(sea) - np.median(oil) > 5  # slicks are dark in dB
+        assert {s["kind"] for s in info["shapes"]} == {"slick", "lookalike"}
