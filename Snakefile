@@ -39,6 +39,7 @@ include: "workflow/standards.smk"
 include: "workflow/keras.smk"
 include: "workflow/detect.smk"
 include: "workflow/ultralytics.smk"
+include: "workflow/semantic.smk"
 
 
 # Given models are copied in on the host that sees their path / registry (also without a shared

@@ -301,3 +301,15 @@ def test_synthetic_sar_scenes_dark_slicks_labelled_lookalikes_not(tmp_path) -> N
         )
         assert np.median(sea) - np.median(oil) > 5  # slicks are dark in dB
         assert {s["kind"] for s in info["shapes"]} == {"slick", "lookalike"}
+
+
+def test_config_names_keys_that_name_unknown_classes_or_overlaps_too_large() -> None:
+    from aquaflow.config import ConfigError, check_usecase, load_yaml, validate
+    from tests.conftest import REPO
+
+    uc = load_yaml(REPO / "config/usecases/oil_spill.yaml")
+    uc["semantic"]["train"]["rare_class"] = "slick"
+    uc["semantic"]["predict"] = {"tile": 64, "overlap": 64}
+    uc = validate(uc, REPO / "workflow/schemas/usecase.schema.yaml", "oil_spill.yaml")
+    with pytest.raises(ConfigError, match=r"semantic.train.rare_class.*slick.*semantic.predict.overlap"):
+        check_usecase(uc, "oil_spill.yaml")

@@ -31,7 +31,8 @@ from aquaflow.data.rasters import (
     read_window,
     tile_windows,
 )
-from aquaflow.io import atomic_path, sha256_file
+from aquaflow.io import atomic_path, sha256_file, write_tsv
+from aquaflow.models.artifacts import write_card
 from aquaflow.tasks.semantic.metrics import SemanticScores
 
 log = logging.getLogger(__name__)
@@ -233,8 +234,6 @@ def write_model(
     """Write the weights (safetensors) and the model card (validated); returns the card."""
     from safetensors.torch import save_file
 
-    from aquaflow.models.artifacts import write_card
-
     with atomic_path(weights) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     card = {
@@ -259,3 +258,54 @@ def write_model(
     }
     write_card(card, card_path)
     return card
+
+
+def split_pairs(manifest: pd.DataFrame, split: str) -> list[tuple[str, str]]:
+    rows = manifest[manifest["split"] == split]
+    return list(zip(rows["image"].astype(str), rows["labels"].astype(str), strict=True))
+
+
+def run(
+    *,
+    name: str,
+    manifest_path: str | Path,
+    settings: dict[str, Any],
+    out: dict[str, str | Path],
+    mlflow_cfg: dict[str, Any],
+    threads: int = 1,
+) -> dict[str, Any]:
+    """The train step of task semantic: fit on the manifest's train rasters (validation on its val
+    rasters), write weights + card + history + curve, then the MLflow training run."""
+    from aquaflow.monitoring import tracking
+    from aquaflow.tasks.semantic import plots
+
+    manifest = pd.read_parquet(manifest_path)
+    classes, model_cfg, cfg = (
+        settings["classes"],
+        {**settings["model"], "bands": settings["bands"]},
+        settings["train"],
+    )
+    started = time.time()
+    net, history, record = train(
+        split_pairs(manifest, "train"), split_pairs(manifest, "val"), classes, model_cfg, cfg, threads
+    )
+    seconds = time.time() - started
+    card = write_model(net, record, classes, model_cfg, cfg, Path(out["weights"]), Path(out["card"]))
+    write_tsv(history, out["history"])
+    plots.training_curve(history, out["curve"])
+    last = history.iloc[-1].to_dict()
+    metrics = {"train_seconds": seconds, **{k: v for k, v in last.items() if k.startswith("val_")}}
+    log.info("trained %s/%s in %.1f s: %s", model_cfg["arch"], model_cfg.get("encoder"), seconds, metrics)
+    return tracking.log_training(
+        usecase=name,
+        card=card,
+        card_path=out["card"],
+        weights=out["weights"],
+        params={"task": "semantic", **settings, "rasters": record["rasters"]},
+        history=history,
+        mlflow_cfg=mlflow_cfg,
+        metrics=metrics,
+        artifacts=[out["history"], out["curve"]],
+        started=started,
+        write_card=write_card,
+    )

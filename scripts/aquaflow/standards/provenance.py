@@ -48,6 +48,7 @@ DESCRIPTIONS = {
     "detect": "Object detection (boxes) over a campaign and its standard exports",
     "segment": "Instance segmentation (masks) over a campaign and its standard exports",
     "obb": "Oriented-box detection over a campaign and its standard exports",
+    "semantic": "Semantic segmentation (a class per pixel) of a campaign's rasters, georeferenced outputs",
 }
 
 
