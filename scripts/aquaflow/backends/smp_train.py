@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from aquaflow.backends import smp_model
+from aquaflow.backends.torch_model import save_weights
 from aquaflow.data.rasters import (
     NODATA_LABEL,
     band_statistics,
@@ -232,10 +233,8 @@ def write_model(
     card_path: Path,
 ) -> dict[str, Any]:
     """Write the weights (safetensors) and the model card (validated); returns the card."""
-    from safetensors.torch import save_file
-
     with atomic_path(weights) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+        save_weights(net, tmp)
     card = {
         "id": sha256_file(weights),
         "format": "safetensors",
