@@ -313,3 +313,31 @@ def test_config_names_keys_that_name_unknown_classes_or_overlaps_too_large() -> 
     uc = validate(uc, REPO / "workflow/schemas/usecase.schema.yaml", "oil_spill.yaml")
     with pytest.raises(ConfigError, match=r"semantic.train.rare_class.*slick.*semantic.predict.overlap"):
         check_usecase(uc, "oil_spill.yaml")
+
+
+def test_sentinel2_scene_stacks_on_the_10m_grid_with_ndwi_labels(tmp_path) -> None:
+    from aquaflow.config import check_usecase, load_yaml, validate
+    from aquaflow.data import sentinel2
+    from tests.conftest import REPO
+
+    index = sentinel2.make(tmp_path, bands=["B03", "B08", "B11"], parts=2)
+    with rasterio.open(sentinel2.scene_folder() / "s2_B02.jp2") as ref:
+        grid, (h, w) = ref.transform, (ref.height // 2, ref.width // 2)
+        crs = ref.crs
+    with (
+        rasterio.open(tmp_path / "images/part_10.tif") as img,
+        rasterio.open(tmp_path / "labels/part_10.tif") as lab,
+    ):
+        assert img.crs == lab.crs == crs and img.crs.to_epsg() == 32618
+        assert img.transform == lab.transform == grid * Affine.translation(0, h)
+        assert (img.count, img.shape, lab.shape) == (3, (h, w), (h, w))
+        green, nir, swir = img.read()
+        labels = lab.read(1)
+    np.testing.assert_array_equal(labels, sentinel2.ndwi_water(green, nir))  # the documented rule
+    assert swir.std() > 0  # the 20 m band, resampled onto the 10 m grid
+    fractions = [p["water_fraction"] for p in index["parts"].values()]
+    assert min(fractions) < 0.2 and max(fractions) > 0.8  # a coast: land and sea parts
+    uc = validate(
+        load_yaml(REPO / "config/usecases/s2_coast.yaml"), REPO / "workflow/schemas/usecase.schema.yaml", "s2"
+    )
+    check_usecase(uc, "s2_coast.yaml")
