@@ -480,6 +480,13 @@ def semantic_prediction(wildcards):
     return {"predict": s["predict"], "background": s["background"], **s["evaluate"]}
 
 
+def semantic_listing(wildcards):
+    """What a campaign's raster listing reads of semantic.data (not the split, not the labels'
+    rasterisation settings)."""
+    data = UC[wildcards.uc]["semantic"]["data"]
+    return {k: data[k] for k in ("images", "labels", "extensions", "vector_field")}
+
+
 def semantic_shard_files(kind):
     """Every shard's output folder ("dir") or summary ("json") of a semantic campaign."""
 

@@ -133,7 +133,7 @@ rule semantic_inputs:
         "../envs/torch.yaml"
     params:
         inputs=campaign_section("inputs"),
-        data=lambda wc: UC[wc.uc]["semantic"]["data"],
+        data=semantic_listing,
     script:
         "../scripts/semantic_inputs.py"
 

@@ -98,7 +98,19 @@ def test_campaign_outputs_keep_the_input_grid_and_counts_reconcile(run) -> None:
     assert set(table.loc[table["scope"] == "class", "name"]) == {"sea", "oil"}
 
 
-def test_second_run_does_nothing(run) -> None:
+def test_second_run_does_nothing_and_a_prediction_edit_does_not_retrain(run) -> None:
     work, _ = run
     proc = run_snakemake(work, "--set-scatter", "infer=1", "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    path = work / "config/usecases/oil.yaml"
+    before = path.read_text()
+    uc = yaml.safe_load(before)
+    uc["semantic"]["predict"]["overlap"] = 24
+    path.write_text(yaml.safe_dump(uc, sort_keys=False))
+    try:
+        out = run_snakemake(work, "--set-scatter", "infer=1", "-n").stdout
+    finally:
+        path.write_text(before)
+    reruns = {line.split()[0] for line in out.split("Job stats:")[1].splitlines()[3:] if line.strip()}
+    assert {"evaluate_semantic", "semantic_shard", "semantic_gather"} <= reruns
+    assert not reruns & {"train_semantic", "semantic_prepare", "semantic_inputs", "fetch"}
