@@ -8,6 +8,7 @@ prints `name: value` lines: raster sizes, seconds, megapixels per second, the ch
 memory (VmHWM) and the ratio large/small. Not a pytest test (minutes); run it by hand:
 
     .venv/bin/python tests/benchmarks/semantic_memory.py [--small 512] [--factor 4] [--epochs 3]
+        [--block 0] [--train-size 256]
 """
 
 from __future__ import annotations
@@ -31,22 +32,31 @@ from aquaflow.synthetic import sar  # noqa: E402
 CHILD = """
 import sys, json, time
 sys.path.insert(0, {scripts!r})
+import rasterio
 from aquaflow.backends.smp_model import SemanticPredictor
-from aquaflow.engine.semantic import predict_raster
+from aquaflow.data.rasters import grid_of, read_window
+from aquaflow.engine.semantic import GDAL_CACHE_MB
 from aquaflow.io import read_json
-from aquaflow.tasks.semantic.tiling import Tiling
+from aquaflow.tasks.semantic import outputs
+from aquaflow.tasks.semantic.tiling import Tiling, predict_blocks
 def status(key):
     return [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith(key)][0]
 card = read_json({card!r})
 predictor = SemanticPredictor.load({weights!r}, card, "cpu", {threads})
 base = status("VmRSS:")
-kinds = (("classes", ".tif"), ("probabilities", ".tif"), ("polygons", ".gpkg"))
-out = {{k: {out!r} + "_" + k + ext for k, ext in kinds}}
+grid = grid_of({image!r})
 t0 = time.perf_counter()
-s = predict_raster(predictor, card, {image!r}, out, Tiling(**{tiling!r}), ["sea"])
-print(json.dumps({{"seconds": time.perf_counter() - t0, "predict_seconds": s["seconds"],
-                  "polygons": s["polygons"], "hwm_kb": status("VmHWM:"), "base_kb": base,
-                  "pixels": s["height"] * s["width"]}}))
+# the steps of aquaflow.engine.semantic.predict_raster, peak memory read after each
+with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open({image!r}) as src:
+    read = lambda r, c, h, w: read_window(src, r, c, h, w, card["bands"], card["normalization"])
+    blocks = predict_blocks(read, grid.height, grid.width, predictor, Tiling(**{tiling!r}))
+    outputs.write_prediction(blocks, grid, card["classes"], {out!r} + "_c.tif", {out!r} + "_p.tif")
+    predict_s, predict_hwm = time.perf_counter() - t0, status("VmHWM:")
+    found = outputs.polygons({out!r} + "_c.tif", card["classes"], skip=["sea"])
+    outputs.write_polygons(found, {out!r} + ".gpkg")
+print(json.dumps({{"seconds": time.perf_counter() - t0, "predict_seconds": predict_s,
+                  "predict_hwm_kb": predict_hwm, "hwm_kb": status("VmHWM:"), "base_kb": base,
+                  "polygons": len(found["class"]), "pixels": grid.height * grid.width}}))
 """
 
 
@@ -69,6 +79,8 @@ def mosaic(scenes: list[Path], out: Path, factor: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", type=int, default=512, help="side of the small raster (px)")
+    ap.add_argument("--block", type=int, default=0, help="output block side (0: the use case's)")
+    ap.add_argument("--train-size", type=int, default=256, help="side of the 4 training scenes")
     ap.add_argument("--factor", type=int, default=4, help="the large raster is factor x factor small ones")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -88,7 +100,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sar.make(tmp / "train", scenes=4, size=256, seed=0)
+        sar.make(tmp / "train", scenes=4, size=args.train_size, seed=0)
         pairs = [
             (str(p), str(tmp / "train/labels" / p.name)) for p in sorted((tmp / "train/images").glob("*.tif"))
         ]
@@ -105,6 +117,7 @@ def main() -> None:
         sar.make(tmp / "tiles", scenes=4, size=args.small, seed=2)
         mosaic(sorted((tmp / "tiles/images").glob("*.tif")), tmp / "large.tif", args.factor)
         tiling = {k: uc["predict"][k] for k in ("tile", "overlap", "block", "batch")}
+        tiling["block"] = args.block or tiling["block"]
         results = {}
         for name, image in (("small", tmp / "small/images/scene_00.tif"), ("large", tmp / "large.tif")):
             code = CHILD.format(
@@ -128,12 +141,15 @@ def main() -> None:
             mpx = r["pixels"] / 1e6
             print(
                 f"{name}: {mpx:.2f} Mpx, {r['seconds']:.1f} s ({mpx / r['predict_seconds']:.3f} Mpx/s "
-                f"prediction), peak RSS {r['hwm_kb'] / 1024:.0f} MB (after loading "
+                f"prediction), peak RSS after prediction {r['predict_hwm_kb'] / 1024:.0f} MB, after "
+                f"polygons {r['hwm_kb'] / 1024:.0f} MB (after loading the model "
                 f"{r['base_kb'] / 1024:.0f} MB), polygons {r['polygons']}"
             )
-        ratio = results["large"]["hwm_kb"] / results["small"]["hwm_kb"]
+        ratio = results["large"]["predict_hwm_kb"] / results["small"]["predict_hwm_kb"]
+        with_polygons = results["large"]["hwm_kb"] / results["small"]["hwm_kb"]
         pixels = results["large"]["pixels"] / results["small"]["pixels"]
-        print(f"pixels ratio: {pixels:.0f}x; peak RSS ratio large/small: {ratio:.3f}")
+        print(f"pixels ratio: {pixels:.0f}x; peak RSS ratio large/small: prediction {ratio:.3f}, ")
+        print(f"with polygons {with_polygons:.3f} (polygons are held to merge them across strips)")
         cpu = platform.processor() or platform.machine()
         print(f"tiling: {tiling}; cpu: {cpu}, threads {args.threads}, load {os.getloadavg()}")
 

@@ -25,6 +25,7 @@ from aquaflow.tasks.semantic.metrics import SemanticScores
 from aquaflow.tasks.semantic.tiling import PredictFn, Tiling, predict_blocks
 
 log = logging.getLogger(__name__)
+GDAL_CACHE_MB = 64  # constant memory whatever the raster's size
 
 
 def predict_raster(
@@ -43,16 +44,17 @@ def predict_raster(
     classes = list(card["classes"])
     grid = grid_of(image)
     t0 = time.time()
-    with rasterio.open(image) as src:
+    # GDAL's block cache (default: 5 % of RAM) would otherwise grow with the raster written
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(image) as src:
 
         def read(r: int, c: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
             return read_window(src, r, c, h, w, card["bands"], card["normalization"])
 
         blocks = predict_blocks(read, grid.height, grid.width, predict, tiling)
         counts = outputs.write_prediction(blocks, grid, classes, out["classes"], out["probabilities"])
-    seconds = time.time() - t0
-    found = outputs.polygons(out["classes"], classes, skip=background)
-    outputs.write_polygons(found, out["polygons"])
+        seconds = time.time() - t0
+        found = outputs.polygons(out["classes"], classes, skip=background)
+        outputs.write_polygons(found, out["polygons"])
     pixel = outputs.pixel_area_m2(grid)
     names = list(found["class"])
     return {
