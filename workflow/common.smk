@@ -19,6 +19,7 @@ ENVS = Path(workflow.basedir) / "envs"
 # Weights file of a model, by backend; the card is always model/model_card.json.
 MODEL_FILE = {"torch": "model.safetensors", "keras": "model.keras", "ultralytics": "model.pt"}
 MODEL_FILE |= {"sound_cnn": "model.safetensors", "clap": "model.safetensors"}  # task sound
+MODEL_FILE |= {"smp": "model.safetensors"}  # task semantic
 NEVER = "(?!)"  # a regex that matches nothing: the constraint of a rule no use case needs
 CAMPAIGN = f"{RESULTS}/{{uc}}/campaigns/{{campaign}}"  # a campaign's output folder (pattern)
 
@@ -49,6 +50,8 @@ def trains(cfg):
 def backend(cfg):
     if is_sound(cfg):
         return cfg["sound"]["backend"]
+    if cfg["task"] == "semantic":
+        return "smp"
     if cfg["task"] != "classify":
         return "ultralytics"
     return cfg["model"].get("backend", "torch")
@@ -451,7 +454,7 @@ def rocrate_products(wildcards):
     uc, campaign = wildcards.uc, wildcards.campaign
     base = f"{RESULTS}/{uc}/campaigns/{campaign}"
     out = {}
-    if UC[uc]["export"]["ecotaxa"]["enabled"]:
+    if UC[uc]["export"]["ecotaxa"]["enabled"] and not is_semantic(UC[uc]):  # no objects
         out["ecotaxa"] = f"{base}/export/ecotaxa_{uc}_{campaign}.tsv"
     if has_dwca(uc, campaign):
         out["dwca"] = dwca_zip(uc, campaign)
@@ -542,6 +545,72 @@ def separator_model(wildcards):
 
 def separation_targets(uc):
     return [f"{RESULTS}/{uc}/preprocess/separation.png"] if separates(UC[uc]) else []
+
+
+# --- Task semantic (workflow/semantic.smk): rasters, pixel classes ---------------------------
+
+
+def is_semantic(cfg):
+    return cfg["task"] == "semantic"
+
+
+SEMANTIC_UCS = ucs_where(is_semantic)
+
+
+def semantic_settings(*keys):
+    """An input function returning the named keys of the use case's `semantic` section, plus the
+    FSS classes resolved (default: the rare class)."""
+
+    def get(wildcards):
+        sem = UC[wildcards.uc]["semantic"]
+        out = {k: sem[k] for k in keys}
+        if "evaluate" in keys:
+            rare = sem["train"]["rare_class"]
+            chosen = sem["evaluate"]["fss_classes"] or ([rare] if rare else [])
+            out["evaluate"] = {**sem["evaluate"], "fss_classes": chosen}
+        return out
+
+    return get
+
+
+def semantic_prediction(wildcards):
+    """What tiled prediction and scoring read: predict, evaluate, background (not training)."""
+    s = semantic_settings("predict", "evaluate", "background")(wildcards)
+    return {"predict": s["predict"], "background": s["background"], **s["evaluate"]}
+
+
+def semantic_listing(wildcards):
+    """What a campaign's raster listing reads of semantic.data (not the split, not the labels'
+    rasterisation settings)."""
+    data = UC[wildcards.uc]["semantic"]["data"]
+    return {k: data[k] for k in ("images", "labels", "extensions", "vector_field")}
+
+
+def semantic_shard_files(kind):
+    """Every shard's output folder ("dir") or summary ("json") of a semantic campaign."""
+
+    def get(wildcards):
+        base = CAMPAIGN.format(uc=wildcards.uc, campaign=wildcards.campaign)
+        suffix = "" if kind == "dir" else ".json"
+        return gather.infer(f"{base}/semantic/{{scatteritem}}{suffix}")
+
+    return get
+
+
+def semantic_targets(uc):
+    """Model, evaluation (with labelled held-out rasters), every campaign and its MLflow run."""
+    base = f"{RESULTS}/{uc}"
+    out = [
+        f"{base}/model/model_card.json",
+        f"{base}/model/training_curve.png",
+        f"{base}/eval/metrics.json",
+    ]
+    if campaigns(uc):
+        out.append(f"{base}/campaigns/summary.tsv")
+    for campaign in campaigns(uc):
+        c = f"{base}/campaigns/{campaign}"
+        out += [f"{c}/predictions.parquet", f"{c}/summary.json", f"{c}/mlflow_run.json"]
+    return out
 
 
 # --- Targets ----------------------------------------------------------------------------------
@@ -657,6 +726,9 @@ def all_targets():
     for uc, cfg in UC.items():
         if is_sound(cfg):  # workflow/sound.smk
             targets += sound_targets(uc)
+            continue
+        if cfg["task"] == "semantic":  # pixel classes of rasters: workflow/semantic.smk
+            targets += semantic_targets(uc)
             continue
         if cfg["task"] != "classify":  # detection, segmentation, obb: workflow/detect.smk
             targets += detect_targets(uc)

@@ -113,6 +113,32 @@ def known_classes(uc: dict[str, Any]) -> tuple[list[str], str] | None:
     return names, f"dataset.classes_file ({file})"
 
 
+def _semantic_problems(uc: dict[str, Any]) -> list[str]:
+    """Task semantic: the classes other keys name exist, tiles are larger than their overlap."""
+    sem = uc.get("semantic") or {}
+    if uc.get("task") != "semantic" or not sem:
+        return []
+    names, out = sem.get("classes") or [], []
+    train, predict = sem.get("train") or {}, sem.get("predict") or {}
+    named = [("semantic.train.rare_class", [train["rare_class"]] if train.get("rare_class") else [])]
+    named += [("semantic.background", sem.get("background") or [])]
+    named += [("semantic.evaluate.fss_classes", (sem.get("evaluate") or {}).get("fss_classes") or [])]
+    for key, used in named:
+        unknown = [c for c in used if c not in names]
+        if unknown:
+            out.append(f"'{key}' names {unknown}, not classes of 'semantic.classes': {names}")
+    for key, section, tile, overlap in (
+        ("train", train, "tile", "tile_overlap"),
+        ("predict", predict, "tile", "overlap"),
+    ):
+        if section.get(overlap, 0) >= section.get(tile, 1):
+            out.append(
+                f"'semantic.{key}.{overlap}' ({section[overlap]}) must be smaller than "
+                f"'semantic.{key}.{tile}' ({section[tile]})"
+            )
+    return out
+
+
 def check_usecase(uc: dict[str, Any], origin: str) -> None:
     """Checks that involve two keys, run before any job; the message names both keys."""
     problems = []
@@ -145,6 +171,7 @@ def check_usecase(uc: dict[str, Any], origin: str) -> None:
             problems.append(
                 f"'{key}.kind: preprocessed' reads the preprocess output, but 'preprocess.steps' is empty"
             )
+    problems += _semantic_problems(uc)
     classes = known_classes(uc)
     if classes is not None:
         names, where = classes

@@ -420,7 +420,8 @@ def log_inference(
     """One MLflow run per campaign inference, for every task: model (id, registry name/version),
     counts, throughput, drift summary; writes {run_id, tracking_uri, ...} to `out`. Classifiers log
     images per predicted class (`predicted.<class>`), detectors the detections (`detections`,
-    `detections.<class>`: their summary's per_class counts objects, not images)."""
+    `detections.<class>`: their summary's per_class counts objects, not images), semantic models
+    pixels and m² per class (`pixels.<class>`, `area_m2.<class>`)."""
 
     uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
     model = model_version_of(card, uri)
@@ -436,6 +437,9 @@ def log_inference(
     per_class = summary.get("per_class", {})
     if card.get("task", "classify") == "classify":
         metrics |= {f"predicted.{k}": v for k, v in per_class.items()}
+    elif card.get("task") == "semantic":  # per_class counts pixels; area in m² where projected
+        metrics |= {f"pixels.{k}": v for k, v in per_class.items()}
+        metrics |= {f"area_m2.{k}": v for k, v in (summary.get("area_m2") or {}).items() if v is not None}
     else:
         metrics["detections"] = sum(per_class.values())
         metrics |= {f"detections.{k}": v for k, v in per_class.items()}

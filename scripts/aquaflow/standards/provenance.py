@@ -77,6 +77,7 @@ DESCRIPTIONS = {
     "segment": "Instance segmentation (masks) over a campaign and its standard exports",
     "obb": "Oriented-box detection over a campaign and its standard exports",
     "sound": "Vessel class and distance per window of a campaign's underwater recordings",
+    "semantic": "Semantic segmentation (a class per pixel) of a campaign's rasters, georeferenced outputs",
 }
 
 

@@ -1,0 +1,117 @@
+"""Task semantic end to end on synthetic SAR-like scenes (aquaflow.synthetic.sar), on CPU at a
+token budget: one Snakemake run prepares, trains (1 epoch: the path, not the model), evaluates
+with FSS at 1, 5, 11 px, predicts a campaign of the labelled scenes plus an unreadable raster,
+gathers, logs the campaign's MLflow run and writes its RO-Crate. What is asserted: every output
+raster and GeoPackage has its input's CRS, transform and shape; counts reconcile (the broken
+raster is rejected, not lost); the card records the bands and the training rasters' statistics;
+a second run has nothing to do."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import rasterio
+import yaml
+
+from aquaflow.models.artifacts import read_card
+from aquaflow.synthetic import sar
+from tests.conftest import REPO, run_snakemake, write_workdir
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("semantic")
+    sar.make(work / "data", scenes=3, size=128, seed=1)
+    broken = work / "more"
+    broken.mkdir()
+    (broken / "truncated.tif").write_bytes(b"II*\x00" + b"\x00" * 20)
+    uc = yaml.safe_load((REPO / "config/usecases/oil_spill.yaml").read_text())
+    uc["source"] = {"kind": "path", "path": str(work / "data")}
+    sem = uc["semantic"]
+    sem["data"]["split"] = {"val": 0.34, "test": 0.34, "seed": 0}  # one raster each
+    sem["train"].update({"epochs": 1, "tile": 64, "tile_overlap": 0, "batch_size": 4})
+    sem["model"]["decoder_channels"] = [16, 16, 8, 8, 8]
+    sem["predict"] = {"tile": 64, "overlap": 16, "block": 128, "batch": 4}
+    uc["campaigns"]["demo"]["inputs"] = [{"kind": "dataset"}, {"kind": "folder", "path": str(broken)}]
+    write_workdir(work, {"oil": uc})
+    proc = run_snakemake(work, "--set-scatter", "infer=1")
+    return work, proc
+
+
+def test_model_card_and_evaluation_with_fss(run) -> None:
+    work, _ = run
+    card = read_card(work / "results/oil/model/model_card.json")
+    assert card["mlflow"]["run_id"]  # the training run (tracking.log_training, as every trainer)
+    assert (card["backend"], card["task"], card["bands"], card["classes"]) == (
+        "smp",
+        "semantic",
+        [1],
+        ["sea", "oil"],
+    )
+    manifest = pd.read_parquet(work / "results/oil/semantic/manifest.parquet")
+    assert sorted(manifest["split"]) == ["test", "train", "val"]
+    train_image = manifest.loc[manifest["split"] == "train", "image"].iloc[0]
+    with rasterio.open(work / train_image) as src:
+        band = src.read(1, masked=True)
+    assert card["normalization"]["mean"] == pytest.approx([float(band.mean())], rel=1e-4)
+    metrics = json.loads((work / "results/oil/eval/metrics.json").read_text())
+    assert metrics["split"] == "test" and set(metrics["fss"]["oil"]) == {"1", "5", "11"}
+    assert all(0 <= v <= 1 for v in metrics["fss"]["oil"].values())
+    assert 0 <= metrics["mean_iou"] <= 1 and np.array(metrics["confusion"]).sum() == metrics["pixels"]
+    summary = pd.read_csv(work / "results/oil/eval/summary.tsv", sep="\t")
+    assert "FSS oil 11 px" in set(summary["metric"])
+    assert len(list((work / "results/oil/eval/overlays").glob("*.png"))) == 1
+
+
+def test_campaign_outputs_keep_the_input_grid_and_counts_reconcile(run) -> None:
+    work, _ = run
+    camp = work / "results/oil/campaigns/demo"
+    summary = json.loads((camp / "summary.json").read_text())
+    assert (summary["seen"], summary["predicted"], summary["rejected"]) == (4, 3, 1)
+    assert summary["per_class"]["sea"] + summary["per_class"]["oil"] > 0.8 * 3 * 128 * 128
+    rejected = pd.read_parquet(camp / "rejected.parquet")
+    assert list(rejected["id"]) == ["truncated"] and list(rejected["reason"]) == ["unreadable"]
+    predictions = pd.read_parquet(camp / "predictions.parquet")
+    assert sorted(predictions["id"]) == ["scene_00", "scene_01", "scene_02"]
+    assert predictions["fss_oil_5"].notna().all()  # labelled: scored
+    for row in predictions.itertuples():
+        with rasterio.open(work / row.image) as src:
+            grid = (src.crs, src.transform, src.shape)
+        for path, bands in ((row.classes_path, 1), (row.probabilities_path, 2)):
+            with rasterio.open(work / path) as out:
+                assert (out.crs, out.transform, out.shape, out.count) == (*grid, bands)
+        info = pyogrio.read_info(work / row.polygons_path)
+        assert rasterio.crs.CRS.from_user_input(info["crs"]) == grid[0]
+        assert info["features"] == row.polygons_oil
+    assert json.loads((camp / "mlflow_run.json").read_text())["run_id"]  # the inference run
+    with zipfile.ZipFile(camp / "export/rocrate_oil_demo.zip") as z:
+        crate = json.loads(z.read("ro-crate-metadata.json"))
+    assert any("semantic" in str(e.get("description", "")).lower() for e in crate["@graph"])
+    table = pd.read_csv(work / "results/oil/campaigns/summary.tsv", sep="\t")
+    assert set(table.loc[table["scope"] == "class", "name"]) == {"sea", "oil"}
+
+
+def test_second_run_does_nothing_and_a_prediction_edit_does_not_retrain(run) -> None:
+    work, _ = run
+    proc = run_snakemake(work, "--set-scatter", "infer=1", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    path = work / "config/usecases/oil.yaml"
+    before = path.read_text()
+    uc = yaml.safe_load(before)
+    uc["semantic"]["predict"]["overlap"] = 24
+    path.write_text(yaml.safe_dump(uc, sort_keys=False))
+    try:
+        out = run_snakemake(work, "--set-scatter", "infer=1", "-n").stdout
+    finally:
+        path.write_text(before)
+    table = out.split("Job stats:")[1].split("\ntotal")[0].splitlines()[3:]  # the rows: rule, count
+    reruns = {line.split()[0] for line in table if line.strip()}
+    assert {"evaluate_semantic", "semantic_shard", "semantic_gather"} <= reruns
+    assert not reruns & {"train_semantic", "semantic_prepare", "semantic_inputs", "fetch"}
