@@ -12,7 +12,11 @@ from aquaflow.standards.taxonomy import LSID_RE, Taxon, TaxonomyError
 from ..conftest import REPO
 
 # shipped use cases whose labels are not organisms, so they ship no taxonomy table (and say why)
-NO_TAXA = {"underwater_noise": "vessel classes of task sound, which writes no Darwin Core Archive"}
+NO_TAXA = {
+    "underwater_noise": "vessel classes of task sound, which writes no Darwin Core Archive",
+    "oil_spill": "sea / oil pixels of task semantic, which writes no Darwin Core Archive",
+    "s2_coast": "water / land pixels of task semantic, which writes no Darwin Core Archive",
+}
 
 
 def shipped_labels(planktonclas_resources) -> dict[str, list[str]]:
