@@ -498,9 +498,11 @@ def sound_clap_folder(wildcards):
 
 
 def sound_training(wildcards):
-    """What train_sound reads: the sound section without inference, report and occupancy keys."""
+    """What train_sound reads: the sound section without inference, report and occupancy keys,
+    and the interval settings of its test figures."""
     s = UC[wildcards.uc]["sound"]
-    return {k: v for k, v in s.items() if k not in ("inference", "spectrograms", "absent_class")}
+    kept = {k: v for k, v in s.items() if k not in ("inference", "spectrograms", "absent_class")}
+    return {**kept, "intervals": UC[wildcards.uc]["intervals"]}
 
 
 def sound_inference(wildcards):
@@ -577,6 +579,11 @@ def semantic_prediction(wildcards):
     """What tiled prediction and scoring read: predict, evaluate, background (not training)."""
     s = semantic_settings("predict", "evaluate", "background")(wildcards)
     return {"predict": s["predict"], "background": s["background"], **s["evaluate"]}
+
+
+def semantic_evaluation(wildcards):
+    """What the evaluation reads: the prediction settings and the intervals of its figures."""
+    return {**semantic_prediction(wildcards), "intervals": UC[wildcards.uc]["intervals"]}
 
 
 def semantic_listing(wildcards):

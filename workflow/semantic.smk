@@ -114,7 +114,7 @@ rule evaluate_semantic:
         mem_mb=4000,
         runtime=60,
     params:
-        settings=semantic_prediction,
+        settings=semantic_evaluation,
         mlflow=mlflow_settings,
     script:
         "../scripts/semantic_evaluate.py"

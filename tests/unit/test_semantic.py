@@ -341,3 +341,42 @@ def test_sentinel2_scene_stacks_on_the_10m_grid_with_ndwi_labels(tmp_path) -> No
         load_yaml(REPO / "config/usecases/s2_coast.yaml"), REPO / "workflow/schemas/usecase.schema.yaml", "s2"
     )
     check_usecase(uc, "s2_coast.yaml")
+
+
+def test_semantic_intervals_resample_rasters_and_pool_their_pixels():
+    """The evaluation's intervals resample rasters (a draw pools its rasters' pixels, as the
+    figures do): pixel accuracy's is scipy's percentile bootstrap of that pooled statistic with the
+    same draws; every figure (FSS per class and scale included) gets one; one raster gives none."""
+    from scipy import stats
+
+    from aquaflow.tasks.semantic.metrics import SemanticScores
+
+    rng = np.random.default_rng(1)
+    fields = []
+    for k in range(5):  # rasters of different sizes and skill
+        truth = (rng.random((20 + 4 * k, 24)) < 0.2).astype(np.uint8)
+        pred = np.where(rng.random(truth.shape) < 0.1 * (k + 1), 1 - truth, truth).astype(np.uint8)
+        fields.append((truth, pred))
+    scores = SemanticScores(["sea", "oil"], [1, 3], ["oil"])
+    for truth, pred in fields:
+        scores.add(truth, pred)
+    block = scores.intervals({"resamples": 200, "seed": 5})
+    assert block["method"] == "percentile bootstrap over rasters" and block["resamples"] == 200
+    assert set(block) >= {"pixel_accuracy", "mean_iou", "mean_dice", "fss_oil_1", "fss_oil_3"}
+    right = np.array([(t == p).sum() for t, p in fields], float)
+    pixels = np.array([t.size for t, _ in fields], float)
+    direct = stats.bootstrap(
+        (np.arange(5),),
+        lambda i: right[i].sum() / pixels[i].sum(),
+        vectorized=False,
+        n_resamples=200,
+        method="percentile",
+        random_state=np.random.default_rng(5),
+    ).confidence_interval
+    assert block["pixel_accuracy"] == pytest.approx([direct.low, direct.high])
+    pooled = scores.result()
+    assert scores._figures(np.arange(5))["pixel_accuracy"] == pytest.approx(pooled["pixel_accuracy"])
+    assert scores._figures(np.arange(5))["fss_oil_3"] == pytest.approx(pooled["fss"]["oil"]["3"])
+    one = SemanticScores(["sea", "oil"], [1], ["oil"])
+    one.add(*fields[0])
+    assert set(one.intervals({})) == {"method", "resamples", "level", "seed"}

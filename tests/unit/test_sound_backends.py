@@ -122,3 +122,42 @@ def test_ordinal_outputs_and_distance_errors():
     assert f["accuracy"] == pytest.approx(2 / 3) and f["distance_windows"] == 2
     assert f["rmse_bins"] == pytest.approx(np.sqrt(0.5)) and f["mae_bins"] == pytest.approx(0.5)
     assert f["rmse_km"] == pytest.approx(np.sqrt(2.0**2 / 2)) and f["mae_km"] == pytest.approx(1.0)
+
+
+def test_sound_figures_get_bootstrap_intervals_over_windows():
+    """Every figure of the sound test split gets an interval: accuracy's is scipy's own percentile
+    bootstrap of the right answers (same draws), distance errors' bracket the spread of draws."""
+    from scipy import stats
+
+    from aquaflow.tasks.sound.metrics import figure_intervals
+
+    rng = np.random.default_rng(0)
+    n, edges = 40, [float(k) for k in range(11)]
+    y = rng.integers(0, 3, n)
+    probs = rng.dirichlet(np.ones(3), n)
+    probs[np.arange(25), y[:25]] += 2  # 25 windows surely right, the rest by chance
+    y_bin = np.where(y == 0, -1, rng.integers(0, 11, n))
+    expected = np.clip(y_bin + rng.normal(0, 1, n), 0, 10)
+    block = figure_intervals(y, probs, y_bin, expected, edges, {"resamples": 300, "seed": 3})
+    assert {k: block[k] for k in ("method", "resamples", "level", "seed")} == {
+        "method": "percentile bootstrap over windows",
+        "resamples": 300,
+        "level": 0.95,
+        "seed": 3,
+    }
+    direct = stats.bootstrap(
+        ((probs.argmax(1) == y).astype(float),),
+        np.mean,
+        n_resamples=300,
+        method="percentile",
+        random_state=np.random.default_rng(3),
+    ).confidence_interval
+    assert block["accuracy"] == pytest.approx([direct.low, direct.high])
+    full = figures(y, probs, y_bin, expected, edges)
+    assert set(block) - {"method", "resamples", "level", "seed"} == set(full) - {
+        "windows",
+        "distance_windows",
+    }
+    for name in ("macro_f1", "rmse_bins", "mae_bins", "rmse_km", "mae_km"):
+        low, high = block[name]
+        assert 0 <= low < high and low <= full[name] * 1.5 and high >= full[name] / 1.5, name

@@ -65,6 +65,13 @@ def test_model_card_and_evaluation_with_fss(run) -> None:
     assert metrics["split"] == "test" and set(metrics["fss"]["oil"]) == {"1", "5", "11"}
     assert all(0 <= v <= 1 for v in metrics["fss"]["oil"].values())
     assert 0 <= metrics["mean_iou"] <= 1 and np.array(metrics["confusion"]).sum() == metrics["pixels"]
+    # intervals resample test rasters: one test raster here, so the block says how and holds none
+    assert metrics["intervals"] == {
+        "method": "percentile bootstrap over rasters",
+        "resamples": 1000,
+        "level": 0.95,
+        "seed": 0,
+    }
     summary = pd.read_csv(work / "results/oil/eval/summary.tsv", sep="\t")
     assert "FSS oil 11 px" in set(summary["metric"])
     assert len(list((work / "results/oil/eval/overlays").glob("*.png"))) == 1

@@ -104,6 +104,10 @@ def test_model_mlflow_provenance_report(run):
     assert card["task"] == "sound" and card["backend"] == "sound_cnn" and card["mlflow"]["run_id"]
     metrics = json.loads((res / "eval/metrics.json").read_text())
     assert {"accuracy", "rmse_bins", "rmse_km", "mae_km"} <= set(metrics)
+    ints = metrics["intervals"]
+    assert ints["method"] == "percentile bootstrap over windows" and ints["resamples"] == 1000
+    low, high = ints["accuracy"]
+    assert 0 <= low <= high <= 1 and card["metrics"]["test_accuracy_low"] == low
     assert len(pd.read_csv(res / "model/history.tsv", sep="\t")) == 2
     run_info = json.loads((res / "campaigns/demo/mlflow_run.json").read_text())
     assert run_info["run_id"]

@@ -20,6 +20,7 @@ import pandas as pd
 from aquaflow.data.rasters import NODATA_LABEL, grid_of, rasterize_labels, read_labels, read_window
 from aquaflow.io import atomic_path, read_json, write_json, write_parquet, write_tsv
 from aquaflow.models.artifacts import read_card
+from aquaflow.tasks import intervals
 from aquaflow.tasks.semantic import outputs
 from aquaflow.tasks.semantic.metrics import SemanticScores
 from aquaflow.tasks.semantic.tiling import PredictFn, Tiling, predict_blocks
@@ -227,7 +228,8 @@ def evaluate(
             plots.overlay(
                 image, t.read(1), p.read(1), classes, f"{row.id} ({split})", overlays / f"{name}.png"
             )
-    result = {**scores.result(), "split": split, "rasters": per_raster}
+    result = {**scores.result(), "intervals": scores.intervals(settings.get("intervals", {}))}
+    result |= {"split": split, "rasters": per_raster}
     write_json(result, out["metrics"])
     headline = {
         "pixel accuracy": result["pixel_accuracy"],
@@ -240,6 +242,7 @@ def evaluate(
     per_class = pd.DataFrame([{"class": k, **v} for k, v in result["per_class"].items()])
     write_tsv(per_class, out["per_class"])
     flat = {f"test_{k.replace(' ', '_')}": v for k, v in headline.items()}
+    flat |= {f"test_{k}": v for k, v in intervals.flat(result["intervals"]).items()}
     tracking.log_evaluation(
         card,
         flat,

@@ -32,7 +32,8 @@ from aquaflow.backends.torch_train import seed_everything
 from aquaflow.data import audio
 from aquaflow.io import atomic_path, sha256_file, write_json, write_tsv
 from aquaflow.models.artifacts import write_card
-from aquaflow.tasks.sound.metrics import coral_outputs, figures
+from aquaflow.tasks import intervals
+from aquaflow.tasks.sound.metrics import coral_outputs, figure_intervals, figures
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,20 @@ def fit(net, data: dict[str, tuple], edges: list[float], cfg: dict[str, Any]) ->
     return pd.DataFrame(history), best_state
 
 
-def evaluate(net, data: tuple, edges_km: list[float]) -> dict[str, Any]:
+def evaluate(
+    net, data: tuple, edges_km: list[float], interval: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The figures of `data` (tasks.sound.metrics.figures) and, with `interval` settings, their
+    bootstrap intervals (an `intervals` block)."""
     x, yc, yb = data
     with torch.no_grad():
         logits, coral = net.eval()(x)
     _, _, expected = coral_outputs(coral.numpy())
-    return figures(yc.numpy(), logits.softmax(1).numpy(), yb.numpy(), expected, edges_km)
+    arrays = (yc.numpy(), logits.softmax(1).numpy(), yb.numpy(), expected)
+    out = figures(*arrays, edges_km)
+    if interval is not None:
+        out["intervals"] = figure_intervals(*arrays, edges_km, interval)
+    return out
 
 
 def _featurizer(settings: dict[str, Any], spec: audio.WindowSpec, work: Path):
@@ -232,7 +241,8 @@ def train(
         net.std.copy_(train_x.std(0).clamp_min(1e-6))
     history, state = fit(net, data, edges, cfg)
     net.load_state_dict(state)
-    test = evaluate(net, next(data[s] for s in ("test", "val", "train") if len(data[s][0])), edges)
+    held_out = next(data[s] for s in ("test", "val", "train") if len(data[s][0]))
+    test = evaluate(net, held_out, edges, settings.get("intervals", {}))
     with atomic_path(out["weights"]) as tmp:
         save_weights(net, tmp)
     if tower is not None:
@@ -250,7 +260,10 @@ def train(
             "best_epoch": int(history["val_loss"].idxmin()) + 1,
             "seconds": round(time.time() - t0, 1),
         },
-        "metrics": {f"test_{k}": v for k, v in test.items()},
+        "metrics": {
+            **{f"test_{k}": v for k, v in test.items() if k != "intervals"},
+            **{f"test_{k}": v for k, v in intervals.flat(test["intervals"]).items()},
+        },
         "libraries": library_versions(),
     }
     write_json(test, out["metrics"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aquaflow.data.rasters import NODATA_LABEL
+from aquaflow.tasks import intervals
 
 
 def confusion(
@@ -102,16 +103,43 @@ class SemanticScores:
     fss_classes: Sequence[str]
     cm: np.ndarray | None = None
     fss: dict[str, FSS] = field(default_factory=dict)
+    items: list[tuple[np.ndarray, dict[str, dict[int, np.ndarray]]]] = field(default_factory=list)
 
     def add(self, truth: np.ndarray, pred: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Accumulate one field (a raster); its own confusion and FSS sums are kept for `intervals`."""
         n = len(self.classes)
         cm = confusion(truth, pred, n, valid)
         self.cm = cm if self.cm is None else self.cm + cm
         keep = truth != NODATA_LABEL if valid is None else valid & (truth != NODATA_LABEL)
+        own: dict[str, dict[int, np.ndarray]] = {}
         for name in self.fss_classes:
             k = list(self.classes).index(name)
+            one = FSS(self.scales)
+            one.add((pred == k) & keep, (truth == k) & keep)
             acc = self.fss.setdefault(name, FSS(self.scales))
-            acc.add((pred == k) & keep, (truth == k) & keep)
+            for s, sums in one.sums.items():
+                acc.sums[s] = acc.sums.get(s, np.zeros(2)) + sums
+            own[name] = one.sums
+        self.items.append((cm, own))
+
+    def _figures(self, idx: np.ndarray) -> dict[str, float]:
+        """Pixel accuracy, mean IoU / Dice and every FSS of the fields at `idx` (pooled)."""
+        found = scores(np.sum([self.items[i][0] for i in idx], axis=0), self.classes)
+        out = {k: float(found[k]) for k in ("pixel_accuracy", "mean_iou", "mean_dice")}
+        for name in self.fss_classes:
+            for s in self.scales:
+                num, den = np.sum([self.items[i][1][name][s] for i in idx], axis=0)
+                out[f"fss_{name}_{s}"] = float(1 - num / den) if den > 0 else float("nan")
+        return out
+
+    def intervals(self, settings: dict) -> dict[str, object]:
+        """The `intervals` block: percentile bootstrap over the added fields (rasters), each draw
+        pooling its rasters' pixels as the figures do (none with fewer than two rasters)."""
+        cfg = {**intervals.DEFAULTS, **settings}
+        found = intervals.bootstrap(
+            self._figures, len(self.items), cfg["resamples"], cfg["level"], cfg["seed"]
+        )
+        return intervals.described(found, cfg, "rasters")
 
     def result(self) -> dict[str, object]:
         n = len(self.classes)

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
+from aquaflow.tasks import intervals
+
 
 def coral_outputs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CORAL logits (n, bins-1) -> (P(bin > k), predicted bin, expected bin as a real number)."""
@@ -52,3 +54,28 @@ def figures(
             "mae_km": float(np.mean(np.abs(err_km))),
         }
     return out
+
+
+COUNTS = ("windows", "distance_windows")
+
+
+def figure_intervals(
+    y_class: np.ndarray,
+    probs: np.ndarray,
+    y_bin: np.ndarray,
+    expected_bin: np.ndarray,
+    edges_km: list[float],
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The `intervals` block of every figure of `figures` (percentile bootstrap over windows,
+    aquaflow.tasks.intervals); a draw without a distance-labelled window counts as NaN there."""
+    arrays = [np.asarray(a) for a in (y_class, probs, y_bin, expected_bin)]
+    names = [k for k in figures(*arrays, edges_km) if k not in COUNTS]
+
+    def statistic(idx: np.ndarray) -> dict[str, float]:
+        found = figures(*(a[idx] for a in arrays), edges_km)
+        return {k: found.get(k, float("nan")) for k in names}
+
+    cfg = {**intervals.DEFAULTS, **settings}
+    found = intervals.bootstrap(statistic, len(arrays[0]), cfg["resamples"], cfg["level"], cfg["seed"])
+    return intervals.described(found, cfg, "windows")
