@@ -198,7 +198,9 @@ def test_rocrate_holds_the_detection_outputs(run, task, tmp_path):
     with zipfile.ZipFile(crate_zip) as zf:
         zf.extractall(tmp_path / "crate")
     crate = ROCrate(tmp_path / "crate")
-    (action,) = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    actions = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    (action,) = [a for a in actions if a["instrument"].id == crate.mainEntity.id]  # the run's
+    assert len(actions) > 1  # and one per executed job (Provenance Run Crate)
     assert action["description"] == provenance.DESCRIPTIONS[task]
     results = {e.id: e["sha256"] for e in action["result"]}
     for path in (
