@@ -27,7 +27,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from aquaflow.io import public_uri, redact_uri, redacted, write_json
+from aquaflow.io import redact_uri, redacted, write_json
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ def log_training(
         for i in range(0, len(batch), 1000):  # MLflow's limit per log_batch call
             c.log_batch(run_id, metrics=batch[i : i + 1000])
         mlflow.log_metrics({metric_key(k): float(v) for k, v in (metrics or {}).items() if _finite(v)})
-        card = {**card, "usecase": usecase, "mlflow": {"tracking_uri": public_uri(uri), "run_id": run_id}}
+        card = {**card, "usecase": usecase, "mlflow": {"tracking_uri": redact_uri(uri), "run_id": run_id}}
         write_card(card, card_path)
         for path in (card_path, *artifacts):
             mlflow.log_artifact(str(path))
@@ -309,9 +309,8 @@ def log_evaluation(
 
     uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
     tracked = card.get("mlflow") or {}
-    # the card holds the store's URI as published: no credentials, a local store relative
-    trained_here = tracked.get("tracking_uri") in (uri, redact_uri(uri), public_uri(uri))
-    trained_here = trained_here and not card.get("imported_from")
+    # the card holds the store's URI without credentials
+    trained_here = tracked.get("tracking_uri") in (uri, redact_uri(uri)) and not card.get("imported_from")
     run_id = tracked.get("run_id") if trained_here else None
     run_name = None if run_id else f"{card.get('usecase', 'model')}-evaluate"
     try:
@@ -476,7 +475,7 @@ def log_inference(
         info = redacted(
             {
                 "run_id": active.info.run_id,
-                "tracking_uri": public_uri(uri),
+                "tracking_uri": uri,
                 "experiment": mlflow_cfg["experiment"],
                 **model,
             }
