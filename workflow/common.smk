@@ -427,7 +427,20 @@ def taxonomy_table(wildcards):
 
 
 def samples_table(wildcards):
-    return UC[wildcards.uc]["campaigns"][wildcards.campaign]["samples"]["path"]
+    """The campaign's samples table: its configured path, or, when jobs share no file system with
+    this host, the copy rule stage_samples puts into the results (storage)."""
+    path = UC[wildcards.uc]["campaigns"][wildcards.campaign]["samples"]["path"]
+    if path and staging():
+        return f"{RESULTS}/{wildcards.uc}/campaigns/{wildcards.campaign}/samples_table.csv"
+    return path
+
+
+def samples_source(wildcards):
+    """The configured samples table and its SHA-256 (an edit of the file reruns the copy)."""
+    from aquaflow.io import sha256_file
+
+    path = UC[wildcards.uc]["campaigns"][wildcards.campaign]["samples"]["path"]
+    return {"path": path, "sha256": sha256_file(path)}
 
 
 def dwca_settings(wildcards):

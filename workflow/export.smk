@@ -34,3 +34,22 @@ rule export_ecotaxa_bundle:
         strip_exif=lambda wildcards: UC[wildcards.uc]["export"]["strip_exif"],
     script:
         "../scripts/export_bundle.py"
+
+
+# Without a shared file system the samples table (a file on this host) reaches the jobs as a copy in
+# the results, made here: like import_model, a local rule.
+localrules:
+    stage_samples,
+
+
+rule stage_samples:
+    output:
+        f"{CAMPAIGN}/samples_table.csv",
+    log:
+        f"{RESULTS}/{{uc}}/logs/{{campaign}}/stage_samples.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        table=samples_source,
+    script:
+        "../scripts/stage_samples.py"

@@ -201,7 +201,7 @@ def test_no_validation_split_keeps_the_last_epoch_and_never_stops_early(tmp_path
         label = "ab"[i % 2]
         (tmp_path / label).mkdir(exist_ok=True)
         cv2.imwrite(str(tmp_path / label / f"{i}.png"), np.full((16, 16, 3), 40 + 150 * (i % 2), np.uint8))
-        rows.append({"path": f"{label}/{i}.png", "label": label, "split": "train"})
+        rows.append({"id": f"{i:016x}", "path": f"{label}/{i}.png", "label": label, "split": "train"})
     uc = config.validate(tiny_usecase(), SCHEMA, "t")
     cfg = uc["training"] | {"epochs": 3, "batch_size": 4, "early_stopping": {"patience": 1, "min_delta": 1.0}}
     model_cfg = uc["model"] | {"input_size": 32}

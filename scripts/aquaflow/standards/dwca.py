@@ -217,6 +217,16 @@ class Settings:
 # --- the sample (event) table -----------------------------------------------------------------------
 
 
+def copy_samples(path: str | Path, dest: str | Path) -> None:
+    """The samples table as CSV at `dest`, cell for cell (a TSV converted): the copy jobs without
+    a shared file system read from storage."""
+    path = Path(path)
+    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
+    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    with atomic_path(dest) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def read_samples(path: str | Path) -> pd.DataFrame:
     """A campaign's sample table (CSV or TSV): one row per sample, DwC Event terms as columns.
 
