@@ -116,6 +116,15 @@ def _predict_classes(args, table, weights: Path, card: dict[str, Any], out: Path
     )
 
 
+# what `aquaflow predict` runs per task of the model card (a new task adds its entry)
+PREDICTORS = {
+    "classify": _predict_classes,
+    "detect": _predict_detections,
+    "segment": _predict_detections,
+    "obb": _predict_detections,
+}
+
+
 def predict(args: argparse.Namespace) -> int:
     """Predict every input with the model, dispatching on its card (task, backend)."""
     from aquaflow.data import inputs
@@ -126,8 +135,9 @@ def predict(args: argparse.Namespace) -> int:
     table = inputs.build(specs, None, None, allow_outside_root=args.allow_paths_outside_root)
     with tempfile.TemporaryDirectory() as work:
         weights, card = resolve_model(args.model, Path(work), args.tracking_uri)
-        run = _predict_detections if card["task"] != "classify" else _predict_classes
-        summary = run(args, table, weights, card, out)
+        if card["task"] not in PREDICTORS:
+            raise SystemExit(f"aquaflow predict: task {card['task']!r} of the model has no predictor yet")
+        summary = PREDICTORS[card["task"]](args, table, weights, card, out)
     found = f", {summary['detections']} detections" if "detections" in summary else ""
     print(
         f"{summary['predicted']} predicted{found}, {summary['rejected']} rejected of {summary['seen']} "
