@@ -72,7 +72,7 @@ lint: setup-test
 
 ## test: set up, lint, run every test (unit, workflow, cluster)
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 ## mutate: mutation testing (mutmut) of the engine's core modules against their unit tests, one module
 ## at a time; prints the kill rate per module. Slow, not part of `make test`. MUTATE="engine/gather.py" picks modules.
