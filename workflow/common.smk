@@ -526,6 +526,20 @@ def sound_inference(wildcards):
     return {**s["inference"], "audio": {k: s["audio"][k] for k in keep}}
 
 
+def sound_drift_reference(wildcards):
+    """What the sound drift reference reads: labelled recordings (data, truth), drift reference
+    settings, the shards' window settings and device (its windows are a campaign's)."""
+    s, d = UC[wildcards.uc]["sound"], UC[wildcards.uc]["drift"]
+    shard = sound_inference(wildcards)
+    return {
+        "data": s["data"],
+        "truth": s["truth"],
+        **{k: d[k] for k in ("reference", "pca_components", "seed")},
+        "audio": shard["audio"],
+        "device": shard["device"],
+    }
+
+
 def sound_targets(uc):
     base = f"{RESULTS}/{uc}"
     out = [f"{base}/model/model_card.json"]

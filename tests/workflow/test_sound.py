@@ -1,6 +1,8 @@
 """The underwater-sound use case end to end (one Snakemake run on CPU): synthetic recordings at
 16 kHz -> training (2 epochs) -> a campaign of FLAC recordings, with a truncated and an empty file,
-sharded -> per-window, per-file and per-hour tables, spectrograms, MLflow runs, RO-Crate, report."""
+sharded -> per-window, per-file and per-hour tables, spectrograms, MLflow runs, RO-Crate, report.
+A second run gives the trained model back (its folder, and its registry version) to two more use
+cases, which predict the same campaign without training."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from aquaflow.data import audio
 from aquaflow.models.artifacts import read_card
@@ -62,6 +65,34 @@ def run(tmp_path_factory):
     run_snakemake(work)
     run_snakemake(work, "--report", "results/report.html")
     return work, data
+
+
+GIVEN = {
+    "sound_path": {"source": "path", "path": "results/underwater_noise/model"},
+    "sound_registry": {"source": "mlflow", "uri": "models:/aquaflow_underwater_noise/1"},
+}
+
+
+@pytest.fixture(scope="module")
+def given(run):
+    """The second run: the trained model given back by path and from the registry (no `source`:
+    nothing to train), one shard each; only their campaign tables are asked for. The path use case
+    keeps `source` and monitors drift on the windows' embeddings (reference: the training windows)."""
+    work, data = run
+    trained = _usecase(data)
+    ucs = {"underwater_noise": trained}
+    for name, model in GIVEN.items():
+        uc = {k: v for k, v in trained.items() if k != "source"}
+        ucs[name] = {**uc, "model": model}
+    ucs["sound_path"]["source"] = trained["source"]
+    ucs["sound_path"]["sound"] = {**trained["sound"], "inference": {"embeddings": True}}
+    ucs["sound_path"]["drift"] = {"enabled": True, "batch": {"min_size": 10}, "pca_components": 4}
+    write_workdir(work, ucs)
+    targets = [
+        f"results/{uc}/campaigns/demo/{f}" for uc in GIVEN for f in ("predictions.parquet", "per_file.tsv")
+    ]
+    targets.append("results/sound_path/campaigns/demo/drift/drift.json")
+    return run_snakemake(work, *targets, "--set-scatter", "infer=1").stderr
 
 
 def test_windows_tables_and_ledger(run):
@@ -116,3 +147,48 @@ def test_model_mlflow_provenance_report(run):
     assert "ro-crate-metadata.json" in names and any(n.endswith("predictions.parquet") for n in names)
     html = (work / "results/report.html").read_text(errors="replace")
     assert "per_hour.tsv" in html and "training_curve.png" in html
+
+
+def test_trained_model_is_registered(run):
+    work, _ = run
+    card = read_card(work / "results/underwater_noise/model/model_card.json")
+    uri = card["mlflow"]["tracking_uri"]
+    mv = MlflowClient(uri, registry_uri=uri).get_model_version("aquaflow_underwater_noise", "1")
+    assert mv.run_id == card["mlflow"]["run_id"] and mv.source == f"runs:/{mv.run_id}/model"
+    assert mv.tags["model_id"] == card["id"] and mv.tags["task"] == "sound"
+
+
+@pytest.mark.parametrize("uc", list(GIVEN))
+def test_given_sound_model_predicts_the_campaign_without_training(run, given, uc):
+    work, _ = run
+    res = work / "results"
+    assert "train_sound" not in given and given.count("import_sound_model") >= 2
+    trained, card = (
+        read_card(res / "underwater_noise/model/model_card.json"),
+        read_card(res / uc / "model/model_card.json"),
+    )
+    assert card["id"] == trained["id"] and card["imported_from"] == GIVEN[uc]
+    assert not (res / uc / "eval").exists()
+    cols = ["file", "window", "start_utc", "label", "distance_bin", "model_id"]
+    cols += [f"p_{c}" for c in sound.CLASSES] + ["expected_km"]
+    ours = pd.read_parquet(res / uc / "campaigns/demo/predictions.parquet")[cols].sort_values(
+        ["file", "window"]
+    )
+    theirs = pd.read_parquet(res / "underwater_noise/campaigns/demo/predictions.parquet")[cols]
+    theirs = theirs.sort_values(["file", "window"])
+    assert len(ours) == 15
+    pd.testing.assert_frame_equal(ours.reset_index(drop=True), theirs.reset_index(drop=True), atol=1e-5)
+    summary = json.loads((res / uc / "campaigns/demo/summary.json").read_text())
+    assert (summary["seen"], summary["predicted"], summary["rejected"]) == (5, 3, 2)
+
+
+def test_drift_of_a_sound_campaign_tests_window_embeddings(run, given):
+    work, _ = run
+    res = work / "results/sound_path"
+    card = read_card(res / "model/model_card.json")
+    meta = json.loads((res / "model/drift_reference.json").read_text())
+    assert meta["images"] == card["training"]["windows"]["train"] and meta["pca_components"] == 4
+    report = json.loads((res / "campaigns/demo/drift/drift.json").read_text())
+    assert report["images"] == 15 and report["reference"]["model_id"] == card["id"]
+    assert set(report["overall"]["tests"]) == {"mmd", "label_shift"} and "stats" in report["unavailable"]
+    assert 0 < report["overall"]["tests"]["mmd"]["p_value"] <= 1
