@@ -53,6 +53,8 @@ localrules:
 
 
 rule import_sound_model:
+    input:
+        given=given_model_card,
     output:
         weights=f"{RESULTS}/{{uc}}/model/model.safetensors",
         card=f"{RESULTS}/{{uc}}/model/model_card.json",

@@ -1,8 +1,9 @@
 """The underwater-sound use case end to end (one Snakemake run on CPU): synthetic recordings at
 16 kHz -> training (2 epochs) -> a campaign of FLAC recordings, with a truncated and an empty file,
-sharded -> per-window, per-file and per-hour tables, spectrograms, MLflow runs, RO-Crate, report.
-A second run gives the trained model back (its folder, and its registry version) to two more use
-cases, which predict the same campaign without training."""
+sharded -> per-window, per-file and per-hour tables, spectrograms, MLflow runs, drift on the
+windows' embeddings, RO-Crate, report. In the same run a second use case is given the trained model
+folder (model.source: path) and predicts the same campaign without training; its registry version
+imports as the same model."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from aquaflow.backends.sound.model import import_given
 from aquaflow.data import audio
 from aquaflow.models.artifacts import read_card
 from aquaflow.synthetic import sound
@@ -61,38 +63,18 @@ def run(tmp_path_factory):
     good = (data / "campaign/NB03_20240701_235950.flac").read_bytes()
     (data / "campaign/NB03_20240702_010000.flac").write_bytes(good[: len(good) // 3])
     (data / "campaign/NB03_20240702_020000.wav").write_bytes(b"")
-    write_workdir(work, {"underwater_noise": _usecase(data)})
-    run_snakemake(work)
+    trained = _usecase(data)  # drift on: the windows' embeddings against the training windows'
+    trained["sound"]["inference"] = {"embeddings": True}
+    trained["drift"] = {"enabled": True, "batch": {"min_size": 10}, "pca_components": 4}
+    given = {k: v for k, v in _usecase(data).items() if k != "source"}  # nothing to train
+    write_workdir(work, {"underwater_noise": trained, "sound_given": {**given, "model": GIVEN}})
+    run_snakemake(work)  # the given model is imported once training wrote it (its card is an input)
     run_snakemake(work, "--report", "results/report.html")
     return work, data
 
 
-GIVEN = {
-    "sound_path": {"source": "path", "path": "results/underwater_noise/model"},
-    "sound_registry": {"source": "mlflow", "uri": "models:/aquaflow_underwater_noise/1"},
-}
-
-
-@pytest.fixture(scope="module")
-def given(run):
-    """The second run: the trained model given back by path and from the registry (no `source`:
-    nothing to train), one shard each; only their campaign tables are asked for. The path use case
-    keeps `source` and monitors drift on the windows' embeddings (reference: the training windows)."""
-    work, data = run
-    trained = _usecase(data)
-    ucs = {"underwater_noise": trained}
-    for name, model in GIVEN.items():
-        uc = {k: v for k, v in trained.items() if k != "source"}
-        ucs[name] = {**uc, "model": model}
-    ucs["sound_path"]["source"] = trained["source"]
-    ucs["sound_path"]["sound"] = {**trained["sound"], "inference": {"embeddings": True}}
-    ucs["sound_path"]["drift"] = {"enabled": True, "batch": {"min_size": 10}, "pca_components": 4}
-    write_workdir(work, ucs)
-    targets = [
-        f"results/{uc}/campaigns/demo/{f}" for uc in GIVEN for f in ("predictions.parquet", "per_file.tsv")
-    ]
-    targets.append("results/sound_path/campaigns/demo/drift/drift.json")
-    return run_snakemake(work, *targets, "--set-scatter", "infer=1").stderr
+GIVEN = {"source": "path", "path": "results/underwater_noise/model"}
+REGISTERED = {"source": "mlflow", "uri": "models:/aquaflow_underwater_noise/1"}
 
 
 def test_windows_tables_and_ledger(run):
@@ -149,42 +131,43 @@ def test_model_mlflow_provenance_report(run):
     assert "per_hour.tsv" in html and "training_curve.png" in html
 
 
-def test_trained_model_is_registered(run):
+def test_trained_model_is_registered_and_imports_from_the_registry(run, tmp_path):
     work, _ = run
     card = read_card(work / "results/underwater_noise/model/model_card.json")
     uri = card["mlflow"]["tracking_uri"]
     mv = MlflowClient(uri, registry_uri=uri).get_model_version("aquaflow_underwater_noise", "1")
     assert mv.run_id == card["mlflow"]["run_id"] and mv.source == f"runs:/{mv.run_id}/model"
     assert mv.tags["model_id"] == card["id"] and mv.tags["task"] == "sound"
+    mlflow_cfg = {"tracking_uri": uri, "results": str(work / "results")}
+    got = import_given(
+        REGISTERED, "sound_cnn", tmp_path / "model.safetensors", tmp_path / "model_card.json", mlflow_cfg
+    )
+    assert (
+        got["id"] == card["id"] and got["imported_from"] == REGISTERED
+    )  # the same weights: same predictions
 
 
-@pytest.mark.parametrize("uc", list(GIVEN))
-def test_given_sound_model_predicts_the_campaign_without_training(run, given, uc):
+def test_given_sound_model_predicts_the_campaign_without_training(run):
     work, _ = run
     res = work / "results"
-    assert "train_sound" not in given and given.count("import_sound_model") >= 2
-    trained, card = (
-        read_card(res / "underwater_noise/model/model_card.json"),
-        read_card(res / uc / "model/model_card.json"),
-    )
-    assert card["id"] == trained["id"] and card["imported_from"] == GIVEN[uc]
-    assert not (res / uc / "eval").exists()
+    assert not (res / "sound_given/model/history.tsv").exists() and not (res / "sound_given/eval").exists()
+    trained = read_card(res / "underwater_noise/model/model_card.json")
+    card = read_card(res / "sound_given/model/model_card.json")
+    assert card["id"] == trained["id"] and card["imported_from"] == GIVEN
     cols = ["file", "window", "start_utc", "label", "distance_bin", "model_id"]
     cols += [f"p_{c}" for c in sound.CLASSES] + ["expected_km"]
-    ours = pd.read_parquet(res / uc / "campaigns/demo/predictions.parquet")[cols].sort_values(
-        ["file", "window"]
-    )
+    ours = pd.read_parquet(res / "sound_given/campaigns/demo/predictions.parquet")[cols]
     theirs = pd.read_parquet(res / "underwater_noise/campaigns/demo/predictions.parquet")[cols]
-    theirs = theirs.sort_values(["file", "window"])
+    ours, theirs = (df.sort_values(["file", "window"]).reset_index(drop=True) for df in (ours, theirs))
     assert len(ours) == 15
-    pd.testing.assert_frame_equal(ours.reset_index(drop=True), theirs.reset_index(drop=True), atol=1e-5)
-    summary = json.loads((res / uc / "campaigns/demo/summary.json").read_text())
+    pd.testing.assert_frame_equal(ours, theirs, atol=1e-5)
+    summary = json.loads((res / "sound_given/campaigns/demo/summary.json").read_text())
     assert (summary["seen"], summary["predicted"], summary["rejected"]) == (5, 3, 2)
 
 
-def test_drift_of_a_sound_campaign_tests_window_embeddings(run, given):
+def test_drift_of_a_sound_campaign_tests_window_embeddings(run):
     work, _ = run
-    res = work / "results/sound_path"
+    res = work / "results/underwater_noise"
     card = read_card(res / "model/model_card.json")
     meta = json.loads((res / "model/drift_reference.json").read_text())
     assert meta["images"] == card["training"]["windows"]["train"] and meta["pca_components"] == 4
@@ -192,3 +175,4 @@ def test_drift_of_a_sound_campaign_tests_window_embeddings(run, given):
     assert report["images"] == 15 and report["reference"]["model_id"] == card["id"]
     assert set(report["overall"]["tests"]) == {"mmd", "label_shift"} and "stats" in report["unavailable"]
     assert 0 < report["overall"]["tests"]["mmd"]["p_value"] <= 1
+    assert json.loads((res / "campaigns/demo/drift/policy.json").read_text())  # on_drift: warn, went on
