@@ -526,6 +526,30 @@ def sound_inference(wildcards):
     return {**s["inference"], "audio": {k: s["audio"][k] for k in keep}}
 
 
+def given_model_card(wildcards):
+    """A given model's card on disk (model.source path): an input of its import, so a new card
+    reimports it and a model this run writes is imported after it is written; [] otherwise."""
+    model = UC[wildcards.uc]["model"]
+    if model["source"] != "path":
+        return []
+    path = Path(model["path"])
+    return str(path) if path.suffix == ".json" else str(path / "model_card.json")
+
+
+def sound_drift_reference(wildcards):
+    """What the sound drift reference reads: labelled recordings (data, truth), drift reference
+    settings, the shards' window settings and device (its windows are a campaign's)."""
+    s, d = UC[wildcards.uc]["sound"], UC[wildcards.uc]["drift"]
+    shard = sound_inference(wildcards)
+    return {
+        "data": s["data"],
+        "truth": s["truth"],
+        **{k: d[k] for k in ("reference", "pca_components", "seed")},
+        "audio": shard["audio"],
+        "device": shard["device"],
+    }
+
+
 def sound_targets(uc):
     base = f"{RESULTS}/{uc}"
     out = [f"{base}/model/model_card.json"]

@@ -1,7 +1,7 @@
 # Drift monitoring: a reference built with the model, one drift test per campaign, the on_drift
 # policy, and one MLflow run per campaign inference. Every task: classifiers test embeddings, image
 # statistics and predicted classes; detectors (detect, segment, obb) image statistics and detections
-# per class per image.
+# per class per image; sound the windows' embeddings and predicted classes (drift_reference_sound).
 for _uc, _cfg in UC.items():
     if not drift_enabled(_cfg):
         continue
@@ -17,8 +17,13 @@ for _uc, _cfg in UC.items():
         )
     if _cfg["task"] != "classify" and "source" not in _cfg:
         raise WorkflowError(
-            f"use case {_uc}: drift.enabled needs labelled data (source + detection.data): "
-            "the drift reference is the detector run on its prepared images"
+            f"use case {_uc}: drift.enabled needs labelled data (source + detection.data, or "
+            "source + sound.data for sound): the drift reference is the model run on them"
+        )
+    if is_sound(_cfg) and not _cfg["sound"]["inference"]["embeddings"]:
+        raise WorkflowError(
+            f"use case {_uc}: drift.enabled needs sound.inference.embeddings: true "
+            "(the drift test compares the windows' embeddings with the reference's)"
         )
 
 

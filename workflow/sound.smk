@@ -1,7 +1,8 @@
 # Underwater sound (task sound): recordings -> windows -> a CNN on log-mel spectrograms or a CLAP
 # audio tower + head -> vessel class and ordinal distance bin per window -> per-file and per-hour
 # tables. Campaign inputs come from infer_inputs (task-agnostic); shards, gather, MLflow runs
-# (track_inference) and the RO-Crate are the engine's. sound_gather wins over infer_gather (ruleorder).
+# (track_inference) and the RO-Crate are the engine's. A given model (model.source path | package |
+# mlflow) comes in through import_sound_model instead of train_sound. sound_gather wins over infer_gather (ruleorder).
 
 
 ruleorder: sound_gather > infer_gather
@@ -44,6 +45,33 @@ rule train_sound:
         "../scripts/sound_train.py"
 
 
+# A sound model trained elsewhere (model.source path | package | mlflow): copied in, its card a sound
+# model's of sound.backend, a clap model's audio tower (clap/) with it. Like import_model: runs on
+# the host that sees the given path / registry; jobs read the copy.
+localrules:
+    import_sound_model,
+
+
+rule import_sound_model:
+    input:
+        given=given_model_card,
+    output:
+        weights=f"{RESULTS}/{{uc}}/model/model.safetensors",
+        card=f"{RESULTS}/{{uc}}/model/model_card.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/import_sound_model.log",
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: is_sound(cfg) and not trains(cfg)),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        source=model_source,
+        backend=lambda wc: UC[wc.uc]["sound"]["backend"],
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/import_sound_model.py"
+
+
 rule sound_shard:
     input:
         inputs=shard_table,  # inputs.parquet, or the shard's staged bundle (workflow/staging.smk)
@@ -70,6 +98,36 @@ rule sound_shard:
         settings=sound_inference,
     script:
         "../scripts/sound_shard.py"
+
+
+# The drift reference of a sound model: windows of its training recordings through a sound shard
+# (embeddings and predicted classes); the campaign drift test is the common rule drift.
+rule drift_reference_sound:
+    input:
+        raw=f"{RESOURCES}/{{uc}}/raw",
+        weights=model_weights,
+        card=model_card,
+    output:
+        reference=f"{RESULTS}/{{uc}}/model/drift_reference.npz",
+        summary=f"{RESULTS}/{{uc}}/model/drift_reference.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/drift_reference.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/drift_reference.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: drift_enabled(cfg) and is_sound(cfg)),
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=120,
+    params:
+        settings=sound_drift_reference,
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/drift_reference_sound.py"
 
 
 rule sound_gather:

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,24 @@ from aquaflow.data import imaging
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".tsv", ".txt")
 
 
-def input_spec(path: str, kind: str = "auto") -> dict[str, Any]:
-    """The inference input entry for a path: a folder, a FlowCam run folder or a manifest file."""
+def input_spec(
+    path: str, kind: str = "auto", extensions: Sequence[str] = imaging.IMAGE_EXTENSIONS
+) -> dict[str, Any]:
+    """The inference input entry for a path: a folder, a FlowCam run folder, a manifest file, or one
+    file with one of `extensions` (the model's input kind: images, or recordings for sound)."""
     p = Path(path)
     if kind == "auto":
         if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
             kind = "manifest"
+        elif p.is_file() and p.suffix.lower() in extensions:
+            kind = "file"
         elif p.is_dir() and any(p.glob("*.lst")):
             kind = "flowcam"
         elif p.is_dir():
             kind = "folder"
         else:
-            raise SystemExit(f"aquaflow: {path}: not a folder, a FlowCam run or a manifest file")
-    return {"kind": kind, "path": str(p), "column": "path", "extensions": list(imaging.IMAGE_EXTENSIONS)}
+            raise SystemExit(f"aquaflow: {path}: not a folder, a FlowCam run, a manifest or an input file")
+    return {"kind": kind, "path": str(p), "column": "path", "extensions": list(extensions)}
 
 
 def resolve_model(model: str, work: Path, tracking_uri: str | None) -> tuple[Path, dict[str, Any]]:
@@ -116,13 +122,34 @@ def _predict_classes(args, table, weights: Path, card: dict[str, Any], out: Path
     )
 
 
+def _predict_sound(args, table, weights: Path, card: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A sound model (task sound): one sound shard over the recordings, + per-file/hour tables."""
+    from aquaflow.backends.torch_model import pick_device
+    from aquaflow.engine import sound
+
+    chosen = {"hop_s": args.hop_s, "channel": args.channel, "tail": args.tail}
+    settings = {
+        "batch": args.batch_size or 32,
+        "device": str(pick_device(args.device)),
+        "embeddings": args.embeddings,
+        "threads": args.threads,
+        "audio": {k: v for k, v in chosen.items() if v is not None},
+    }
+    return sound.predict_recordings(
+        table, weights, card, out, settings, args.absent_class, progress=sys.stderr
+    )
+
+
 # what `aquaflow predict` runs per task of the model card (a new task adds its entry)
 PREDICTORS = {
     "classify": _predict_classes,
     "detect": _predict_detections,
     "segment": _predict_detections,
     "obb": _predict_detections,
+    "sound": _predict_sound,
 }
+# the files a model of a task reads (default: images)
+INPUT_EXTENSIONS = {"sound": (".wav", ".flac")}
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -131,14 +158,16 @@ def predict(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    specs = [input_spec(p, args.kind) for p in args.inputs]
-    table = inputs.build(specs, None, None, allow_outside_root=args.allow_paths_outside_root)
     with tempfile.TemporaryDirectory() as work:
         weights, card = resolve_model(args.model, Path(work), args.tracking_uri)
         if card["task"] not in PREDICTORS:
             raise SystemExit(f"aquaflow predict: task {card['task']!r} of the model has no predictor yet")
+        extensions = INPUT_EXTENSIONS.get(card["task"], imaging.IMAGE_EXTENSIONS)
+        specs = [input_spec(p, args.kind, extensions) for p in args.inputs]
+        table = inputs.build(specs, None, None, allow_outside_root=args.allow_paths_outside_root)
         summary = PREDICTORS[card["task"]](args, table, weights, card, out)
     found = f", {summary['detections']} detections" if "detections" in summary else ""
+    found += f", {summary['windows']} windows" if "windows" in summary else ""
     print(
         f"{summary['predicted']} predicted{found}, {summary['rejected']} rejected of {summary['seen']} "
         f"({card['task']} model {summary['model_id'][:16]}) -> {out}"
@@ -203,8 +232,13 @@ def models(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aquaflow", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="predict images with a given model, no config needed")
-    p.add_argument("inputs", nargs="+", help="image folder(s), FlowCam run folder(s) or manifest file(s)")
+    p = sub.add_parser("predict", help="predict images or recordings with a given model, no config needed")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="image folder(s), FlowCam run folder(s) or manifest file(s); for a sound model "
+        "folder(s) of recordings or recording file(s)",
+    )
     p.add_argument(
         "--model",
         required=True,
@@ -214,7 +248,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", required=True, help="folder for predictions/rejected/summary (detectors: + counts)"
     )
-    p.add_argument("--kind", default="auto", choices=["auto", "folder", "flowcam", "manifest"])
+    p.add_argument("--kind", default="auto", choices=["auto", "folder", "flowcam", "manifest", "file"])
     p.add_argument(
         "--allow-paths-outside-root",
         action="store_true",
@@ -245,6 +279,20 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--imgsz", type=int, default=None, help="default: the card's input_size")
     d.add_argument("--tile", type=int, default=None, help="predict tiles of this side (px)")
     d.add_argument("--tile-overlap", type=int, default=128)
+    a = p.add_argument_group("sound models (task sound): recordings (.wav, .flac), as sound.audio")
+    a.add_argument(
+        "--hop-s", type=float, default=None, help="seconds between window starts (default: the card's)"
+    )
+    a.add_argument(
+        "--channel",
+        default=None,
+        type=lambda v: v if v == "mean" else int(v),
+        help="channel index, or mean (default: the card's)",
+    )
+    a.add_argument(
+        "--tail", default=None, choices=["pad", "drop"], help="the rest after the last full window"
+    )
+    a.add_argument("--absent-class", default="none", help="the class meaning no vessel (occupancy)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ references")
     p.set_defaults(func=predict)
     m = sub.add_parser("models", help="list the models this workflow knows")

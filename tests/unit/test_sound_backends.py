@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from aquaflow.backends.sound import train
-from aquaflow.backends.sound.clap import ClapTower
+from aquaflow.backends.sound.clap import ClapTower, tower_id
 from aquaflow.backends.sound.features import log_mel
-from aquaflow.backends.sound.model import CLAP_FOLDER, SoundModel
+from aquaflow.backends.sound.model import CLAP_FOLDER, SoundModel, import_given
 from aquaflow.data import audio
-from aquaflow.models.artifacts import read_card
+from aquaflow.models.artifacts import ModelCardError, read_card
 from aquaflow.synthetic import sound
 from aquaflow.tasks.sound.metrics import bin_km, coral_outputs, figures
 from tests.sound_models import tiny_clap
@@ -109,6 +109,18 @@ def test_clap_head_from_a_local_folder_with_cached_embeddings(tmp_path, data):
     found = model.predict(wins)
     assert found["embedding"].shape == (3, 16)
     assert np.allclose(found["embedding"], ClapTower(tower_dir).embed(wins), atol=1e-5)
+    # given back (model.source: path): the tower comes along, checked against the card's clap_id
+    given = {"source": "path", "path": str(tmp_path / "m1")}
+    with pytest.raises(
+        ModelCardError, match=r"backend 'clap'; this use case needs task 'sound', backend 'sound_cnn'"
+    ):
+        import_given(given, "sound_cnn", tmp_path / "g0/model.safetensors", tmp_path / "g0/model_card.json")
+    imported = import_given(given, "clap", tmp_path / "g1/model.safetensors", tmp_path / "g1/model_card.json")
+    assert imported["id"] == card["id"] and imported["imported_from"] == given
+    assert tower_id(tmp_path / "g1" / CLAP_FOLDER) == card["audio"]["clap_id"] == tower_id(tower_dir)
+    (tmp_path / "m1" / CLAP_FOLDER / "model.safetensors").write_bytes(b"not the tower")
+    with pytest.raises(ModelCardError, match=r"differs from the card's audio\.clap_id"):
+        import_given(given, "clap", tmp_path / "g2/model.safetensors", tmp_path / "g2/model_card.json")
 
 
 def test_ordinal_outputs_and_distance_errors():

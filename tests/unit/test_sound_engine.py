@@ -10,6 +10,7 @@ import pytest
 from aquaflow.data import audio
 from aquaflow.engine import sound as engine
 from tests.sound_models import noise, untrained_cnn
+from tests.unit.test_drift import CFG as DRIFT_CFG
 
 RATE = 16000
 
@@ -84,3 +85,89 @@ def test_shard_and_gather(tmp_path, model):
     h1_hours = hours[hours["station"] == "H1"].sort_values("hour_utc")
     assert h1_hours["windows"].tolist() == [2, 3]  # 23:59:58-00:00 then 00:00-00:00:02.5
     assert hours.loc[hours["file"] == "plain.wav", "hour_in_file"].tolist() == [0]
+
+
+def test_aquaflow_predict_gives_the_shard_tables(tmp_path, model):
+    """`aquaflow predict` with a sound model: a folder of recordings gives the shard's per-window
+    table, its rejected ledger (counts reconcile) and the gather's per-file table; one file too."""
+    from aquaflow import cli
+
+    _recordings(tmp_path / "rec")
+    paths = sorted(str(p) for p in (tmp_path / "rec").iterdir())
+    inputs = pd.DataFrame({"seq": np.arange(len(paths), dtype="int64"), "source": paths})
+    card = json.loads((model / "model_card.json").read_text())
+    shard = {
+        k: tmp_path / f"{k}.{e}"
+        for k, e in [("predictions", "parquet"), ("rejected", "parquet"), ("summary", "json")]
+    }
+    settings = {"batch": 4, "audio": {"hop_s": 0.5, "tail": "pad"}}
+    engine.run_shard(inputs, model / "model.safetensors", card, shard, settings)
+    args = ["predict", str(tmp_path / "rec"), "--model", str(model), "--hop-s", "0.5", "--batch-size", "4"]
+    assert cli.main([*args, "-o", str(tmp_path / "cli"), "--device", "cpu"]) == 0
+    summary = json.loads((tmp_path / "cli/summary.json").read_text())
+    assert (summary["seen"], summary["predicted"], summary["rejected"]) == (6, 3, 3)
+    ours = pd.read_parquet(tmp_path / "cli/predictions.parquet")
+    pd.testing.assert_frame_equal(ours, pd.read_parquet(shard["predictions"]))
+    rejected = pd.read_parquet(tmp_path / "cli/rejected.parquet")
+    assert sorted(rejected["reason"]) == ["decode_error", "truncated", "zero_length"]
+    per_file = pd.read_csv(tmp_path / "cli/per_file.tsv", sep="\t").set_index("file")
+    assert per_file["windows"].to_dict() == ours.groupby("file").size().to_dict()
+    assert per_file["windows"].sum() == summary["windows"] == len(ours)
+
+    one = tmp_path / "rec/H2_20240602_000000.flac"
+    assert (
+        cli.main(["predict", str(one), "--model", str(model), "-o", str(tmp_path / "one"), "--device", "cpu"])
+        == 0
+    )
+    single = pd.read_parquet(tmp_path / "one/predictions.parquet")
+    assert single["file"].unique().tolist() == [one.name] and len(single) == 4  # 3.25 s, 1 s windows, pad
+
+
+DRIFT = {**DRIFT_CFG, "batch": {"by": "chunk", "size": 1000, "min_size": 10}}
+
+
+def test_drift_on_window_embeddings_flags_the_rainy_campaign_only(tmp_path, model):
+    """The reference is the model on its training recordings' windows; a campaign from the same
+    generator passes, one with heavy rain in every recording is flagged by the MMD on embeddings."""
+    from aquaflow.monitoring import drift
+    from aquaflow.synthetic import sound as synth
+
+    kw = {"n_files": 12, "duration_s": 3.0, "rate": RATE, "window_s": 1.0}
+    truth = synth.collection(tmp_path / "train", seed=11, **kw)
+    card = json.loads((model / "model_card.json").read_text())
+    cfg = {"reference": {"splits": ["train"], "sample_size": 1000}, "pca_components": 8, "seed": 0}
+    ref = engine.build_reference(
+        tmp_path / "train", truth, model / "model.safetensors", card, cfg, tmp_path / "w"
+    )
+    assert len(ref["embeddings"]) == len(truth) == 36 and "stats" not in ref
+    meta = drift.save_reference(ref, tmp_path / "ref.npz", tmp_path / "ref.json")
+    assert meta["images"] == 36 and meta["pca_components"] == 8
+    verdicts = {}
+    for name, rain, seed in (("same", None, 12), ("rainy", 80.0, 13)):
+        synth.collection(tmp_path / name, seed=seed, rain_mmh=rain, **kw)
+        out = engine.predict_recordings(
+            inputs_of(tmp_path / name),
+            model / "model.safetensors",
+            card,
+            tmp_path / f"{name}_out",
+            {"embeddings": True},
+            "none",
+        )
+        assert out["windows"] == 36
+        files = {k: tmp_path / f"{name}_drift.{k}" for k in ("json", "table", "plot")}
+        report = drift.run(
+            predictions=tmp_path / f"{name}_out/predictions.parquet",
+            reference=tmp_path / "ref.npz",
+            out=files,
+            cfg=DRIFT,
+            title=name,
+        )
+        assert set(report["overall"]["tests"]) == {"mmd", "label_shift"} and "stats" in report["unavailable"]
+        verdicts[name] = (report["overall"]["drift"], report["overall"]["tests"]["mmd"]["p_value"])
+    assert verdicts["same"][0] is False and verdicts["rainy"][0] is True, verdicts
+    assert verdicts["rainy"][1] < 0.05 / 2 < verdicts["same"][1]
+
+
+def inputs_of(folder):
+    paths = sorted(str(p) for p in folder.glob("*.wav"))
+    return pd.DataFrame({"seq": np.arange(len(paths), dtype="int64"), "source": paths})

@@ -1,6 +1,8 @@
 """The underwater-sound use case end to end (one Snakemake run on CPU): synthetic recordings at
 16 kHz -> training (2 epochs) -> a campaign of FLAC recordings, with a truncated and an empty file,
-sharded -> per-window, per-file and per-hour tables, spectrograms, MLflow runs, RO-Crate, report."""
+sharded -> per-window, per-file and per-hour tables, spectrograms, MLflow runs, RO-Crate, report.
+In the same run a second use case is given the trained model folder (model.source: path) and
+predicts the same campaign without training; its registry version imports as the same model."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from datetime import datetime
 import pandas as pd
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
+from aquaflow.backends.sound.model import import_given
 from aquaflow.data import audio
 from aquaflow.models.artifacts import read_card
 from aquaflow.synthetic import sound
@@ -58,10 +62,17 @@ def run(tmp_path_factory):
     good = (data / "campaign/NB03_20240701_235950.flac").read_bytes()
     (data / "campaign/NB03_20240702_010000.flac").write_bytes(good[: len(good) // 3])
     (data / "campaign/NB03_20240702_020000.wav").write_bytes(b"")
-    write_workdir(work, {"underwater_noise": _usecase(data)})
-    run_snakemake(work)
+    trained = _usecase(data)
+    given = {k: v for k, v in trained.items() if k != "source"}  # nothing to train
+    given |= {"model": GIVEN, "export": {"ecotaxa": {"enabled": False}, "rocrate": {"enabled": False}}}
+    write_workdir(work, {"underwater_noise": trained, "sound_given": given})
+    run_snakemake(work)  # the given model is imported once training wrote it (its card is an input)
     run_snakemake(work, "--report", "results/report.html")
     return work, data
+
+
+GIVEN = {"source": "path", "path": "results/underwater_noise/model"}
+REGISTERED = {"source": "mlflow", "uri": "models:/aquaflow_underwater_noise/1"}
 
 
 def test_windows_tables_and_ledger(run):
@@ -116,3 +127,37 @@ def test_model_mlflow_provenance_report(run):
     assert "ro-crate-metadata.json" in names and any(n.endswith("predictions.parquet") for n in names)
     html = (work / "results/report.html").read_text(errors="replace")
     assert "per_hour.tsv" in html and "training_curve.png" in html
+
+
+def test_trained_model_is_registered_and_imports_from_the_registry(run, tmp_path):
+    work, _ = run
+    card = read_card(work / "results/underwater_noise/model/model_card.json")
+    uri = card["mlflow"]["tracking_uri"]
+    mv = MlflowClient(uri, registry_uri=uri).get_model_version("aquaflow_underwater_noise", "1")
+    assert mv.run_id == card["mlflow"]["run_id"] and mv.source == f"runs:/{mv.run_id}/model"
+    assert mv.tags["model_id"] == card["id"] and mv.tags["task"] == "sound"
+    mlflow_cfg = {"tracking_uri": uri, "results": str(work / "results")}
+    got = import_given(
+        REGISTERED, "sound_cnn", tmp_path / "model.safetensors", tmp_path / "model_card.json", mlflow_cfg
+    )
+    assert (
+        got["id"] == card["id"] and got["imported_from"] == REGISTERED
+    )  # the same weights: same predictions
+
+
+def test_given_sound_model_predicts_the_campaign_without_training(run):
+    work, _ = run
+    res = work / "results"
+    assert not (res / "sound_given/model/history.tsv").exists() and not (res / "sound_given/eval").exists()
+    trained = read_card(res / "underwater_noise/model/model_card.json")
+    card = read_card(res / "sound_given/model/model_card.json")
+    assert card["id"] == trained["id"] and card["imported_from"] == GIVEN
+    cols = ["file", "window", "start_utc", "label", "distance_bin", "model_id"]
+    cols += [f"p_{c}" for c in sound.CLASSES] + ["expected_km"]
+    ours = pd.read_parquet(res / "sound_given/campaigns/demo/predictions.parquet")[cols]
+    theirs = pd.read_parquet(res / "underwater_noise/campaigns/demo/predictions.parquet")[cols]
+    ours, theirs = (df.sort_values(["file", "window"]).reset_index(drop=True) for df in (ours, theirs))
+    assert len(ours) == 15
+    pd.testing.assert_frame_equal(ours, theirs, atol=1e-5)
+    summary = json.loads((res / "sound_given/campaigns/demo/summary.json").read_text())
+    assert (summary["seen"], summary["predicted"], summary["rejected"]) == (5, 3, 2)

@@ -42,8 +42,6 @@ def build_reference(
     cfg: the `drift` config section (reference.split, reference.sample_size, pca_components, seed)
     and `safe_mode` (the use case's model.safe_mode).
     """
-    from sklearn.decomposition import PCA
-
     ref_cfg, seed = cfg["reference"], cfg["seed"]
     part = manifest[manifest["split"].isin(ref_cfg["splits"])]
     if part.empty:
@@ -63,22 +61,8 @@ def build_reference(
             labels.append(classes[probs.argmax(1)])
     if not feats:
         raise ValueError("no reference image could be decoded")
-    emb = np.concatenate(feats)
-    k = int(min(cfg["pca_components"], emb.shape[1], len(emb) - 1))
-    pca = PCA(n_components=k, random_state=seed).fit(emb)
-    reduced = pca.transform(emb).astype(np.float32)
-    log.info(
-        "reference: %d images, embeddings %d -> %d (PCA, %.0f%% variance)",
-        len(emb),
-        emb.shape[1],
-        k,
-        100 * pca.explained_variance_ratio_.sum(),
-    )
     return {
-        "pca_mean": pca.mean_.astype(np.float32),
-        "pca_components": pca.components_.astype(np.float32),
-        "embeddings": reduced,
-        "bandwidth": np.float64(drift.median_bandwidth(reduced, seed)),
+        **drift.embedding_reference(np.concatenate(feats), cfg["pca_components"], seed),
         "stats": np.concatenate(stats).astype(np.float32),
         "predicted": np.concatenate(labels).astype(str),
         "classes": classes.astype(str),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,14 @@ from aquaflow.data.inputs import read_targets
 from aquaflow.engine import gather as shard_gather
 from aquaflow.engine import shards
 from aquaflow.io import read_json, sha256_file, write_parquet, write_tsv
+from aquaflow.monitoring import drift
 from aquaflow.tasks.sound import plots, tables
 from aquaflow.tasks.sound.metrics import bin_km
 
 log = logging.getLogger(__name__)
 # settings a campaign may set; the sample rate and window length are the model's (its card)
 CAMPAIGN_AUDIO = ("hop_s", "channel", "tail", "block_s", "name_pattern")
+SHARD_FILES = {"predictions": "parquet", "rejected": "parquet", "summary": "json"}  # a shard's outputs
 
 
 def window_spec(card: dict[str, Any], audio_cfg: dict[str, Any]) -> audio.WindowSpec:
@@ -248,14 +251,127 @@ def gather(
     shard_gather.link_dataset(predictions, out["dataset"])
     rows = [*shard_gather.summary_rows(summary), ("total", "windows", n_win)]
     write_tsv(pd.DataFrame(rows, columns=["scope", "quantity", "count"]), out["table"])
-    table = pd.read_parquet(out["predictions"], columns=tables.COLUMNS)
     if "spectrograms" in out:
         confident = pd.read_parquet(out["predictions"], columns=plots.COLUMNS)
         plots.confident_spectrograms(confident, out["spectrograms"], spectrograms, absent)
+    write_tables(out["predictions"], out, absent, classes)
+    return summary
+
+
+def write_tables(
+    predictions: str | Path, out: dict[str, str | Path], absent: str, classes: list[str] | None
+) -> None:
+    """out[per_file|per_hour] (Parquet) and out[per_file_tsv|per_hour_tsv] of a per-window table."""
+    table = pd.read_parquet(predictions, columns=tables.COLUMNS)
     for name, df in (
         ("per_file", tables.per_file(table, absent, classes)),
         ("per_hour", tables.per_hour(table, absent, classes)),
     ):
         write_parquet(df, out[name])
         write_tsv(df, out[f"{name}_tsv"])
+
+
+def predict_recordings(
+    inputs: pd.DataFrame,
+    weights: str | Path,
+    card: dict[str, Any],
+    folder: str | Path,
+    settings: dict[str, Any],
+    absent: str,
+    progress=None,
+) -> dict[str, Any]:
+    """`aquaflow predict` of a sound model: one shard over every recording of `inputs` into
+    `folder` (predictions, rejected, summary as a campaign shard's) plus the per-file and per-hour
+    tables of the campaign's gather."""
+    if absent not in card["classes"]:
+        raise ValueError(f"absent class {absent!r} is not among the model's classes {card['classes']}")
+    folder = Path(folder)
+    out: dict[str, str | Path] = {k: folder / f"{k}.{ext}" for k, ext in SHARD_FILES.items()}
+    summary = run_shard(inputs, weights, card, out, settings, progress=progress)
+    tables_out = {f"per_{k}": folder / f"per_{k}.parquet" for k in ("file", "hour")}
+    tables_out |= {f"per_{k}_tsv": folder / f"per_{k}.tsv" for k in ("file", "hour")}
+    if summary["windows"]:
+        write_tables(out["predictions"], tables_out, absent, list(card["classes"]))
     return summary
+
+
+def reference_files(truth: pd.DataFrame, card: dict[str, Any], splits: list[str]) -> list[str]:
+    """The labelled recordings of the drift reference: those of `splits` as the card's training
+    lists them (`training.files`), or every recording of `truth` for a card without them."""
+    listed = (card.get("training") or {}).get("files")
+    if not listed:
+        return sorted(set(truth["file"]))
+    return sorted({f for s in splits for f in listed.get(s, [])})
+
+
+def build_reference(
+    folder: str | Path,
+    truth: pd.DataFrame,
+    weights: str | Path,
+    card: dict[str, Any],
+    cfg: dict[str, Any],
+    work: str | Path,
+    progress=None,
+) -> dict[str, np.ndarray]:
+    """The drift reference of a sound model: windows of its training recordings through the same
+    shard as a campaign (embeddings on) -> a class-stratified sample of `drift.reference.sample_size`
+    windows, PCA-reduced embeddings and predicted classes (no image statistics).
+
+    cfg: the drift section's reference, pca_components and seed, plus `audio` (the campaign-side
+    window settings), `device` and `threads` of the shards."""
+    files = reference_files(truth, card, cfg["reference"]["splits"])
+    if not files:
+        raise ValueError(
+            f"drift.reference.splits {cfg['reference']['splits']}: the model card lists no recordings"
+        )
+    inputs = pd.DataFrame({"seq": np.arange(len(files)), "source": [str(Path(folder) / f) for f in files]})
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str | Path] = {k: work / f"reference_{k}.{e}" for k, e in SHARD_FILES.items()}
+    settings = {k: cfg[k] for k in ("audio", "device", "threads") if k in cfg} | {"embeddings": True}
+    run_shard(inputs, weights, card, out, settings, progress=progress)
+    windows = pd.read_parquet(out["predictions"], columns=["file", "label", "embedding"])
+    if windows.empty:
+        raise ValueError(f"no window of the reference recordings {files[:5]} could be read")
+    seed = int(cfg["seed"])
+    windows = drift.sample_rows(windows, cfg["reference"]["sample_size"], seed, by="label")
+    train = (
+        truth[truth["file"].isin(reference_files(truth, card, ["train"]))]["label"]
+        .value_counts()
+        .sort_index()
+    )
+    return {
+        **drift.embedding_reference(np.stack(windows["embedding"].to_numpy()), cfg["pca_components"], seed),
+        "predicted": np.asarray(windows["label"], dtype=str),
+        "classes": np.array(card["classes"], dtype=str),
+        "train_labels": train.index.to_numpy().astype(str),
+        "train_counts": train.to_numpy().astype(np.int64),
+        "model_id": np.array(card["id"]),
+    }
+
+
+def reference_step(
+    *,
+    data: str | Path,
+    weights: str | Path,
+    card_path: str | Path,
+    out: dict[str, str | Path],
+    cfg: dict[str, Any],
+    mlflow_cfg: dict[str, Any] | None = None,
+    log_stream=None,
+) -> dict[str, Any]:
+    """The drift_reference_sound step: build from the labelled recordings (`cfg` data, truth),
+    store beside the model, attach to the training MLflow run when the card names one."""
+    from aquaflow.monitoring import tracking
+
+    card = read_json(card_path)
+    folder = Path(data) / cfg["data"]
+    truth = pd.read_csv(folder / cfg["truth"])
+    with tempfile.TemporaryDirectory() as work:
+        ref = build_reference(folder, truth, weights, card, cfg, work, progress=log_stream)
+    meta = drift.save_reference(ref, out["reference"], out["summary"])
+    if mlflow_cfg is not None:
+        tracking.attach_to_training_run(
+            card, [out["reference"], out["summary"]], "drift_reference", mlflow_cfg
+        )
+    return meta

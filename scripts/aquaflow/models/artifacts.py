@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,12 +116,15 @@ def import_model(
     card_out: str | Path,
     mlflow_cfg: dict[str, Any] | None = None,
     describe: Callable[[Path, dict[str, Any] | None], dict[str, Any]] | None = None,
+    folders: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Copy a given model into the workflow: card validated, weights hash = card id (= the pin).
 
     `describe(weights, card)`: a backend's check of what was found against the weights themselves
     (e.g. the task inside an Ultralytics checkpoint), returning the card to import. With it, the
-    source may also be a bare weights file (`card` None: the backend writes the card)."""
+    source may also be a bare weights file (`card` None: the backend writes the card).
+    `folders`: subfolders of the model folder the backend also needs (e.g. a CLAP audio tower),
+    copied beside the imported weights."""
     with tempfile.TemporaryDirectory() as work:
         found = source_folder(spec, mlflow_cfg, Path(work))
         if describe is not None and found.is_file() and found.suffix != ".json":
@@ -142,6 +145,11 @@ def import_model(
             )
         with atomic_path(weights_out) as tmp:
             shutil.copyfile(weights, tmp)
+        for name in folders:
+            if not (weights.parent / name).is_dir():
+                raise ModelCardError(f"{weights.parent}: no {name}/ folder beside the weights")
+            shutil.rmtree(Path(weights_out).parent / name, ignore_errors=True)
+            shutil.copytree(weights.parent / name, Path(weights_out).parent / name)
         card = {**card, "id": digest, "weights": Path(weights_out).name}
         card["imported_from"] = {k: v for k, v in spec.items() if v not in (None, "")}
         write_card(card, card_out)

@@ -19,6 +19,11 @@ reference made by the same detector on the reference images. `label_shift` is th
 test (the `univariate_test`) per class of the per-image counts `n_<class>` plus one of the total
 `n`: images are independent draws, the detections within an image are not, so the image is the
 unit tested. The Ultralytics backend stores no embeddings: `mmd` is listed as unavailable.
+
+Sound (task sound) tests windows: the reference is the model run on windows of its training
+recordings (`aquaflow.engine.sound.build_reference`: embeddings and predicted classes, no image
+statistics, so `stats` is listed as unavailable); a campaign's per-window table gives the
+embeddings and the predicted class (`label`).
 """
 
 from __future__ import annotations
@@ -93,21 +98,45 @@ def median_bandwidth(x: np.ndarray, seed: int = 0, max_points: int = 500) -> flo
     return med
 
 
+def embedding_reference(emb: np.ndarray, components: int, seed: int) -> dict[str, np.ndarray]:
+    """The embedding part of a reference: a PCA fitted on `emb` (at most `components`), the reduced
+    embeddings and their median-distance RBF bandwidth (the MMD's)."""
+    from sklearn.decomposition import PCA
+
+    k = int(min(components, emb.shape[1], len(emb) - 1))
+    pca = PCA(n_components=k, random_state=seed).fit(emb)
+    reduced = pca.transform(emb).astype(np.float32)
+    log.info(
+        "reference: %d items, embeddings %d -> %d (PCA, %.0f%% variance)",
+        len(emb),
+        emb.shape[1],
+        k,
+        100 * pca.explained_variance_ratio_.sum(),
+    )
+    return {
+        "pca_mean": pca.mean_.astype(np.float32),
+        "pca_components": pca.components_.astype(np.float32),
+        "embeddings": reduced,
+        "bandwidth": np.float64(median_bandwidth(reduced, seed)),
+    }
+
+
 def save_reference(ref: dict[str, np.ndarray], path: str | Path, meta_path: str | Path) -> dict[str, Any]:
     """The arrays as .npz (no pickled objects) and a JSON summary beside them."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **ref)
-    meta: dict[str, Any] = {"model_id": str(ref["model_id"]), "images": len(ref["stats"])}
+    meta: dict[str, Any] = {"model_id": str(ref["model_id"]), "images": reference_size(ref)}
     if "embeddings" in ref:
         meta |= {
             "pca_components": int(ref["pca_components"].shape[0]),
             "embedding_dim": int(ref["pca_components"].shape[1]),
             "bandwidth": float(ref["bandwidth"]),
         }
-    meta["stats"] = {
-        s: {"median": float(np.median(ref["stats"][:, j])), "iqr": _iqr(ref["stats"][:, j])}
-        for j, s in enumerate(STATS)
-    }
+    if "stats" in ref:
+        meta["stats"] = {
+            s: {"median": float(np.median(ref["stats"][:, j])), "iqr": _iqr(ref["stats"][:, j])}
+            for j, s in enumerate(STATS)
+        }
     if "predicted" in ref:
         meta["predicted_distribution"] = _freq(ref["predicted"])
     if "counts" in ref:  # detection-type tasks: detections per class and per image
@@ -120,6 +149,11 @@ def save_reference(ref: dict[str, np.ndarray], path: str | Path, meta_path: str 
     )
     write_json(meta, meta_path)
     return meta
+
+
+def reference_size(ref: dict[str, np.ndarray]) -> int:
+    """Items (images, or windows of a sound reference) the reference was made from."""
+    return len(ref["stats"] if "stats" in ref else ref["embeddings"])
 
 
 def load_reference(path: str | Path) -> dict[str, np.ndarray]:
@@ -323,6 +357,8 @@ def unavailable(ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, st
     """Configured detectors the model cannot serve, with the reason (listed in drift.json)."""
     if "mmd" in cfg["detectors"] and "counts" in ref and "embeddings" not in ref:  # a detector's reference
         return {"mmd": "the Ultralytics backend stores no embeddings; image statistics and counts are tested"}
+    if "stats" in cfg["detectors"] and "embeddings" in ref and "stats" not in ref:  # sound (windows)
+        return {"stats": "recordings have no image statistics; embeddings and predicted classes are tested"}
     return {}
 
 
@@ -398,7 +434,7 @@ def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any])
         "batch": dict(cfg["batch"]),
         "unavailable": missing,
         "reference": {
-            "images": len(ref["stats"]),
+            "images": reference_size(ref),
             "model_id": str(ref["model_id"]),
             "mmd_sample": n_mmd,
         },
@@ -503,7 +539,9 @@ def run(
     schema = pq.read_schema(predictions)
     ref = load_reference(reference)
     counted = count_columns(ref["classes"].astype(str).tolist()) if "counts" in ref else []
-    wanted = ["seq", "source", "top1_label", "embedding", *STAT_COLUMNS, *counted]
+    # the predicted class: top1_label (classifiers), label (the windows of a sound campaign)
+    label = "top1_label" if "top1_label" in schema.names else "label"
+    wanted = ["seq", "source", label, "embedding", *STAT_COLUMNS, *counted]
     by = cfg["batch"]["by"]
     if by not in ("chunk", "folder"):
         wanted.append(by)
@@ -514,6 +552,8 @@ def run(
             f"({[c for c in schema.names if c != 'embedding']})"
         )
     preds = pd.read_parquet(predictions, columns=cols)
+    if label != "top1_label" and label in preds:
+        preds["top1_label"] = preds[label]
     report = detect(preds, ref, cfg)
     write_json(report, out["json"])
     write_tsv(batch_rows(report), out["table"])

@@ -156,10 +156,13 @@ def registered_name(template: str | None, usecase: str) -> str | None:
     return template.replace("{uc}", usecase) if template else None
 
 
-def log_model_folder(weights: str | Path, card_path: str | Path) -> None:
+def log_model_folder(weights: str | Path, card_path: str | Path, folders: Sequence[str | Path] = ()) -> None:
     """In the active run: the model folder (weights + `model_card.json`, whatever the card file's
-    local name) as artifact path `model`, the folder a registry version points at."""
+    local name, + the subfolders `folders` the backend needs) as artifact path `model`, the folder
+    a registry version points at."""
     mlflow.log_artifact(str(weights), MODEL_ARTIFACT)
+    for folder in folders:
+        mlflow.log_artifacts(str(folder), f"{MODEL_ARTIFACT}/{Path(folder).name}")
     if Path(card_path).name == MODEL_CARD:
         mlflow.log_artifact(str(card_path), MODEL_ARTIFACT)
         return
@@ -169,15 +172,21 @@ def log_model_folder(weights: str | Path, card_path: str | Path) -> None:
         mlflow.log_artifact(str(renamed), MODEL_ARTIFACT)
 
 
-def register_model(name: str, weights: str | Path, card: dict[str, Any], card_path: str | Path) -> Any:
-    """In the active run: log the model folder (card + weights) as artifact path `model` and register
-    `runs:/<run_id>/model` as a new version of `name`, described by the model card."""
+def register_model(
+    name: str,
+    weights: str | Path,
+    card: dict[str, Any],
+    card_path: str | Path,
+    folders: Sequence[str | Path] = (),
+) -> Any:
+    """In the active run: log the model folder (card + weights [+ folders]) as artifact path `model`
+    and register `runs:/<run_id>/model` as a new version of `name`, described by the model card."""
     from mlflow.exceptions import MlflowException
 
     active = mlflow.active_run()
     if active is None:
         raise RuntimeError("register_model needs an active MLflow run")
-    log_model_folder(weights, card_path)
+    log_model_folder(weights, card_path, folders)
     uri = mlflow.get_tracking_uri()
     # the registry of the tracking store, whatever MLFLOW_REGISTRY_URI a parent process left
     c = client(uri)
@@ -249,6 +258,7 @@ def log_training(
     artifacts: Sequence[str | Path] = (),
     started: float | None = None,
     write_card: Callable[[dict[str, Any], str | Path], Any] = write_json,
+    folders: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """The MLflow training run of any backend, from what its trainer wrote: tags (use case, step,
     backend, task, model id), params (flattened), per-epoch `history` (step = epoch), summary
@@ -257,7 +267,8 @@ def log_training(
     of it in the registry under `mlflow.registered_model` (null: the folder is logged, no version).
     `started` (epoch seconds) is the run's start time, so its duration is the training's;
     `write_card` writes the card (trainers pass `aquaflow.models.artifacts.write_card`, which
-    validates it against the model-card schema). Returns the card as written."""
+    validates it against the model-card schema); `folders`: subfolders of the model folder it needs
+    (a CLAP audio tower), logged inside `model`. Returns the card as written."""
     uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
     experiment = ensure_experiment(uri, mlflow_cfg["experiment"])
     c = client(uri)
@@ -287,9 +298,9 @@ def log_training(
             mlflow.log_artifact(str(path))
         name = registered_name(mlflow_cfg.get("registered_model", "aquaflow_{uc}"), usecase)
         if name:
-            register_model(name, weights, card, card_path)
+            register_model(name, weights, card, card_path, folders)
         else:
-            log_model_folder(weights, card_path)
+            log_model_folder(weights, card_path, folders)
     log.info("training run %s of %s (model %s) in %s", run_id, usecase, card["id"][:16], uri)
     return card
 

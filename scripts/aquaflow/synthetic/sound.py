@@ -174,9 +174,11 @@ def collection(
     start: datetime = datetime(2024, 6, 1),
     seed: int = 0,
     ext: str = "wav",
+    rain_mmh: float | None = None,
 ) -> pd.DataFrame:
     """`n_files` recordings named STATION_YYYYMMDD_HHMMSS.<ext> (classes in turn, random vessels
-    and weather) and `truth.csv` beside them (file, window, start_s, end_s, label, distance)."""
+    and weather; `rain_mmh` set: that rain in every recording, e.g. a shifted campaign) and
+    `truth.csv` beside them (file, window, start_s, end_s, label, distance)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -192,7 +194,7 @@ def collection(
             rate=rate,
             vessel=vessel,
             wind_ms=float(rng.uniform(2, 8)),
-            rain_mmh=float(rng.choice([0.0, 0.0, 5.0])),
+            rain_mmh=float(rng.choice([0.0, 0.0, 5.0])) if rain_mmh is None else rain_mmh,
             window_s=window_s,
             seed=seed * 100003 + i,
             subtype="FLOAT" if ext == "wav" else "PCM_24",

@@ -17,6 +17,14 @@ import torch
 from aquaflow.io import sha256_file
 
 
+def tower_id(folder: str | Path) -> str:
+    """Identity of a CLAP tower folder: SHA-256 of its weights file(s), in name order."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).glob("*.safetensors")):
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
 class ClapTower:
     """Windows (n, samples) at the tower's sampling rate -> audio embeddings (n, projection_dim)."""
 
@@ -37,11 +45,7 @@ class ClapTower:
 
     @property
     def id(self) -> str:
-        """Identity of the tower: SHA-256 of its weights file(s), in name order."""
-        h = hashlib.sha256()
-        for p in sorted(self.folder.glob("*.safetensors")):
-            h.update(sha256_file(p).encode())
-        return h.hexdigest()
+        return tower_id(self.folder)
 
     @torch.inference_mode()
     def embed(self, windows: np.ndarray) -> np.ndarray:

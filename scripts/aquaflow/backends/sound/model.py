@@ -11,6 +11,7 @@ import torch
 from aquaflow.backends.sound.features import log_mel
 from aquaflow.backends.sound.nets import EmbeddingHead, MelCNN
 from aquaflow.backends.torch_model import read_state_dict
+from aquaflow.models import artifacts
 from aquaflow.tasks.sound.metrics import coral_outputs
 
 BACKENDS = ("sound_cnn", "clap")
@@ -84,3 +85,37 @@ class SoundModel:
                 "embedding": z,
             }
         return self.predict_features(self.features(windows))
+
+
+def import_given(
+    spec: dict[str, Any],
+    backend: str,
+    weights_out: str | Path,
+    card_out: str | Path,
+    mlflow_cfg: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A sound model trained elsewhere (model.source path | package | mlflow) into the workflow
+    through `artifacts.import_model`: its card must be a sound model's of the configured
+    `sound.backend`; a clap model brings its audio tower (clap/), checked against the card."""
+
+    def describe(weights: Path, card: dict[str, Any] | None) -> dict[str, Any]:
+        if card is None:
+            raise artifacts.ModelCardError(f"{weights}: a sound model needs its model_card.json beside it")
+        if card.get("task") != "sound" or card.get("backend") != backend:
+            raise artifacts.ModelCardError(
+                f"{weights}: model card task {card.get('task')!r}, backend {card.get('backend')!r}; "
+                f"this use case needs task 'sound', backend {backend!r} (sound.backend)"
+            )
+        return card
+
+    folders = (CLAP_FOLDER,) if backend == "clap" else ()
+    card = artifacts.import_model(spec, weights_out, card_out, mlflow_cfg, describe, folders)
+    if backend == "clap":
+        from aquaflow.backends.sound.clap import tower_id
+
+        found = tower_id(Path(weights_out).parent / CLAP_FOLDER)
+        if found != card["audio"].get("clap_id"):
+            raise artifacts.ModelCardError(
+                f"{card_out}: the CLAP tower's id {found[:16]} differs from the card's audio.clap_id"
+            )
+    return card

@@ -290,6 +290,7 @@ def run(
 
     started = time.time()
     card = train({**settings, "threads": threads}, data_folder, out, work)
+    tower = Path(out["weights"]).parent / CLAP_FOLDER
     history = pd.read_csv(out["history"], sep="\t")
     plots.training_curve(history, out["curve"])
     return tracking.log_training(
@@ -304,4 +305,5 @@ def run(
         artifacts=[out["history"], out["curve"], out["metrics"]],
         started=started,
         write_card=write_card,
+        folders=[tower] if card["backend"] == "clap" else [],  # the registry version holds the tower
     )
