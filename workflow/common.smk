@@ -20,6 +20,8 @@ ENVS = Path(workflow.basedir) / "envs"
 MODEL_FILE = {"torch": "model.safetensors", "keras": "model.keras", "ultralytics": "model.pt"}
 MODEL_FILE |= {"sound_cnn": "model.safetensors", "clap": "model.safetensors"}  # task sound
 MODEL_FILE |= {"smp": "model.safetensors"}  # task semantic
+# Backends whose given models rule import_model copies in (model.safetensors + model_card.json).
+IMPORTED_SAFETENSORS = {"torch", "smp"}
 NEVER = "(?!)"  # a regex that matches nothing: the constraint of a rule no use case needs
 CAMPAIGN = f"{RESULTS}/{{uc}}/campaigns/{{campaign}}"  # a campaign's output folder (pattern)
 
@@ -618,13 +620,14 @@ def semantic_shard_files(kind):
 
 
 def semantic_targets(uc):
-    """Model, evaluation (with labelled held-out rasters), every campaign and its MLflow run."""
+    """Model (trained or given), evaluation (with labelled held-out rasters), every campaign and
+    its MLflow run."""
     base = f"{RESULTS}/{uc}"
-    out = [
-        f"{base}/model/model_card.json",
-        f"{base}/model/training_curve.png",
-        f"{base}/eval/metrics.json",
-    ]
+    out = [f"{base}/model/model_card.json"]
+    if trains(UC[uc]):
+        out.append(f"{base}/model/training_curve.png")
+    if "source" in UC[uc]:  # labelled rasters: a given model is evaluated on them too
+        out.append(f"{base}/eval/metrics.json")
     if campaigns(uc):
         out.append(f"{base}/campaigns/summary.tsv")
     for campaign in campaigns(uc):

@@ -3,11 +3,16 @@
 # campaign's MLflow inference run (track_inference), cross-campaign summary (campaign_summary) and
 # RO-Crate (export_rocrate) are the common rules. The rules only serve semantic use cases
 # (wildcard_constraints); the campaign listing and gather win over the classifier's (ruleorder).
+# A given model (model.source path / package / mlflow) is copied in by import_model (workflow/train.smk).
 for _uc, _cfg in UC.items():
-    if is_semantic(_cfg) and (drift_enabled(_cfg) or not trains(_cfg)):
+    if is_semantic(_cfg) and drift_enabled(_cfg):
         raise WorkflowError(
-            f"use case {_uc}: task semantic trains its model (model.source: train) and has no "
-            "drift monitoring yet (drift.enabled: false)"
+            f"use case {_uc}: task semantic has no drift monitoring yet (drift.enabled: false)"
+        )
+    if is_semantic(_cfg) and trains(_cfg) and "source" not in _cfg:
+        raise WorkflowError(
+            f"use case {_uc}: task semantic trains on labelled rasters: set `source` "
+            "(or give a model: model.source path / package / mlflow)"
         )
 
 
@@ -54,7 +59,7 @@ rule train_semantic:
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/train_semantic.tsv"
     wildcard_constraints:
-        uc=SEMANTIC_UCS,
+        uc=ucs_where(lambda cfg: is_semantic(cfg) and trains(cfg)),
     conda:
         "../envs/torch.yaml"
     threads: 2
