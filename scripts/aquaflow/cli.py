@@ -28,8 +28,10 @@ def input_spec(path: str, kind: str = "auto") -> dict[str, Any]:
             kind = "flowcam"
         elif p.is_dir():
             kind = "folder"
+        elif p.is_file():
+            kind = "file"
         else:
-            raise SystemExit(f"aquaflow: {path}: not a folder, a FlowCam run or a manifest file")
+            raise SystemExit(f"aquaflow: {path}: not a file, a folder, a FlowCam run or a manifest file")
     return {"kind": kind, "path": str(p), "column": "path", "extensions": list(imaging.IMAGE_EXTENSIONS)}
 
 
@@ -49,7 +51,7 @@ def detection_settings(args: argparse.Namespace, card: dict[str, Any]) -> dict[s
     tiling = {
         "enabled": args.tile is not None,
         "tile": args.tile or 640,
-        "overlap": args.tile_overlap,
+        "overlap": 128 if args.tile_overlap is None else args.tile_overlap,
         "full_image": False,
         "merge": "nmm",
         "match_metric": "ios",
@@ -116,12 +118,28 @@ def _predict_classes(args, table, weights: Path, card: dict[str, Any], out: Path
     )
 
 
+def _predict_rasters(args, table, weights: Path, card: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A semantic segmentation model (smp): the raster engine, one shard + gather as a campaign."""
+    from aquaflow.engine import semantic
+
+    tile = args.tile or int(card["input_size"])
+    overlap = tile // 4 if args.tile_overlap is None else args.tile_overlap
+    settings = {
+        "predict": {"tile": tile, "overlap": overlap, "block": args.block, "batch": args.batch_size or 4},
+        "background": args.background,
+        "fss_scales": [],
+        "fss_classes": [],
+    }
+    return semantic.predict_table(table, weights, card, out, settings, args.device, args.threads)
+
+
 # what `aquaflow predict` runs per task of the model card (a new task adds its entry)
 PREDICTORS = {
     "classify": _predict_classes,
     "detect": _predict_detections,
     "segment": _predict_detections,
     "obb": _predict_detections,
+    "semantic": _predict_rasters,
 }
 
 
@@ -204,7 +222,11 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aquaflow", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="predict images with a given model, no config needed")
-    p.add_argument("inputs", nargs="+", help="image folder(s), FlowCam run folder(s) or manifest file(s)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="image or raster file(s) and folder(s), FlowCam run folder(s) or manifest file(s)",
+    )
     p.add_argument(
         "--model",
         required=True,
@@ -214,7 +236,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", required=True, help="folder for predictions/rejected/summary (detectors: + counts)"
     )
-    p.add_argument("--kind", default="auto", choices=["auto", "folder", "flowcam", "manifest"])
+    p.add_argument("--kind", default="auto", choices=["auto", "file", "folder", "flowcam", "manifest"])
     p.add_argument(
         "--allow-paths-outside-root",
         action="store_true",
@@ -243,8 +265,13 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     d.add_argument("--max-det", type=int, default=300)
     d.add_argument("--imgsz", type=int, default=None, help="default: the card's input_size")
-    d.add_argument("--tile", type=int, default=None, help="predict tiles of this side (px)")
-    d.add_argument("--tile-overlap", type=int, default=128)
+    d.add_argument(
+        "--tile", type=int, default=None, help="predict tiles of this side (px); semantic: default input_size"
+    )
+    d.add_argument("--tile-overlap", type=int, default=None, help="default 128 px; semantic: tile/4")
+    r = p.add_argument_group("semantic segmentation (smp) of rasters: as semantic.predict, + --tile")
+    r.add_argument("--block", type=int, default=1024, help="output block side (px): bounds memory")
+    r.add_argument("--background", nargs="*", default=[], help="classes that get no polygons")
     p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ references")
     p.set_defaults(func=predict)
     m = sub.add_parser("models", help="list the models this workflow knows")

@@ -165,6 +165,8 @@ def build(
             df, root = from_folder(dataset_images, spec["extensions"]), dataset_images
         elif kind == "folder":
             df, root = from_folder(spec["path"], spec["extensions"]), spec["path"]
+        elif kind == "file":  # one file named on the command line (`aquaflow predict`)
+            df, root = pd.DataFrame({"source": [str(spec["path"])]}), Path(spec["path"]).parent
         elif kind == "manifest":
             df, root = from_manifest(spec["path"], spec["column"]), Path(spec["path"]).parent
         elif kind == "preprocessed":

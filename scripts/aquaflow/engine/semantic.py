@@ -311,22 +311,24 @@ def run_shard(
     *,
     inputs_path: str | Path,
     weights: str | Path,
-    card_path: str | Path,
+    card_path: str | Path | dict[str, Any],
     scatteritem: str,
     settings: dict[str, Any],
     out_dir: str | Path,
     out_summary: str | Path,
     device: str = "auto",
     threads: int = 1,
+    rejected_before: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Predict the shard's rasters into out_dir/<id>_{classes,probabilities}.tif + <id>.gpkg; a
-    raster that cannot be read is rejected with its reason. The shard's summary (every raster in
-    exactly one of predicted or rejected) is written last; out_dir is complete when it exists."""
+    raster that cannot be read is rejected with its reason, as is every id of `rejected_before`
+    (never opened). The shard's summary (every raster in exactly one of predicted or rejected) is
+    written last; out_dir is complete when it exists. `card_path`: the card file, or the card."""
     from rasterio.errors import RasterioError
 
     from aquaflow.backends.smp_model import SemanticPredictor
 
-    card = read_card(card_path)
+    card = card_path if isinstance(card_path, dict) else read_card(card_path)
     rows = shard_rows(pd.read_parquet(inputs_path), scatteritem)
     predictor = SemanticPredictor.load(weights, card, device, threads)
     out_dir = Path(out_dir)
@@ -335,6 +337,9 @@ def run_shard(
     predicted, rejected = {}, {}
     t0 = time.time()
     for row in rows.itertuples():
+        if rejected_before and row.id in rejected_before:
+            rejected[row.id] = {"path": row.path, **rejected_before[row.id]}
+            continue
         name = row.id.replace("/", "__")
         paths = {
             "classes": out_dir / f"{name}_classes.tif",
@@ -438,3 +443,53 @@ def gather(
     ]
     write_tsv(predictions[[c for c in cols if c in predictions]], out["table"])
     return summary
+
+
+def predict_table(
+    table: pd.DataFrame,
+    weights: str | Path,
+    card: dict[str, Any],
+    out: str | Path,
+    settings: dict[str, Any],
+    device: str = "auto",
+    threads: int = 1,
+) -> dict[str, Any]:
+    """`aquaflow predict` for rasters: the rows of an input table (`aquaflow.data.inputs.build`)
+    predicted as one campaign shard and gathered into `out` (inputs, predictions, rejected, summary
+    .json/.tsv; rasters and polygons under `rasters/`). Ids are file stems (made unique); a row
+    outside its input's root is rejected as such, never opened."""
+    import os
+
+    from aquaflow.data.imaging import Rejected
+    from aquaflow.data.inputs import read_targets
+
+    out = Path(out)
+    rows, before, seen = [], {}, {}
+    for target, source in zip(read_targets(table), table["source"].astype(str), strict=True):
+        stem = Path(source).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        rid = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
+        if isinstance(target, Rejected):
+            before[rid] = {"reason": target.reason, "detail": target.detail}
+        path = source if isinstance(target, Rejected) else os.fsdecode(target)
+        rows.append({"id": rid, "path": path, "labels": None})
+    inputs_path = out / "inputs.parquet"
+    write_parquet(pd.DataFrame(rows, columns=["id", "path", "labels"]), inputs_path)
+    shard = {"inputs_path": inputs_path, "weights": weights, "card_path": card, "settings": settings}
+    run_shard(
+        **shard,
+        scatteritem="1-of-1",
+        out_dir=out / "rasters",
+        out_summary=out / "shard.json",
+        device=device,
+        threads=threads,
+        rejected_before=before,
+    )
+    names = {"predictions": "parquet", "rejected": "parquet", "summary": "json"}
+    return gather(
+        inputs_path=inputs_path,
+        summaries=[out / "shard.json"],
+        shard_dirs=[out / "rasters"],
+        classes=list(card["classes"]),
+        out={**{k: out / f"{k}.{ext}" for k, ext in names.items()}, "table": out / "summary.tsv"},
+    )
