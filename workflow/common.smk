@@ -362,7 +362,8 @@ def drift_reference_settings(wildcards):
 
 
 def drift_sample_settings(wildcards):
-    """What a detector's drift reference reads of the drift section: which images, the seed."""
+    """What a detector's (semantic model's) drift reference reads of the drift section: which images
+    (rasters), the seed."""
     return {k: UC[wildcards.uc]["drift"][k] for k in ("reference", "seed")}
 
 
@@ -620,8 +621,8 @@ def semantic_shard_files(kind):
 
 
 def semantic_targets(uc):
-    """Model (trained or given), evaluation (with labelled held-out rasters), every campaign and
-    its MLflow run."""
+    """Model (trained or given), evaluation (with labelled held-out rasters), every campaign, its
+    MLflow run and drift."""
     base = f"{RESULTS}/{uc}"
     out = [f"{base}/model/model_card.json"]
     if trains(UC[uc]):
@@ -632,7 +633,8 @@ def semantic_targets(uc):
         out.append(f"{base}/campaigns/summary.tsv")
     for campaign in campaigns(uc):
         c = f"{base}/campaigns/{campaign}"
-        out += [f"{c}/predictions.parquet", f"{c}/summary.json", f"{c}/mlflow_run.json"]
+        out += [f"{c}/predictions.parquet", f"{c}/summary.json"]
+        out += tracking_targets(uc, campaign)  # MLflow inference run (+ drift when enabled)
     return out
 
 

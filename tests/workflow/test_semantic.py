@@ -1,7 +1,8 @@
 """Task semantic end to end on synthetic SAR-like scenes (aquaflow.synthetic.sar), on CPU at a
 token budget: one Snakemake run prepares, trains (1 epoch: the path, not the model), evaluates
 with FSS at 1, 5, 11 px, predicts a campaign of the labelled scenes plus an unreadable raster,
-gathers, logs the campaign's MLflow run and writes its RO-Crate. What is asserted: every output
+gathers, tests the campaign's drift (band pixels, class cover), logs its MLflow run and writes its
+RO-Crate. What is asserted: every output
 raster and GeoPackage has its input's CRS, transform and shape; counts reconcile (the broken
 raster is rejected, not lost); the card records the bands and the training rasters' statistics;
 a second run has nothing to do."""
@@ -40,6 +41,7 @@ def run(tmp_path_factory):
     sem["model"]["decoder_channels"] = [16, 16, 8, 8, 8]
     sem["predict"] = {"tile": 64, "overlap": 16, "block": 128, "batch": 4}
     uc["campaigns"]["demo"]["inputs"] = [{"kind": "dataset"}, {"kind": "folder", "path": str(broken)}]
+    uc["drift"] = {"enabled": True, "batch": {"min_size": 2}}  # 3 rasters: one tested batch
     write_workdir(work, {"oil": uc})
     proc = run_snakemake(work, "--set-scatter", "infer=1")
     return work, proc
@@ -105,6 +107,18 @@ def test_campaign_outputs_keep_the_input_grid_and_counts_reconcile(run) -> None:
     assert set(table.loc[table["scope"] == "class", "name"]) == {"sea", "oil"}
 
 
+def test_drift_of_the_campaign_tests_band_pixels_and_class_cover(run) -> None:
+    work, _ = run
+    res = work / "results/oil"
+    meta = json.loads((res / "model/drift_reference.json").read_text())
+    assert meta["images"] == 1 and meta["pixels_per_band"] > 0  # the training raster
+    report = json.loads((res / "campaigns/demo/drift/drift.json").read_text())
+    assert report["images"] == 3 and "mmd" in report["unavailable"]  # no embeddings: listed
+    assert set(report["overall"]["tests"]) == {"ks_band_1", "cover_sea", "cover_oil"}
+    assert isinstance(report["overall"]["drift"], bool)
+    assert json.loads((res / "campaigns/demo/drift/policy.json").read_text())
+
+
 def test_second_run_does_nothing_and_a_prediction_edit_does_not_retrain(run) -> None:
     work, _ = run
     proc = run_snakemake(work, "--set-scatter", "infer=1", "-n")
@@ -120,7 +134,7 @@ def test_second_run_does_nothing_and_a_prediction_edit_does_not_retrain(run) -> 
         path.write_text(before)
     table = out.split("Job stats:")[1].split("\ntotal")[0].splitlines()[3:]  # the rows: rule, count
     reruns = {line.split()[0] for line in table if line.strip()}
-    assert {"evaluate_semantic", "semantic_shard", "semantic_gather"} <= reruns
+    assert {"evaluate_semantic", "semantic_shard", "semantic_gather", "drift_reference_semantic"} <= reruns
     assert not reruns & {"train_semantic", "semantic_prepare", "semantic_inputs", "fetch"}
 
 
@@ -137,7 +151,7 @@ def given(run):
     }
     config = yaml.safe_load((work / "config/config.yaml").read_text())
     for name, model in models.items():
-        uc = {k: v for k, v in base.items() if k not in ("source", "campaigns")}
+        uc = {k: v for k, v in base.items() if k not in ("source", "campaigns", "drift")}
         uc["model"] = model
         uc["campaigns"] = {"demo": {"inputs": [{"kind": "folder", "path": str(work / "data/images")}]}}
         (work / f"config/usecases/{name}.yaml").write_text(yaml.safe_dump(uc, sort_keys=False))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aquaflow.data.rasters import NODATA_LABEL, grid_of, rasterize_labels, read_labels, read_window
+from aquaflow.data.rasters import (
+    NODATA_LABEL,
+    grid_of,
+    rasterize_labels,
+    read_labels,
+    read_window,
+    sample_valid_pixels,
+)
 from aquaflow.io import atomic_path, read_json, write_json, write_parquet, write_tsv
 from aquaflow.models.artifacts import read_card
 from aquaflow.tasks import intervals
@@ -27,6 +35,7 @@ from aquaflow.tasks.semantic.tiling import PredictFn, Tiling, predict_blocks
 
 log = logging.getLogger(__name__)
 GDAL_CACHE_MB = 64  # constant memory whatever the raster's size
+DRIFT_PIXELS = 256  # valid pixels sampled per campaign raster (seeded by its id) for the drift tests
 
 
 def predict_raster(
@@ -150,6 +159,18 @@ def prepare(
     write_parquet(df, manifest)
     log.info("prepared %d rasters: %s", len(df), df["split"].value_counts().to_dict())
     return df
+
+
+def label_pixels(path: str | Path, n_classes: int) -> np.ndarray:
+    """Labelled pixels per class of a label raster (nodata and out-of-range values skipped)."""
+    import rasterio
+
+    counts = np.zeros(n_classes, np.int64)
+    with rasterio.open(path) as src:
+        for _, window in src.block_windows(1):
+            values = src.read(1, window=window).ravel()
+            counts += np.bincount(values[values < n_classes], minlength=n_classes)[:n_classes]
+    return counts
 
 
 def _write_labels(labels: np.ndarray, like: str | Path, path: Path) -> None:
@@ -356,6 +377,8 @@ def run_shard(
             continue
         if row.labels:
             summary["scores"] = score_raster(paths["classes"], row.labels, scores)
+        sample = sample_valid_pixels(row.path, card["bands"], DRIFT_PIXELS, zlib.crc32(row.id.encode()))
+        summary["band_sample"] = {str(b): sample[:, j].tolist() for j, b in enumerate(card["bands"])}
         summary["outputs"] = {k: Path(v).name for k, v in paths.items()}
         predicted[row.id] = summary
         log.info("%s: %.2f Mpx/s, %s", row.id, summary["megapixels_per_second"], summary["pixels"])
@@ -381,9 +404,10 @@ def gather(
     classes: list[str],
     out: dict[str, str | Path],
 ) -> dict[str, Any]:
-    """predictions.parquet (one row per predicted raster: its outputs, pixels and m² per class,
-    polygons per class, scores), rejected.parquet, summary.json (seen = predicted + rejected,
-    per_class = pixels, area_m2 per class) and summary.tsv of a campaign."""
+    """predictions.parquet (one row per predicted raster: seq, id, source, its outputs, pixels and m²
+    per class, polygons per class, the drift pixel sample per band, scores), rejected.parquet,
+    summary.json (seen = predicted + rejected, per_class = pixels, area_m2 per class) and
+    summary.tsv of a campaign."""
     inputs = pd.read_parquet(inputs_path)
     rows, rejected, shards, model = [], [], {}, ""
     for path, folder in zip(summaries, shard_dirs, strict=True):
@@ -402,6 +426,7 @@ def gather(
                 **{f"area_m2_{c}": p["area_m2"][c] for c in classes},
                 **{f"polygons_{c}": n for c, n in p["polygons"].items()},
                 "megapixels_per_second": p["megapixels_per_second"],
+                **{f"band_{b}": v for b, v in p.get("band_sample", {}).items()},  # drift: pixels
                 "mean_iou": scores.get("mean_iou"),
                 "pixel_accuracy": scores.get("pixel_accuracy"),
             }
@@ -409,7 +434,9 @@ def gather(
                 row |= {f"fss_{cls}_{k}": v for k, v in by_scale.items()}
             rows.append(row)
         rejected += [{"id": rid, **r} for rid, r in s["rejected"].items()]
-    predictions = pd.DataFrame(rows).sort_values("id") if rows else pd.DataFrame(columns=["id"])
+    predictions = pd.DataFrame(rows).sort_values("id") if rows else pd.DataFrame(columns=["id", "image"])
+    predictions.insert(0, "seq", np.arange(len(predictions), dtype="int64"))  # drift batches: order,
+    predictions.insert(2, "source", predictions["image"])  # and folder
     rejected_df = pd.DataFrame(rejected, columns=["id", "path", "reason", "detail"])
     if len(predictions) + len(rejected_df) != len(inputs):
         raise RuntimeError(

@@ -1,7 +1,9 @@
 """`aquaflow predict` with a semantic segmentation model (an untrained tiny smp U-Net the test
 writes as training would): rasters of a folder or one raster file -> class / probability COGs on
 the input grid, class polygons, per-class pixels and m²; an unreadable raster is rejected with its
-reason and counts reconcile."""
+reason and counts reconcile. Drift of semantic campaigns: band pixels and class cover of a campaign
+against the same model's reference on the training rasters; a brighter, noisier campaign of the
+synthetic SAR scenes is flagged, an unshifted one (new scenes, same generator) is not."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ import torch
 from affine import Affine
 
 from aquaflow import cli
+from aquaflow.engine import reference, semantic
+from aquaflow.monitoring import drift
+from aquaflow.synthetic import sar
 
 CRS = "EPSG:32631"
 TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4600000.0)  # 10 m pixels
@@ -92,3 +97,81 @@ def test_predict_rasters_of_a_folder_and_a_file(model, tmp_path) -> None:
         rasterio.open(predictions.loc["a", "classes_path"]) as y,
     ):
         assert np.array_equal(x.read(1), y.read(1))
+
+
+DRIFT = {
+    "detectors": ["stats", "label_shift"],
+    "univariate_test": "ks",
+    "alpha": 0.05,
+    "correction": "holm",
+    "permutations": 200,
+    "sample_size": 200,
+    "seed": 0,
+    "reference": {"splits": ["train"], "sample_size": 1000},
+    "batch": {"by": "folder", "size": 1000, "min_size": 2},
+}
+SETTINGS = {"predict": {"tile": 32, "overlap": 8, "block": 64, "batch": 4}, "background": ["sea"]}
+
+
+def shifted(src_dir, out_dir, gain_db: float, noise_db: float, seed: int) -> None:
+    """The scenes of src_dir, brighter by gain_db and noisier by noise_db (std), nodata kept."""
+    out_dir.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for path in sorted(src_dir.glob("*.tif")):
+        with rasterio.open(path) as src:
+            data, profile = src.read(1), src.profile
+        valid = data != src.nodata
+        data[valid] += gain_db + rng.normal(0, noise_db, valid.sum())
+        with rasterio.open(out_dir / path.name, "w", **profile) as dst:
+            dst.write(data, 1)
+
+
+def test_drift_flags_a_brighter_noisier_campaign_and_not_an_unshifted_one(model, tmp_path) -> None:
+    from aquaflow.models.artifacts import locate
+
+    weights, card = locate(model)
+    sar.make(tmp_path / "train", scenes=3, size=64, seed=1)
+    sar.make(tmp_path / "new", scenes=3, size=64, seed=2)  # new scenes, same generator
+    campaign = tmp_path / "campaign"
+    campaign.mkdir()
+    (tmp_path / "new/images").rename(campaign / "same")
+    shifted(campaign / "same", campaign / "shifted", gain_db=3.0, noise_db=2.0, seed=3)
+    images = sorted((tmp_path / "train/images").glob("*.tif"))
+    manifest = pd.DataFrame(
+        {
+            "id": [p.stem for p in images],
+            "image": [str(p) for p in images],
+            "labels": [str(tmp_path / "train/labels" / p.name) for p in images],
+            "split": "train",
+        }
+    )
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    ref = reference.build_semantic_reference(tmp_path / "manifest.parquet", weights, card, DRIFT, SETTINGS)
+    assert ref["cover"].shape == (3, 2) and np.allclose(ref["cover"].sum(1), 1)
+    assert (
+        ref["pixels"].shape == (3 * semantic.DRIFT_PIXELS, 1) and (ref["pixels"] > -9000).all()
+    )  # no nodata
+    assert ref["train_counts"].sum() > 0.8 * 3 * 64 * 64
+    path = drift.save_reference(ref, tmp_path / "ref.npz", tmp_path / "ref.json")
+    assert path["images"] == 3 and set(path["mean_cover"]) == {"sea", "oil"}
+
+    from aquaflow.data import inputs
+
+    table = inputs.build([{"kind": "folder", "path": str(campaign), "extensions": [".tif"]}], None)
+    out = tmp_path / "out"
+    out.mkdir()
+    semantic.predict_table(table, weights, card, out, {**SETTINGS, "fss_scales": [], "fss_classes": []})
+    files = {k: tmp_path / f"drift.{ext}" for k, ext in (("json", "json"), ("table", "tsv"), ("plot", "png"))}
+    report = drift.run(
+        predictions=out / "predictions.parquet",
+        reference=tmp_path / "ref.npz",
+        out=files,
+        cfg=DRIFT,
+        title="t",
+    )
+    verdicts = {b["batch"]: b for b in report["batches"]}
+    print({k: {t: round(r["p_adjusted"], 4) for t, r in b["tests"].items()} for k, b in verdicts.items()})
+    assert set(verdicts) == {"same", "shifted"} and report["unavailable"] == {}
+    assert set(verdicts["same"]["tests"]) == {"ks_band_1", "cover_sea", "cover_oil"}
+    assert verdicts["shifted"]["drift"] and verdicts["shifted"]["tests"]["ks_band_1"]["drift"]
+    assert verdicts["same"]["drift"] is False
