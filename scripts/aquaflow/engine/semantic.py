@@ -245,7 +245,7 @@ def evaluate(
             rasterio.open(paths["classes"]) as p,
             rasterio.open(row.labels) as t,
         ):
-            image = src.read(card["bands"][0], masked=True).filled(np.nan)
+            image = src.read(card["bands"][0], masked=True).astype("float32").filled(np.nan)  # uint16 too
             plots.overlay(
                 image, t.read(1), p.read(1), classes, f"{row.id} ({split})", overlays / f"{name}.png"
             )
