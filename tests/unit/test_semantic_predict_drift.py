@@ -64,6 +64,21 @@ def test_predict_rasters_of_a_folder_and_a_file(model, tmp_path) -> None:
         data = rng.normal(0, 1, shape)
         data[:4, :4] = -9999.0  # nodata corner: no class there
         write_raster(folder / f"{name}.tif", data)
+    counts = rng.integers(1, 4000, (32, 32)).astype("uint16")  # an integer raster (Sentinel-2 DN)
+    counts[0, :] = 0  # its nodata row
+    with rasterio.open(
+        folder / "c.tif",
+        "w",
+        driver="GTiff",
+        height=32,
+        width=32,
+        count=1,
+        dtype="uint16",
+        crs=CRS,
+        transform=TRANSFORM,
+        nodata=0,
+    ) as dst:
+        dst.write(counts, 1)
     (folder / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 20)
     (folder / "notes.txt").write_text("not a raster")
     out = tmp_path / "out"
@@ -71,21 +86,24 @@ def test_predict_rasters_of_a_folder_and_a_file(model, tmp_path) -> None:
         cli.main(["predict", str(folder), "--model", str(model), "-o", str(out), "--background", "sea"]) == 0
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["seen"], summary["predicted"], summary["rejected"]) == (3, 2, 1)
+    assert (summary["seen"], summary["predicted"], summary["rejected"]) == (4, 3, 1)
     rejected = pd.read_parquet(out / "rejected.parquet")
     assert list(rejected["id"]) == ["broken"] and list(rejected["reason"]) == ["unreadable"]
     predictions = pd.read_parquet(out / "predictions.parquet").set_index("id")
-    valid = 48 * 80 + 64 * 40 - 2 * 16
+    valid = 48 * 80 + 64 * 40 - 2 * 16 + 31 * 32
     assert sum(summary["per_class"].values()) == valid  # nodata pixels get no class
     assert sum(summary["area_m2"].values()) == pytest.approx(valid * 100.0)  # 10 m pixels
-    for rid in ("a", "b"):
+    assert (
+        len(predictions.loc["c", "band_1"]) == 256 and min(predictions.loc["c", "band_1"]) >= 1
+    )  # drift sample
+    for rid in ("a", "b", "c"):
         row = predictions.loc[rid]
         with rasterio.open(folder / f"{rid}.tif") as src:
             grid = (src.crs, src.transform, src.shape)
         with rasterio.open(row["classes_path"]) as c, rasterio.open(row["probabilities_path"]) as p:
             assert (c.crs, c.transform, c.shape, p.count) == (*grid, 2)
             assert c.profile["tiled"] and p.profile["tiled"]  # cloud-optimised: tiled
-            assert (c.read(1)[:4, :4] == 255).all()
+            assert c.read(1)[0, 0] == 255  # a nodata pixel: no class
         assert row["polygons_oil"] >= 0 and "polygons_sea" not in predictions  # background: none
     # one raster file: the same class raster as the folder's run
     single = tmp_path / "single"

@@ -38,7 +38,8 @@ def sample_valid_pixels(path: str | Path, bands: Sequence[int], n: int, seed: in
         flat = np.unique(rng.integers(0, src.height * src.width, size=4 * n))  # sorted: read locality
         rows, cols = np.divmod(flat, src.width)
         xs, ys = rasterio.transform.xy(src.transform, rows, cols)
-        values = np.ma.stack(list(src.sample(zip(xs, ys, strict=True), indexes=list(bands), masked=True)))
+        points = src.sample(zip(xs, ys, strict=True), indexes=list(bands), masked=True)
+        values = np.ma.stack(list(points)).astype(np.float64)  # integer rasters too (uint16 bands)
     keep = ~np.ma.getmaskarray(values).any(axis=1) & np.isfinite(values.filled(np.nan)).all(axis=1)
     picked = values.data[keep].astype(np.float32)
     return picked[rng.permutation(len(picked))[:n]]
