@@ -20,6 +20,8 @@ ENVS = Path(workflow.basedir) / "envs"
 MODEL_FILE = {"torch": "model.safetensors", "keras": "model.keras", "ultralytics": "model.pt"}
 MODEL_FILE |= {"sound_cnn": "model.safetensors", "clap": "model.safetensors"}  # task sound
 MODEL_FILE |= {"smp": "model.safetensors"}  # task semantic
+# Backends whose given models rule import_model copies in (model.safetensors + model_card.json).
+IMPORTED_SAFETENSORS = {"torch", "smp"}
 NEVER = "(?!)"  # a regex that matches nothing: the constraint of a rule no use case needs
 CAMPAIGN = f"{RESULTS}/{{uc}}/campaigns/{{campaign}}"  # a campaign's output folder (pattern)
 
@@ -360,7 +362,8 @@ def drift_reference_settings(wildcards):
 
 
 def drift_sample_settings(wildcards):
-    """What a detector's drift reference reads of the drift section: which images, the seed."""
+    """What a detector's (semantic model's) drift reference reads of the drift section: which images
+    (rasters), the seed."""
     return {k: UC[wildcards.uc]["drift"][k] for k in ("reference", "seed")}
 
 
@@ -642,18 +645,20 @@ def semantic_shard_files(kind):
 
 
 def semantic_targets(uc):
-    """Model, evaluation (with labelled held-out rasters), every campaign and its MLflow run."""
+    """Model (trained or given), evaluation (with labelled held-out rasters), every campaign, its
+    MLflow run and drift."""
     base = f"{RESULTS}/{uc}"
-    out = [
-        f"{base}/model/model_card.json",
-        f"{base}/model/training_curve.png",
-        f"{base}/eval/metrics.json",
-    ]
+    out = [f"{base}/model/model_card.json"]
+    if trains(UC[uc]):
+        out.append(f"{base}/model/training_curve.png")
+    if "source" in UC[uc]:  # labelled rasters: a given model is evaluated on them too
+        out.append(f"{base}/eval/metrics.json")
     if campaigns(uc):
         out.append(f"{base}/campaigns/summary.tsv")
     for campaign in campaigns(uc):
         c = f"{base}/campaigns/{campaign}"
-        out += [f"{c}/predictions.parquet", f"{c}/summary.json", f"{c}/mlflow_run.json"]
+        out += [f"{c}/predictions.parquet", f"{c}/summary.json"]
+        out += tracking_targets(uc, campaign)  # MLflow inference run (+ drift when enabled)
     return out
 
 

@@ -3,11 +3,13 @@
 # campaign's MLflow inference run (track_inference), cross-campaign summary (campaign_summary) and
 # RO-Crate (export_rocrate) are the common rules. The rules only serve semantic use cases
 # (wildcard_constraints); the campaign listing and gather win over the classifier's (ruleorder).
+# A given model (model.source path / package / mlflow) is copied in by import_model (workflow/train.smk).
+# Drift: drift_reference_semantic (the model on the training rasters), then the common drift rules.
 for _uc, _cfg in UC.items():
-    if is_semantic(_cfg) and (drift_enabled(_cfg) or not trains(_cfg)):
+    if is_semantic(_cfg) and trains(_cfg) and "source" not in _cfg:
         raise WorkflowError(
-            f"use case {_uc}: task semantic trains its model (model.source: train) and has no "
-            "drift monitoring yet (drift.enabled: false)"
+            f"use case {_uc}: task semantic trains on labelled rasters: set `source` "
+            "(or give a model: model.source path / package / mlflow)"
         )
 
 
@@ -54,7 +56,7 @@ rule train_semantic:
     benchmark:
         f"{RESULTS}/{{uc}}/benchmarks/train_semantic.tsv"
     wildcard_constraints:
-        uc=SEMANTIC_UCS,
+        uc=ucs_where(lambda cfg: is_semantic(cfg) and trains(cfg)),
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -191,3 +193,35 @@ rule semantic_gather:
         classes=lambda wc: UC[wc.uc]["semantic"]["classes"],
     script:
         "../scripts/semantic_gather.py"
+
+
+# Band pixels and predicted class cover of the reference rasters (drift.reference.splits).
+rule drift_reference_semantic:
+    input:
+        manifest=rules.semantic_prepare.output.manifest,
+        raw=f"{RESOURCES}/{{uc}}/raw",
+        labels=rules.semantic_prepare.output.labels,
+        weights=model_weights,
+        card=model_card,
+    output:
+        reference=f"{RESULTS}/{{uc}}/model/drift_reference.npz",
+        summary=f"{RESULTS}/{{uc}}/model/drift_reference.json",
+    log:
+        f"{RESULTS}/{{uc}}/logs/drift_reference.log",
+    benchmark:
+        f"{RESULTS}/{{uc}}/benchmarks/drift_reference.tsv"
+    wildcard_constraints:
+        uc=ucs_where(lambda cfg: is_semantic(cfg) and drift_enabled(cfg)),
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        drift=drift_sample_settings,
+        settings=semantic_prediction,
+        mlflow=mlflow_settings,
+    script:
+        "../scripts/drift_reference_semantic.py"

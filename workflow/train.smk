@@ -72,7 +72,7 @@ rule import_model:
     log:
         f"{RESULTS}/{{uc}}/logs/import_model.log",
     wildcard_constraints:
-        uc=ucs_where(lambda cfg: not trains(cfg) and backend(cfg) == "torch"),
+        uc=ucs_where(lambda cfg: not trains(cfg) and backend(cfg) in IMPORTED_SAFETENSORS),
     conda:
         "../envs/torch.yaml"
     params:

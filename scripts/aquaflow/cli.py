@@ -55,7 +55,7 @@ def detection_settings(args: argparse.Namespace, card: dict[str, Any]) -> dict[s
     tiling = {
         "enabled": args.tile is not None,
         "tile": args.tile or 640,
-        "overlap": args.tile_overlap,
+        "overlap": 128 if args.tile_overlap is None else args.tile_overlap,
         "full_image": False,
         "merge": "nmm",
         "match_metric": "ios",
@@ -140,6 +140,21 @@ def _predict_sound(args, table, weights: Path, card: dict[str, Any], out: Path) 
     )
 
 
+def _predict_rasters(args, table, weights: Path, card: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A semantic segmentation model (smp): the raster engine, one shard + gather as a campaign."""
+    from aquaflow.engine import semantic
+
+    tile = args.tile or int(card["input_size"])
+    overlap = tile // 4 if args.tile_overlap is None else args.tile_overlap
+    settings = {
+        "predict": {"tile": tile, "overlap": overlap, "block": args.block, "batch": args.batch_size or 4},
+        "background": args.background,
+        "fss_scales": [],
+        "fss_classes": [],
+    }
+    return semantic.predict_table(table, weights, card, out, settings, args.device, args.threads)
+
+
 # what `aquaflow predict` runs per task of the model card (a new task adds its entry)
 PREDICTORS = {
     "classify": _predict_classes,
@@ -147,6 +162,7 @@ PREDICTORS = {
     "segment": _predict_detections,
     "obb": _predict_detections,
     "sound": _predict_sound,
+    "semantic": _predict_rasters,
 }
 # the files a model of a task reads (default: images)
 INPUT_EXTENSIONS = {"sound": (".wav", ".flac")}
@@ -232,12 +248,15 @@ def models(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aquaflow", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="predict images or recordings with a given model, no config needed")
+    p = sub.add_parser(
+        "predict", help="predict images, recordings or rasters with a given model, no config needed"
+    )
     p.add_argument(
         "inputs",
         nargs="+",
-        help="image folder(s), FlowCam run folder(s) or manifest file(s); for a sound model "
-        "folder(s) of recordings or recording file(s)",
+        help="image folder(s), FlowCam run folder(s), manifest file(s) or input file(s); for a sound "
+        "model folder(s) of recordings or recording file(s); for a semantic model raster file(s) or "
+        "folder(s)",
     )
     p.add_argument(
         "--model",
@@ -277,8 +296,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     d.add_argument("--max-det", type=int, default=300)
     d.add_argument("--imgsz", type=int, default=None, help="default: the card's input_size")
-    d.add_argument("--tile", type=int, default=None, help="predict tiles of this side (px)")
-    d.add_argument("--tile-overlap", type=int, default=128)
+    d.add_argument(
+        "--tile", type=int, default=None, help="predict tiles of this side (px); semantic: default input_size"
+    )
+    d.add_argument("--tile-overlap", type=int, default=None, help="default 128 px; semantic: tile/4")
     a = p.add_argument_group("sound models (task sound): recordings (.wav, .flac), as sound.audio")
     a.add_argument(
         "--hop-s", type=float, default=None, help="seconds between window starts (default: the card's)"
@@ -293,6 +314,9 @@ def parser() -> argparse.ArgumentParser:
         "--tail", default=None, choices=["pad", "drop"], help="the rest after the last full window"
     )
     a.add_argument("--absent-class", default="none", help="the class meaning no vessel (occupancy)")
+    r = p.add_argument_group("semantic segmentation (smp) of rasters: as semantic.predict, + --tile")
+    r.add_argument("--block", type=int, default=1024, help="output block side (px): bounds memory")
+    r.add_argument("--background", nargs="*", default=[], help="classes that get no polygons")
     p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ references")
     p.set_defaults(func=predict)
     m = sub.add_parser("models", help="list the models this workflow knows")

@@ -1,7 +1,8 @@
 """Task semantic end to end on synthetic SAR-like scenes (aquaflow.synthetic.sar), on CPU at a
 token budget: one Snakemake run prepares, trains (1 epoch: the path, not the model), evaluates
 with FSS at 1, 5, 11 px, predicts a campaign of the labelled scenes plus an unreadable raster,
-gathers, logs the campaign's MLflow run and writes its RO-Crate. What is asserted: every output
+gathers, tests the campaign's drift (band pixels, class cover), logs its MLflow run and writes its
+RO-Crate. What is asserted: every output
 raster and GeoPackage has its input's CRS, transform and shape; counts reconcile (the broken
 raster is rejected, not lost); the card records the bands and the training rasters' statistics;
 a second run has nothing to do."""
@@ -40,6 +41,7 @@ def run(tmp_path_factory):
     sem["model"]["decoder_channels"] = [16, 16, 8, 8, 8]
     sem["predict"] = {"tile": 64, "overlap": 16, "block": 128, "batch": 4}
     uc["campaigns"]["demo"]["inputs"] = [{"kind": "dataset"}, {"kind": "folder", "path": str(broken)}]
+    uc["drift"] = {"enabled": True, "batch": {"min_size": 2}}  # 3 rasters: one tested batch
     write_workdir(work, {"oil": uc})
     proc = run_snakemake(work, "--set-scatter", "infer=1")
     return work, proc
@@ -105,6 +107,18 @@ def test_campaign_outputs_keep_the_input_grid_and_counts_reconcile(run) -> None:
     assert set(table.loc[table["scope"] == "class", "name"]) == {"sea", "oil"}
 
 
+def test_drift_of_the_campaign_tests_band_pixels_and_class_cover(run) -> None:
+    work, _ = run
+    res = work / "results/oil"
+    meta = json.loads((res / "model/drift_reference.json").read_text())
+    assert meta["images"] == 1 and meta["pixels_per_band"] > 0  # the training raster
+    report = json.loads((res / "campaigns/demo/drift/drift.json").read_text())
+    assert report["images"] == 3 and "mmd" in report["unavailable"]  # no embeddings: listed
+    assert set(report["overall"]["tests"]) == {"ks_band_1", "cover_sea", "cover_oil"}
+    assert isinstance(report["overall"]["drift"], bool)
+    assert json.loads((res / "campaigns/demo/drift/policy.json").read_text())
+
+
 def test_second_run_does_nothing_and_a_prediction_edit_does_not_retrain(run) -> None:
     work, _ = run
     proc = run_snakemake(work, "--set-scatter", "infer=1", "-n")
@@ -120,5 +134,55 @@ def test_second_run_does_nothing_and_a_prediction_edit_does_not_retrain(run) -> 
         path.write_text(before)
     table = out.split("Job stats:")[1].split("\ntotal")[0].splitlines()[3:]  # the rows: rule, count
     reruns = {line.split()[0] for line in table if line.strip()}
-    assert {"evaluate_semantic", "semantic_shard", "semantic_gather"} <= reruns
+    assert {"evaluate_semantic", "semantic_shard", "semantic_gather", "drift_reference_semantic"} <= reruns
     assert not reruns & {"train_semantic", "semantic_prepare", "semantic_inputs", "fetch"}
+
+
+@pytest.fixture(scope="module")
+def given(run):
+    """A second run beside the trained use case: the model folder it wrote given by path
+    (`oil_path`) and its registered version by registry reference (`oil_registry`); both predict a
+    folder campaign of the same scenes and have no `source` (nothing to train or evaluate on)."""
+    work, _ = run
+    base = yaml.safe_load((work / "config/usecases/oil.yaml").read_text())
+    models = {
+        "oil_path": {"source": "path", "path": str(work / "results/oil/model")},
+        "oil_registry": {"source": "mlflow", "uri": "models:/aquaflow_oil/1"},
+    }
+    config = yaml.safe_load((work / "config/config.yaml").read_text())
+    for name, model in models.items():
+        uc = {k: v for k, v in base.items() if k not in ("source", "campaigns", "drift")}
+        uc["model"] = model
+        uc["campaigns"] = {"demo": {"inputs": [{"kind": "folder", "path": str(work / "data/images")}]}}
+        (work / f"config/usecases/{name}.yaml").write_text(yaml.safe_dump(uc, sort_keys=False))
+        config["usecases"][name] = f"config/usecases/{name}.yaml"
+    (work / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    targets = [f"results/{n}/campaigns/demo/predictions.parquet" for n in models]
+    return work, run_snakemake(work, *targets, "--set-scatter", "infer=1")
+
+
+@pytest.mark.parametrize("uc", ["oil_path", "oil_registry"])
+def test_given_model_predicts_the_campaign_as_the_trained_one(given, uc) -> None:
+    work, proc = given
+    stats = proc.stderr[proc.stderr.index("Job stats:") :].split("\n\n")[0]
+    assert "import_model" in stats and "train_semantic" not in stats and "semantic_prepare" not in stats
+    trained = read_card(work / "results/oil/model/model_card.json")
+    card = read_card(work / f"results/{uc}/model/model_card.json")
+    assert card["id"] == trained["id"] and card["task"] == "semantic" and card["backend"] == "smp"
+    assert card["imported_from"]["source"] == {"oil_path": "path", "oil_registry": "mlflow"}[uc]
+    if uc == "oil_registry":  # the training run registered the model it wrote
+        from mlflow.tracking import MlflowClient
+
+        uri = trained["mlflow"]["tracking_uri"]
+        version = MlflowClient(uri, registry_uri=uri).get_model_version("aquaflow_oil", "1")
+        assert version.run_id == trained["mlflow"]["run_id"]
+    ours = pd.read_parquet(work / f"results/{uc}/campaigns/demo/predictions.parquet").set_index("id")
+    theirs = pd.read_parquet(work / "results/oil/campaigns/demo/predictions.parquet").set_index("id")
+    assert sorted(ours.index) == ["scene_00", "scene_01", "scene_02"]
+    for rid in ours.index:
+        with (
+            rasterio.open(work / ours.at[rid, "classes_path"]) as a,
+            rasterio.open(work / theirs.at[rid, "classes_path"]) as b,
+        ):
+            assert (a.crs, a.transform) == (b.crs, b.transform)
+            assert np.array_equal(a.read(1), b.read(1))  # class rasters equal

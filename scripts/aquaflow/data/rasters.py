@@ -28,6 +28,23 @@ class Grid:
     width: int
 
 
+def sample_valid_pixels(path: str | Path, bands: Sequence[int], n: int, seed: int) -> np.ndarray:
+    """Up to n pixels (n x bands, float32) at seeded random positions where every band is valid
+    (nodata, masked and non-finite pixels skipped); a few point reads, whatever the raster's size."""
+    import rasterio
+
+    rng = np.random.default_rng(seed)
+    with rasterio.open(path) as src:
+        flat = np.unique(rng.integers(0, src.height * src.width, size=4 * n))  # sorted: read locality
+        rows, cols = np.divmod(flat, src.width)
+        xs, ys = rasterio.transform.xy(src.transform, rows, cols)
+        points = src.sample(zip(xs, ys, strict=True), indexes=list(bands), masked=True)
+        values = np.ma.stack(list(points)).astype(np.float64)  # integer rasters too (uint16 bands)
+    keep = ~np.ma.getmaskarray(values).any(axis=1) & np.isfinite(values.filled(np.nan)).all(axis=1)
+    picked = values.data[keep].astype(np.float32)
+    return picked[rng.permutation(len(picked))[:n]]
+
+
 def grid_of(path: str | Path) -> Grid:
     import rasterio
 

@@ -90,10 +90,21 @@ def reference_step(
     ref = build_reference(
         manifest, images_root, weights, card, cfg, threads=threads, device=device, progress=log_stream
     )
+    return store(ref, read_json(card), out, mlflow_cfg)
+
+
+def store(
+    ref: dict[str, np.ndarray],
+    card: dict[str, Any],
+    out: dict[str, str | Path],
+    mlflow_cfg: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Save a reference beside the model (out[reference|summary]) and attach it to the model's
+    training MLflow run (when there is one); returns its summary."""
     meta = drift.save_reference(ref, out["reference"], out["summary"])
     if mlflow_cfg is not None:
         tracking.attach_to_training_run(
-            read_json(card), [out["reference"], out["summary"]], "drift_reference", mlflow_cfg
+            card, [out["reference"], out["summary"]], "drift_reference", mlflow_cfg
         )
     return meta
 
@@ -179,9 +190,83 @@ def detect_reference_step(
     ultra.setup(ultralytics_dir)
     card_dict = read_json(card)
     ref = build_detect_reference(data_dir, weights, card_dict, cfg, settings, progress=log_stream)
-    meta = drift.save_reference(ref, out["reference"], out["summary"])
-    if mlflow_cfg is not None:
-        tracking.attach_to_training_run(
-            card_dict, [out["reference"], out["summary"]], "drift_reference", mlflow_cfg
+    return store(ref, card_dict, out, mlflow_cfg)
+
+
+def build_semantic_reference(
+    manifest_path: str | Path,
+    weights: str | Path,
+    card: dict[str, Any],
+    cfg: dict[str, Any],
+    settings: dict[str, Any],
+    threads: int = 1,
+) -> dict[str, np.ndarray]:
+    """A semantic model on a seeded sample of the reference splits' rasters (`drift.reference`),
+    through the campaign shard engine and gather: the pooled pixel samples per band, the predicted
+    class cover per raster and the label pixels per class (the training class distribution)."""
+    from aquaflow.engine import semantic
+
+    manifest = pd.read_parquet(manifest_path)
+    rows = manifest[manifest["split"].isin(cfg["reference"]["splits"])]
+    if rows.empty:
+        raise ValueError(f"drift.reference.splits {cfg['reference']['splits']}: no raster in {manifest_path}")
+    part = drift.sample_rows(rows, cfg["reference"]["sample_size"], cfg["seed"]).sort_values("id")
+    classes, bands = list(card["classes"]), list(card["bands"])
+    with tempfile.TemporaryDirectory() as work:
+        inputs = Path(work, "inputs.parquet")
+        part.assign(path=part["image"], labels=None)[["id", "path", "labels"]].to_parquet(inputs)
+        shard = Path(work, "shard.json")
+        semantic.run_shard(
+            inputs_path=inputs,
+            weights=weights,
+            card_path=card,
+            scatteritem="1-of-1",
+            settings={**settings, "fss_scales": [], "fss_classes": []},
+            out_dir=Path(work, "rasters"),
+            out_summary=shard,
+            threads=threads,
         )
-    return meta
+        names = {"predictions": "parquet", "rejected": "parquet", "summary": "json", "table": "tsv"}
+        out = {k: Path(work, f"{k}.{ext}") for k, ext in names.items()}
+        semantic.gather(
+            inputs_path=inputs,
+            summaries=[shard],
+            shard_dirs=[Path(work, "rasters")],
+            classes=classes,
+            out=out,
+        )
+        preds = pd.read_parquet(out["predictions"])
+    if preds.empty:
+        raise ValueError("no reference raster could be read")
+    labelled = np.zeros(len(classes), np.int64)
+    for path in part["labels"]:
+        labelled += semantic.label_pixels(path, len(classes))
+    log.info(
+        "reference: %d rasters, mean predicted cover %s", len(preds), drift.cover_of(preds, classes).mean(0)
+    )
+    return {
+        "pixels": drift.pooled_pixels(preds, bands).astype(np.float32),
+        "cover": drift.cover_of(preds, classes),
+        "bands": np.array(bands, dtype=np.int64),
+        "classes": np.array(classes, dtype=str),
+        "train_labels": np.array(classes, dtype=str),
+        "train_counts": labelled,
+        "model_id": np.array(card["id"]),
+    }
+
+
+def semantic_reference_step(
+    *,
+    manifest: str | Path,
+    weights: str | Path,
+    card: str | Path,
+    out: dict[str, str | Path],
+    cfg: dict[str, Any],
+    settings: dict[str, Any],
+    mlflow_cfg: dict[str, Any] | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """The drift_reference_semantic step: build, store beside the model, attach to the training run."""
+    card_dict = read_json(card)
+    ref = build_semantic_reference(manifest, weights, card_dict, cfg, settings, threads)
+    return store(ref, card_dict, out, mlflow_cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aquaflow.data.rasters import NODATA_LABEL, grid_of, rasterize_labels, read_labels, read_window
+from aquaflow.data.rasters import (
+    NODATA_LABEL,
+    grid_of,
+    rasterize_labels,
+    read_labels,
+    read_window,
+    sample_valid_pixels,
+)
 from aquaflow.io import atomic_path, read_json, write_json, write_parquet, write_tsv
 from aquaflow.models.artifacts import read_card
 from aquaflow.tasks import intervals
@@ -27,6 +35,7 @@ from aquaflow.tasks.semantic.tiling import PredictFn, Tiling, predict_blocks
 
 log = logging.getLogger(__name__)
 GDAL_CACHE_MB = 64  # constant memory whatever the raster's size
+DRIFT_PIXELS = 256  # valid pixels sampled per campaign raster (seeded by its id) for the drift tests
 
 
 def predict_raster(
@@ -152,6 +161,18 @@ def prepare(
     return df
 
 
+def label_pixels(path: str | Path, n_classes: int) -> np.ndarray:
+    """Labelled pixels per class of a label raster (nodata and out-of-range values skipped)."""
+    import rasterio
+
+    counts = np.zeros(n_classes, np.int64)
+    with rasterio.open(path) as src:
+        for _, window in src.block_windows(1):
+            values = src.read(1, window=window).ravel()
+            counts += np.bincount(values[values < n_classes], minlength=n_classes)[:n_classes]
+    return counts
+
+
 def _write_labels(labels: np.ndarray, like: str | Path, path: Path) -> None:
     import rasterio
 
@@ -224,7 +245,7 @@ def evaluate(
             rasterio.open(paths["classes"]) as p,
             rasterio.open(row.labels) as t,
         ):
-            image = src.read(card["bands"][0], masked=True).filled(np.nan)
+            image = src.read(card["bands"][0], masked=True).astype("float32").filled(np.nan)  # uint16 too
             plots.overlay(
                 image, t.read(1), p.read(1), classes, f"{row.id} ({split})", overlays / f"{name}.png"
             )
@@ -311,22 +332,24 @@ def run_shard(
     *,
     inputs_path: str | Path,
     weights: str | Path,
-    card_path: str | Path,
+    card_path: str | Path | dict[str, Any],
     scatteritem: str,
     settings: dict[str, Any],
     out_dir: str | Path,
     out_summary: str | Path,
     device: str = "auto",
     threads: int = 1,
+    rejected_before: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Predict the shard's rasters into out_dir/<id>_{classes,probabilities}.tif + <id>.gpkg; a
-    raster that cannot be read is rejected with its reason. The shard's summary (every raster in
-    exactly one of predicted or rejected) is written last; out_dir is complete when it exists."""
+    raster that cannot be read is rejected with its reason, as is every id of `rejected_before`
+    (never opened). The shard's summary (every raster in exactly one of predicted or rejected) is
+    written last; out_dir is complete when it exists. `card_path`: the card file, or the card."""
     from rasterio.errors import RasterioError
 
     from aquaflow.backends.smp_model import SemanticPredictor
 
-    card = read_card(card_path)
+    card = card_path if isinstance(card_path, dict) else read_card(card_path)
     rows = shard_rows(pd.read_parquet(inputs_path), scatteritem)
     predictor = SemanticPredictor.load(weights, card, device, threads)
     out_dir = Path(out_dir)
@@ -335,6 +358,9 @@ def run_shard(
     predicted, rejected = {}, {}
     t0 = time.time()
     for row in rows.itertuples():
+        if rejected_before and row.id in rejected_before:
+            rejected[row.id] = {"path": row.path, **rejected_before[row.id]}
+            continue
         name = row.id.replace("/", "__")
         paths = {
             "classes": out_dir / f"{name}_classes.tif",
@@ -351,6 +377,8 @@ def run_shard(
             continue
         if row.labels:
             summary["scores"] = score_raster(paths["classes"], row.labels, scores)
+        sample = sample_valid_pixels(row.path, card["bands"], DRIFT_PIXELS, zlib.crc32(row.id.encode()))
+        summary["band_sample"] = {str(b): sample[:, j].tolist() for j, b in enumerate(card["bands"])}
         summary["outputs"] = {k: Path(v).name for k, v in paths.items()}
         predicted[row.id] = summary
         log.info("%s: %.2f Mpx/s, %s", row.id, summary["megapixels_per_second"], summary["pixels"])
@@ -376,9 +404,10 @@ def gather(
     classes: list[str],
     out: dict[str, str | Path],
 ) -> dict[str, Any]:
-    """predictions.parquet (one row per predicted raster: its outputs, pixels and m² per class,
-    polygons per class, scores), rejected.parquet, summary.json (seen = predicted + rejected,
-    per_class = pixels, area_m2 per class) and summary.tsv of a campaign."""
+    """predictions.parquet (one row per predicted raster: seq, id, source, its outputs, pixels and m²
+    per class, polygons per class, the drift pixel sample per band, scores), rejected.parquet,
+    summary.json (seen = predicted + rejected, per_class = pixels, area_m2 per class) and
+    summary.tsv of a campaign."""
     inputs = pd.read_parquet(inputs_path)
     rows, rejected, shards, model = [], [], {}, ""
     for path, folder in zip(summaries, shard_dirs, strict=True):
@@ -397,6 +426,7 @@ def gather(
                 **{f"area_m2_{c}": p["area_m2"][c] for c in classes},
                 **{f"polygons_{c}": n for c, n in p["polygons"].items()},
                 "megapixels_per_second": p["megapixels_per_second"],
+                **{f"band_{b}": v for b, v in p.get("band_sample", {}).items()},  # drift: pixels
                 "mean_iou": scores.get("mean_iou"),
                 "pixel_accuracy": scores.get("pixel_accuracy"),
             }
@@ -404,7 +434,9 @@ def gather(
                 row |= {f"fss_{cls}_{k}": v for k, v in by_scale.items()}
             rows.append(row)
         rejected += [{"id": rid, **r} for rid, r in s["rejected"].items()]
-    predictions = pd.DataFrame(rows).sort_values("id") if rows else pd.DataFrame(columns=["id"])
+    predictions = pd.DataFrame(rows).sort_values("id") if rows else pd.DataFrame(columns=["id", "image"])
+    predictions.insert(0, "seq", np.arange(len(predictions), dtype="int64"))  # drift batches: order,
+    predictions.insert(2, "source", predictions["image"])  # and folder
     rejected_df = pd.DataFrame(rejected, columns=["id", "path", "reason", "detail"])
     if len(predictions) + len(rejected_df) != len(inputs):
         raise RuntimeError(
@@ -438,3 +470,53 @@ def gather(
     ]
     write_tsv(predictions[[c for c in cols if c in predictions]], out["table"])
     return summary
+
+
+def predict_table(
+    table: pd.DataFrame,
+    weights: str | Path,
+    card: dict[str, Any],
+    out: str | Path,
+    settings: dict[str, Any],
+    device: str = "auto",
+    threads: int = 1,
+) -> dict[str, Any]:
+    """`aquaflow predict` for rasters: the rows of an input table (`aquaflow.data.inputs.build`)
+    predicted as one campaign shard and gathered into `out` (inputs, predictions, rejected, summary
+    .json/.tsv; rasters and polygons under `rasters/`). Ids are file stems (made unique); a row
+    outside its input's root is rejected as such, never opened."""
+    import os
+
+    from aquaflow.data.imaging import Rejected
+    from aquaflow.data.inputs import read_targets
+
+    out = Path(out)
+    rows, before, seen = [], {}, {}
+    for target, source in zip(read_targets(table), table["source"].astype(str), strict=True):
+        stem = Path(source).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        rid = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
+        if isinstance(target, Rejected):
+            before[rid] = {"reason": target.reason, "detail": target.detail}
+        path = source if isinstance(target, Rejected) else os.fsdecode(target)
+        rows.append({"id": rid, "path": path, "labels": None})
+    inputs_path = out / "inputs.parquet"
+    write_parquet(pd.DataFrame(rows, columns=["id", "path", "labels"]), inputs_path)
+    shard = {"inputs_path": inputs_path, "weights": weights, "card_path": card, "settings": settings}
+    run_shard(
+        **shard,
+        scatteritem="1-of-1",
+        out_dir=out / "rasters",
+        out_summary=out / "shard.json",
+        device=device,
+        threads=threads,
+        rejected_before=before,
+    )
+    names = {"predictions": "parquet", "rejected": "parquet", "summary": "json"}
+    return gather(
+        inputs_path=inputs_path,
+        summaries=[out / "shard.json"],
+        shard_dirs=[out / "rasters"],
+        classes=list(card["classes"]),
+        out={**{k: out / f"{k}.{ext}" for k, ext in names.items()}, "table": out / "summary.tsv"},
+    )

@@ -24,6 +24,12 @@ Sound (task sound) tests windows: the reference is the model run on windows of i
 recordings (`aquaflow.engine.sound.build_reference`: embeddings and predicted classes, no image
 statistics, so `stats` is listed as unavailable); a campaign's per-window table gives the
 embeddings and the predicted class (`label`).
+
+Task semantic (rasters) uses the campaign's per-raster table (`predictions.parquet`: a seeded sample
+of valid pixels per band, `band_<b>`, and the predicted pixels per class) and a reference made by the
+same model on the training rasters (`reference["pixels"]`, `reference["cover"]`): `stats` is one
+two-sample test per band of the pooled pixel values of the batch's rasters (nodata never sampled),
+`label_shift` one per class of the per-raster class cover (fraction of valid pixels).
 """
 
 from __future__ import annotations
@@ -137,6 +143,13 @@ def save_reference(ref: dict[str, np.ndarray], path: str | Path, meta_path: str 
             s: {"median": float(np.median(ref["stats"][:, j])), "iqr": _iqr(ref["stats"][:, j])}
             for j, s in enumerate(STATS)
         }
+    if "pixels" in ref:  # task semantic: band pixels of the reference rasters, their class cover
+        meta["pixels_per_band"] = len(ref["pixels"])
+        meta["bands"] = {
+            f"band_{b}": {"median": float(np.median(ref["pixels"][:, j])), "iqr": _iqr(ref["pixels"][:, j])}
+            for j, b in enumerate(ref["bands"].tolist())
+        }
+        meta["mean_cover"] = dict(zip(ref["classes"].tolist(), ref["cover"].mean(0).tolist(), strict=True))
     if "predicted" in ref:
         meta["predicted_distribution"] = _freq(ref["predicted"])
     if "counts" in ref:  # detection-type tasks: detections per class and per image
@@ -152,7 +165,9 @@ def save_reference(ref: dict[str, np.ndarray], path: str | Path, meta_path: str 
 
 
 def reference_size(ref: dict[str, np.ndarray]) -> int:
-    """Items (images, or windows of a sound reference) the reference was made from."""
+    """Items (images; rasters for task semantic; windows of a sound reference) the reference was made from."""
+    if "pixels" in ref:
+        return len(ref["cover"])
     return len(ref["stats"] if "stats" in ref else ref["embeddings"])
 
 
@@ -276,17 +291,41 @@ def count_columns(classes: list[str]) -> list[str]:
     return ["n", *(f"n_{c}" for c in classes)]
 
 
+def shift_tests(
+    ref: np.ndarray, x: np.ndarray, names: list[str], kind: str, prefix: str
+) -> dict[str, dict[str, float]]:
+    """One two-sample test (`kind`: ks | cvm) per column of ref and x, named `<prefix>_<name>`."""
+    out = {}
+    for j, name in enumerate(names):
+        a, b = ref[:, j], x[:, j]
+        if np.unique(np.concatenate([a, b])).size < 2:  # the same value everywhere: nothing can shift
+            out[f"{prefix}_{name}"] = {"statistic": 0.0, "p_value": 1.0}
+        else:
+            out[f"{prefix}_{name}"] = univariate_test(a, b, kind)
+    return out
+
+
 def count_tests(ref: np.ndarray, x: np.ndarray, classes: list[str], kind: str) -> dict[str, dict[str, float]]:
     """Shift of the per-image detection counts: one two-sample test (`kind`: ks | cvm) of the total
     per image and one per class; ref and x are (images, 1 + classes) in count_columns order."""
-    out = {}
-    for j, name in enumerate(["total", *classes]):
-        a, b = ref[:, j], x[:, j]
-        if np.unique(np.concatenate([a, b])).size < 2:  # the same count everywhere: nothing can shift
-            out[f"count_{name}"] = {"statistic": 0.0, "p_value": 1.0}
-        else:
-            out[f"count_{name}"] = univariate_test(a, b, kind)
-    return out
+    return shift_tests(ref, x, ["total", *classes], kind, "count")
+
+
+def band_columns(bands: list[int]) -> list[str]:
+    """The per-raster pixel-sample columns of a semantic campaign's predictions: band_<b>."""
+    return [f"band_{b}" for b in bands]
+
+
+def cover_of(preds: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """(rasters, classes): each raster's predicted pixels per class over its valid pixels."""
+    pixels = preds[[f"pixels_{c}" for c in classes]].to_numpy(np.float64)
+    return pixels / np.maximum(pixels.sum(1, keepdims=True), 1.0)
+
+
+def pooled_pixels(preds: pd.DataFrame, bands: list[int]) -> np.ndarray:
+    """(pixels, bands): the pixel samples of every raster of `preds`, pooled."""
+    cols = [np.concatenate([np.asarray(v, np.float64) for v in preds[c]]) for c in band_columns(bands)]
+    return np.column_stack(cols) if cols and len(cols[0]) else np.empty((0, len(bands)))
 
 
 def label_shift_test(ref: np.ndarray, x: np.ndarray) -> dict[str, float]:
@@ -308,9 +347,12 @@ def test_batch(
     cfg: dict[str, Any],
     seed: int,
     counts: np.ndarray | None = None,
+    pixels: np.ndarray | None = None,
+    cover: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every configured detector on one batch (already sampled); Holm-corrected verdicts.
-    Class shift: `labels` (top-1 of a classifier) or `counts` (per-image detections, count_columns)."""
+    Class shift: `labels` (top-1 of a classifier), `counts` (per-image detections, count_columns)
+    or `cover` (per-raster class cover); `pixels`: a semantic batch's pooled band pixels."""
     alpha, tests = cfg["alpha"], {}
     if "mmd" in cfg["detectors"] and emb is not None:
         r = mmd_test(ref["mmd_sample"], emb, float(ref["bandwidth"]), cfg["permutations"], seed)
@@ -322,6 +364,12 @@ def test_batch(
             tests[f"{cfg['univariate_test']}_{s}"] = univariate_test(
                 ref["stats"][:, j], stats[:, j], cfg["univariate_test"]
             )
+    if "stats" in cfg["detectors"] and pixels is not None:
+        bands = [f"band_{b}" for b in ref["bands"].tolist()]
+        tests |= shift_tests(ref["pixels"], pixels, bands, cfg["univariate_test"], cfg["univariate_test"])
+    if "label_shift" in cfg["detectors"] and cover is not None:
+        classes = ref["classes"].astype(str).tolist()
+        tests |= shift_tests(ref["cover"], cover, classes, cfg["univariate_test"], "cover")
     if "label_shift" in cfg["detectors"] and labels is not None:
         tests["label_shift"] = label_shift_test(ref["predicted"], labels)
     if "label_shift" in cfg["detectors"] and counts is not None:
@@ -359,6 +407,8 @@ def unavailable(ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, st
         return {"mmd": "the Ultralytics backend stores no embeddings; image statistics and counts are tested"}
     if "stats" in cfg["detectors"] and "embeddings" in ref and "stats" not in ref:  # sound (windows)
         return {"stats": "recordings have no image statistics; embeddings and predicted classes are tested"}
+    if "mmd" in cfg["detectors"] and "pixels" in ref:  # a semantic model's reference
+        return {"mmd": "the smp backend stores no embeddings; band pixels and class cover are tested"}
     return {}
 
 
@@ -370,17 +420,20 @@ def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any])
     seed = cfg["seed"]
     missing = unavailable(ref, cfg)
     cfg = {**cfg, "detectors": [d for d in cfg["detectors"] if d not in missing]}
-    by_counts = "counts" in ref
-    classes = ref["classes"].astype(str).tolist() if by_counts else []
-    n_shift = (1 + len(classes)) if by_counts else 1
+    by_counts, by_raster = "counts" in ref, "pixels" in ref
+    classes = ref["classes"].astype(str).tolist() if by_counts or by_raster else []
+    n_shift = (1 + len(classes)) if by_counts else len(classes) if by_raster else 1
+    n_stats = len(ref["bands"]) if by_raster else len(STATS)
     n_tests = (
         ("mmd" in cfg["detectors"])
-        + len(STATS) * ("stats" in cfg["detectors"])
+        + n_stats * ("stats" in cfg["detectors"])
         + n_shift * ("label_shift" in cfg["detectors"])
     )
     _needed_permutations(cfg, n_tests)
     if "mmd" in cfg["detectors"] and "embedding" not in preds.columns:
         raise ValueError("the predictions have no embeddings: set inference.embeddings: true")
+    if by_raster:
+        return _detect_rasters(preds, ref, cfg, missing)
     if "stats" in cfg["detectors"] and not set(STAT_COLUMNS) <= set(preds.columns):
         raise ValueError("the predictions have no image statistics: set inference.embeddings: true")
     ref = dict(ref)
@@ -412,6 +465,35 @@ def detect(preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any])
             None if counts_all is None else counts_all[idx],
         ) | {"n_tested": len(idx)}
 
+    return _report(preds, ref, cfg, missing, run, n_mmd)
+
+
+def _detect_rasters(
+    preds: pd.DataFrame, ref: dict[str, np.ndarray], cfg: dict[str, Any], missing: dict[str, str]
+) -> dict[str, Any]:
+    """detect() for task semantic: band pixels and class cover of each batch of rasters."""
+    bands, classes = ref["bands"].tolist(), ref["classes"].astype(str).tolist()
+    if "stats" in cfg["detectors"] and not set(band_columns(bands)) <= set(preds.columns):
+        raise ValueError(
+            f"the predictions have no pixel samples {band_columns(bands)} (a semantic campaign's)"
+        )
+    cover_all = cover_of(preds, classes)
+
+    def run(idx: np.ndarray, salt: int) -> dict[str, Any]:
+        if len(idx) > cfg["sample_size"]:
+            idx = np.sort(
+                np.random.default_rng(cfg["seed"] + salt).choice(idx, cfg["sample_size"], replace=False)
+            )
+        pixels = pooled_pixels(preds.iloc[idx], bands) if "stats" in cfg["detectors"] else None
+        return test_batch(
+            ref, None, None, None, cfg, cfg["seed"] + salt, pixels=pixels, cover=cover_all[idx]
+        ) | {"n_tested": len(idx)}
+
+    return _report(preds, ref, cfg, missing, run, 0)
+
+
+def _report(preds, ref, cfg, missing, run, n_mmd: int) -> dict[str, Any]:
+    """Every batch of `preds` and the whole campaign through `run(rows, salt)`: the drift report."""
     batches = []
     for i, (name, idx) in enumerate(make_batches(preds, cfg["batch"])):
         entry: dict[str, Any] = {"batch": name, "n": len(idx), "first_seq": int(preds["seq"].iloc[idx[0]])}
@@ -505,7 +587,8 @@ def plot(report: dict[str, Any], path: str | Path, title: str) -> None:
     families = {"mmd": "mmd", "label_shift": "label_shift"}
     for b in tested:
         for k in b["tests"]:
-            families.setdefault(k, "detections per image" if k.startswith("count_") else "image statistics")
+            family = {"count": "detections per image", "cover": "class cover per raster"}.get(k.split("_")[0])
+            families.setdefault(k, family or ("band pixels" if "_band_" in k else "image statistics"))
     for fam in dict.fromkeys(families.values()):
         ys = [
             min((t["p_adjusted"] for k, t in b["tests"].items() if families.get(k) == fam), default=np.nan)
@@ -541,6 +624,8 @@ def run(
     counted = count_columns(ref["classes"].astype(str).tolist()) if "counts" in ref else []
     # the predicted class: top1_label (classifiers), label (the windows of a sound campaign)
     label = "top1_label" if "top1_label" in schema.names else "label"
+    if "pixels" in ref:  # task semantic: pixel samples and pixels per class of each raster
+        counted = [*band_columns(ref["bands"].tolist()), *(f"pixels_{c}" for c in ref["classes"].astype(str))]
     wanted = ["seq", "source", label, "embedding", *STAT_COLUMNS, *counted]
     by = cfg["batch"]["by"]
     if by not in ("chunk", "folder"):
