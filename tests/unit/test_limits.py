@@ -281,3 +281,25 @@ def test_a_use_case_s_limits_reach_the_guards(tmp_path):
     assert imaging.decode(buf.getvalue()).image.shape == (1000, 1000, 3)
     fetch({"kind": "path", "path": str(archive)}, tmp_path / "raw", tmp_path / "cache")
     assert (tmp_path / "raw/a.tif").stat().st_size == 3 * MB
+
+
+def test_a_tiled_compressed_16_bit_tiff_over_the_budget_is_refused_from_its_header(tmp_path):
+    """A tiled, zlib-compressed 16-bit TIFF of 10600 x 10600 px (112 Mpx, a few hundred KB) would
+    need ~1.1 GB to decode (10 bytes per 16-bit pixel, measured): its header is enough to refuse
+    it under the default 1 GiB budget, before a tile is decoded."""
+    path = tmp_path / "tiled16.tif"
+    side, tile = 10600, 512
+    per_side = (side + tile - 1) // tile
+    tiles = (np.zeros((tile, tile), np.uint16) for _ in range(per_side * per_side))
+    tifffile.imwrite(path, tiles, shape=(side, side), dtype=np.uint16, tile=(tile, tile), compression="zlib")
+    with tifffile.TiffFile(path) as tf:
+        assert tf.pages.first.is_tiled and tf.pages.first.compression == 8  # zlib (deflate)
+    assert path.stat().st_size < 2 * MB
+    assert side * side * imaging.peak_bytes_per_pixel("I;16") > limits.MAX_DECODED_BYTES
+    result, mb = peak_above_baseline(
+        "from aquaflow.data import imaging",
+        f"result = imaging.decode(open({str(path)!r}, 'rb').read(), max_pixels=10**9).image.shape",
+    )
+    print(f"tiled 16-bit TIFF {side}x{side} ({path.stat().st_size} bytes): refused, peak +{mb:.1f} MB")
+    assert result.startswith("Rejected: too_large") and f"budget {limits.MAX_DECODED_BYTES}" in result
+    assert mb < 20
