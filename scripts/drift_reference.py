@@ -3,10 +3,12 @@
 from pathlib import Path
 
 from aquaflow import runlog
+from aquaflow.data import limits
 from aquaflow.engine import reference
 
 stream = runlog.setup(snakemake.log[0])
 settings = snakemake.params.settings
+limits.configure(settings.get("limits"))  # the use case's, else the defaults
 reference.reference_step(
     manifest_path=snakemake.input.manifest,
     images_root=Path(snakemake.input.raw) / settings["images"],

@@ -3,12 +3,13 @@
 from pathlib import Path
 
 from aquaflow import runlog
-from aquaflow.data import inputs
+from aquaflow.data import inputs, limits
 
 runlog.setup(snakemake.log[0])
 raw = snakemake.input.raw or None
 images = Path(raw, snakemake.params.images) if raw else None
 specs = snakemake.params.inputs
+limits.configure(specs[0].get("limits") if specs else None)  # the use case's, else the defaults
 allow_outside_root = any(spec.get("allow_paths_outside_root", False) for spec in specs)
 table = inputs.build(specs, images, raw, allow_outside_root)
 if raw:  # without a shared file system `raw` is a local copy: keep the workflow's own path

@@ -1,9 +1,11 @@
 """Step: predict one shard of the input table (see aquaflow.engine.infer.run_shard)."""
 
 from aquaflow import runlog
+from aquaflow.data import limits
 from aquaflow.engine import infer
 
 stream = runlog.setup(snakemake.log[0])
+limits.configure(snakemake.params.inference.get("limits"))  # the use case's, else the defaults
 infer.run_shard_step(
     inputs_path=snakemake.input.inputs,
     weights=snakemake.input.weights,

@@ -3,9 +3,11 @@
 import logging
 
 from aquaflow import runlog
+from aquaflow.data import limits
 from aquaflow.preprocess import pipeline
 
 runlog.setup(snakemake.log[0])
+limits.configure(snakemake.params.preprocess.get("limits"))  # the use case's, else the defaults
 cut = snakemake.params.preprocess.get("separate", {})
 separator = None
 if "separate" in snakemake.params.preprocess["steps"] and cut.get("method") == "model":

@@ -2,8 +2,10 @@
 
 from aquaflow import runlog
 from aquaflow.backends import torch_train as train
+from aquaflow.data import limits
 
 stream = runlog.setup(snakemake.log[0])
+limits.configure(snakemake.params.settings.get("limits"))  # the use case's, else the defaults
 train.run(
     name=snakemake.wildcards.uc,
     settings=snakemake.params.settings,

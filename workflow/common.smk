@@ -5,6 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from aquaflow.config import ConfigError, load_workflow_config  # noqa: E402
+from aquaflow.data import limits as input_limits  # noqa: E402
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from snakemake_interface_executor_plugins.settings import SharedFSUsage  # noqa: E402
 
@@ -102,10 +103,29 @@ def uc_section(section):
     return get
 
 
+def limit_settings(uc, keys=input_limits.IMAGE_KEYS):
+    """The `limits` keys read by a step (the image limits; fetch: input_limits.ARCHIVE_KEYS) when one
+    differs from its default: {} at the defaults, so upgrading reruns nothing and changing a limit
+    reruns the rules that read it."""
+    cfg = {k: UC[uc]["limits"][k] for k in keys}
+    default = input_limits.defaults()
+    return {"limits": cfg} if any(cfg[k] != default[k] for k in keys) else {}
+
+
+def with_limits(get, keys=input_limits.IMAGE_KEYS):
+    """A params function `get` (a dict) with the use case's changed `limits` (`keys`) added to it."""
+
+    def params(wildcards):
+        return {**get(wildcards), **limit_settings(wildcards.uc, keys)}
+
+    return params
+
+
 def opt_outs(uc):
-    """The safety defaults the use case switched off, by config key ({} at the defaults)."""
+    """The safety defaults the use case switched off or changed, by config key ({} at the
+    defaults): allow_paths_outside_root, model.safe_mode, limits."""
     cfg = UC[uc]
-    out = {}
+    out = dict(limit_settings(uc))
     if cfg["allow_paths_outside_root"]:
         out["allow_paths_outside_root"] = True
     if cfg["model"].get("safe_mode") is False:

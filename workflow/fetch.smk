@@ -6,7 +6,7 @@ rule fetch:
     conda:
         "../envs/data.yaml"
     params:
-        source=uc_section("source"),
+        source=with_limits(uc_section("source"), input_limits.ARCHIVE_KEYS),  # + unpack limits
         cache=f"{RESOURCES}/{{uc}}/download",
     script:
         "../scripts/fetch.py"

@@ -29,6 +29,6 @@ rule preprocess:
         mem_mb=2000,
         runtime=120,
     params:
-        preprocess=uc_section("preprocess"),
+        preprocess=with_opt_outs(uc_section("preprocess")),  # + allow_paths_outside_root
     script:
         "../scripts/preprocess.py"

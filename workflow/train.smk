@@ -58,7 +58,7 @@ rule train:
         mem_mb=8000,
         runtime=240,
     params:
-        settings=training_settings,
+        settings=with_limits(training_settings),
         mlflow=mlflow_settings,
     script:
         "../scripts/train.py"

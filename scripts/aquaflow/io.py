@@ -122,17 +122,32 @@ def _public_path(path: str, root: Path) -> str:
         return p.name
 
 
+def public_store(value: str, root: str | os.PathLike | None = None) -> str:
+    """A SQLite URI (an MLflow store) as published: `sqlite:///<path relative to root>` (default
+    root: the working directory, the workflow's), with `..` when the file lies outside, so that
+    SQLAlchemy and MLflow still open it from there (`sqlite:///rel` is relative to the working
+    directory, `sqlite:////abs` absolute). Query and fragment dropped; other text unchanged."""
+    if not value.startswith("sqlite:///"):
+        return value
+    path = urlsplit(value).path[1:]
+    if Path(path).is_absolute():
+        base = os.path.abspath(root if root is not None else Path.cwd())
+        path = Path(os.path.relpath(os.path.abspath(path), base)).as_posix()
+    return f"sqlite:///{path}"
+
+
 def public_uri(value: str, root: str | os.PathLike | None = None) -> str:
-    """A URI or path as published in a crate or a summary: redact_uri, and a local path or
-    file/sqlite URI relative to `root` (default: the working directory, i.e. the workflow's), or
-    just its file name when it lies outside. Other text is unchanged."""
+    """A URI or path as published in a crate or a summary: redact_uri, a SQLite store as
+    public_store, a local path or file URI relative to `root` (default: the working directory,
+    i.e. the workflow's), or just its file name when it lies outside. Other text is unchanged."""
     base = Path(root) if root is not None else Path.cwd()
     if value.startswith(("/", "~")):
         return _public_path(value, base)
+    if value.startswith("sqlite:///"):
+        return public_store(value, base)
     parts = urlsplit(value) if "://" in value else None
-    if parts is not None and parts.scheme in _LOCAL_SCHEMES:  # sqlite:///rel.db, sqlite:////abs.db
-        path = parts.path[1:] if parts.scheme == "sqlite" else parts.path
-        return f"{parts.scheme}:{_public_path(path, base)}"
+    if parts is not None and parts.scheme in _LOCAL_SCHEMES:  # file:///abs
+        return f"{parts.scheme}:{_public_path(parts.path, base)}"
     return redact_uri(value)
 
 

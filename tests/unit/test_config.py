@@ -91,3 +91,26 @@ def test_campaign_names_and_inputs_are_checked(flowcam, repo):
     with pytest.raises(ConfigError) as err:
         check(flowcam, repo)
     assert "campaigns.2026.inputs.0" in str(err.value) and "path" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("max_decoded_mb", 0, "limits.max_decoded_mb"),
+        ("max_unpack_ratio", "lots", "limits.max_unpack_ratio"),
+        ("max_file_gb", 2, "unknown key 'limits.max_file_gb'"),
+    ],
+)
+def test_an_invalid_limit_names_its_key(flowcam, repo, key, value, needle):
+    flowcam["limits"] = {key: value}
+    with pytest.raises(ConfigError) as err:
+        check(flowcam, repo)
+    assert needle in str(err.value)
+
+
+def test_limits_default_to_the_library_s_and_a_changed_one_keeps_the_others(flowcam, repo):
+    from aquaflow.data import limits
+
+    assert check(flowcam, repo)["limits"] == limits.defaults()
+    flowcam["limits"] = {"max_decoded_mb": 2048}
+    assert check(flowcam, repo)["limits"] == {**limits.defaults(), "max_decoded_mb": 2048}

@@ -135,7 +135,8 @@ def test_drift_step_reads_a_detection_counts_table(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["detect", "segment", "obb"])
-def test_inference_run_of_a_detection_campaign(tmp_path, task):
+def test_inference_run_of_a_detection_campaign(tmp_path, monkeypatch, task):
+    monkeypatch.chdir(tmp_path)  # the workflow's folder
     """track_inference's library call for a detection summary, into a real SQLite MLflow store."""
     card = {"id": "a" * 64, "arch": "yolo11n.yaml", "task": task, "classes": CLASSES}
     summary = {
@@ -156,7 +157,8 @@ def test_inference_run_of_a_detection_campaign(tmp_path, task):
         mlflow_cfg={"tracking_uri": None, "results": str(tmp_path), "experiment": "aquaflow"},
         out=tmp_path / "mlflow_run.json",
     )
-    run = MlflowClient(info["tracking_uri"]).get_run(info["run_id"])
+    assert str(tmp_path) not in (tmp_path / "mlflow_run.json").read_text()  # no local path published
+    run = MlflowClient(tracking.store_uri(info["tracking_uri"])).get_run(info["run_id"])
     m = run.data.metrics
     assert (m["images_seen"], m["images_predicted"], m["images_rejected"]) == (12, 10, 2)
     assert m["detections"] == 37 and m["detections.sparus"] == 30 and m["detections.diplodus"] == 7

@@ -249,3 +249,57 @@ def test_a_scan_that_can_only_be_decoded_whole_is_checked_from_its_header(tmp_pa
         )
         assert result.startswith("ValueError") and "can only be decoded whole" in result, result
         assert "rowsperstrip" in result and mb < 20
+
+
+def test_a_use_case_s_limits_reach_the_guards(tmp_path):
+    """limits.configure (what the step scripts call with the use case's `limits`) moves each guard:
+    a 2 MiB file, a 1000x1000 RGB image and a zip unpacking 3 times its size pass at the defaults and are
+    refused under 1 MiB limits and a ratio of 2; None restores the defaults."""
+    sparse = tmp_path / "two_mib.png"
+    with open(sparse, "wb") as fh:
+        fh.truncate(2 * MB)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((1000, 1000, 3), 90, np.uint8)).save(buf, "PNG")
+    archive = tmp_path / "zeros.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.tif", np.random.default_rng(0).bytes(MB) + bytes(2 * MB))  # ratio about 3
+    try:
+        limits.configure({"max_file_mb": 1, "max_decoded_mb": 1, "max_unpack_ratio": 2})
+        assert (limits.MAX_FILE_BYTES, limits.MAX_DECODED_BYTES, limits.MAX_UNPACK_RATIO) == (MB, MB, 2)
+        assert limits.MAX_WHOLE_SCAN_BYTES == 1 << 30  # a key left out keeps its default
+        with pytest.raises(imaging.Rejected, match="too_large"):
+            imaging.read_bytes(sparse)
+        with pytest.raises(imaging.Rejected, match="too_large"):
+            imaging.decode(buf.getvalue())
+        with pytest.raises(FetchError, match="decompression bomb"):
+            fetch({"kind": "path", "path": str(archive)}, tmp_path / "raw", tmp_path / "cache")
+        with pytest.raises(ValueError, match="max_file_gb"):
+            limits.configure({"max_file_gb": 1})
+    finally:
+        limits.configure(None)
+    assert len(imaging.read_bytes(sparse)) == 2 * MB
+    assert imaging.decode(buf.getvalue()).image.shape == (1000, 1000, 3)
+    fetch({"kind": "path", "path": str(archive)}, tmp_path / "raw", tmp_path / "cache")
+    assert (tmp_path / "raw/a.tif").stat().st_size == 3 * MB
+
+
+def test_a_tiled_compressed_16_bit_tiff_over_the_budget_is_refused_from_its_header(tmp_path):
+    """A tiled, zlib-compressed 16-bit TIFF of 10600 x 10600 px (112 Mpx, a few hundred KB) would
+    need ~1.1 GB to decode (10 bytes per 16-bit pixel, measured): its header is enough to refuse
+    it under the default 1 GiB budget, before a tile is decoded."""
+    path = tmp_path / "tiled16.tif"
+    side, tile = 10600, 512
+    per_side = (side + tile - 1) // tile
+    tiles = (np.zeros((tile, tile), np.uint16) for _ in range(per_side * per_side))
+    tifffile.imwrite(path, tiles, shape=(side, side), dtype=np.uint16, tile=(tile, tile), compression="zlib")
+    with tifffile.TiffFile(path) as tf:
+        assert tf.pages.first.is_tiled and tf.pages.first.compression == 8  # zlib (deflate)
+    assert path.stat().st_size < 2 * MB
+    assert side * side * imaging.peak_bytes_per_pixel("I;16") > limits.MAX_DECODED_BYTES
+    result, mb = peak_above_baseline(
+        "from aquaflow.data import imaging",
+        f"result = imaging.decode(open({str(path)!r}, 'rb').read(), max_pixels=10**9).image.shape",
+    )
+    print(f"tiled 16-bit TIFF {side}x{side} ({path.stat().st_size} bytes): refused, peak +{mb:.1f} MB")
+    assert result.startswith("Rejected: too_large") and f"budget {limits.MAX_DECODED_BYTES}" in result
+    assert mb < 20

@@ -220,3 +220,44 @@ def test_fetching_a_folder_does_not_follow_a_link_out_of_it(tmp_path, elsewhere)
     spec = {"layout": "folders", "images": ".", "extensions": [".png"], "split": split}
     _, rejected, _ = dataset.build_manifest(tmp_path / "raw", spec)
     assert rejected["reason"].tolist() == ["outside_root"]
+
+
+@pytest.mark.parametrize("opt_out", [False, True])
+def test_preprocess_reads_no_image_or_label_file_outside_the_fetched_folder(tmp_path, elsewhere, opt_out):
+    """rule preprocess: an image linked from outside the fetched folder is rejected as outside_root
+    unopened, an image whose label file (as its blank or flat scan would) resolves outside is
+    rejected with the same reason; the others are processed. allow_paths_outside_root reads all."""
+    from aquaflow.preprocess import pipeline
+    from aquaflow.synthetic import litter
+
+    raw = tmp_path / "raw"
+    litter.write_dataset(raw, n_images=2, rows=2, cols=2)
+    (elsewhere / "drone01.jpg").write_bytes((raw / "images/drone01.jpg").read_bytes())
+    (raw / "images/drone99.jpg").symlink_to(elsewhere / "drone01.jpg")
+    (raw / "truth/drone99_tiles.csv").write_bytes((raw / "truth/drone01_tiles.csv").read_bytes())
+    (elsewhere / "drone02_tiles.csv").write_bytes((raw / "truth/drone02_tiles.csv").read_bytes())
+    (raw / "truth/drone02_tiles.csv").unlink()
+    (raw / "truth/drone02_tiles.csv").symlink_to(elsewhere / "drone02_tiles.csv")
+    cfg = {
+        "steps": ["patchify"],
+        "images": "**/images/*.jpg",
+        "patchify": {"tile": 128, "overlap": 0, "pad_mode": "reflect"},
+        "labels": {"kind": "tiles", "path": "**/truth/{stem}_tiles.csv"},
+        "preview_side": 64,
+    } | ({roots.OPT_OUT: True} if opt_out else {})
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    steps = pipeline.run(raw, cfg, tmp_path / "out", figs)
+    items = pd.read_parquet(tmp_path / "out/items.parquet")
+    rejected = pd.read_parquet(tmp_path / "out/rejected.parquet")
+    if opt_out:
+        assert rejected.empty and sorted(set(items["image"])) == ["drone01", "drone02", "drone99"]
+        assert len(items) == 12 and items["path"].str.startswith("train/").all()
+        return
+    assert steps["items_in"].tolist() == [2] and sorted(set(items["image"])) == ["drone01"]
+    assert len(items) == 4 and items["path"].str.startswith("train/").all()
+    assert rejected.set_index("path")["reason"].to_dict() == {
+        "images/drone99.jpg": roots.OUTSIDE_ROOT,
+        "images/drone02.jpg": roots.OUTSIDE_ROOT,
+    }
+    assert str(elsewhere) not in " ".join(rejected["detail"])  # the ledger names no local path
+    assert "allow_paths_outside_root" in rejected["detail"].iloc[0]

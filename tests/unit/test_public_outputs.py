@@ -36,14 +36,23 @@ TOKEN_URL = f"https://alice:{SECRET}@data.example.org:8443/zooscan/run.zip?sig={
         (
             "sqlite:////work/flow/results/mlflow.db",
             "sqlite:////work/flow/results/mlflow.db",
-            "sqlite:results/mlflow.db",
+            "sqlite:///results/mlflow.db",
         ),
+        (
+            "sqlite:////work/store/mlflow.db",
+            "sqlite:////work/store/mlflow.db",
+            "sqlite:///../store/mlflow.db",
+        ),
+        ("sqlite:///results/mlflow.db", "sqlite:///results/mlflow.db", "sqlite:///results/mlflow.db"),
         ("letterbox to square", "letterbox to square", "letterbox to square"),
     ],
 )
 def test_uri_forms(given, redacted, public):
     assert redact_uri(given) == redacted
     assert public_uri(given, "/work/flow") == public
+    if given.startswith("sqlite:"):  # a published store opens, from the workflow's folder, as the store
+        assert tracking.store_uri(public, "/work/flow") == tracking.store_uri(given, "/work/flow")
+        assert tracking.store_uri(public, "/work/flow").startswith("sqlite:////work/")
 
 
 def test_a_model_card_never_carries_a_token(tmp_path):
@@ -114,4 +123,5 @@ def test_a_crate_holds_no_local_path_and_no_token(tmp_path, monkeypatch):
     meta = texts["ro-crate-metadata.json"]
     assert "not copied (3000 bytes): results/predictions.parquet" in meta
     config = texts["config/resolved_config.yaml"]
-    assert "https://data.example.org:8443/zooscan/run.zip" in config and "sqlite:results/mlflow.db" in config
+    assert "https://data.example.org:8443/zooscan/run.zip" in config
+    assert "sqlite:///results/mlflow.db" in config  # a store that opens from the workflow's folder

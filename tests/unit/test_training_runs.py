@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from aquaflow.io import read_json, sha256_file, write_json
+from aquaflow.io import public_uri, read_json, sha256_file, write_json
 from aquaflow.models import artifacts
 from aquaflow.monitoring import tracking
 
@@ -145,7 +145,8 @@ def log(tmp: Path, backend: str, cfg: dict, usecase: str = "lake", started: floa
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_training_run_and_registry_version_for_each_backend(tmp_path, backend):
+def test_training_run_and_registry_version_for_each_backend(tmp_path, monkeypatch, backend):
+    monkeypatch.chdir(tmp_path)  # the workflow's folder
     cfg = mlflow_cfg(tmp_path)
     started = time.time() - 120  # training began two minutes ago
     card, card_path, history = log(tmp_path, backend, cfg, started=started)
@@ -153,7 +154,11 @@ def test_training_run_and_registry_version_for_each_backend(tmp_path, backend):
 
     # the card on disk holds the run's ids (and is what the function returned)
     assert read_json(card_path) == card
-    assert card["usecase"] == "lake" and card["mlflow"]["tracking_uri"] == cfg["tracking_uri"]
+    # a local store is published relative to the working directory, never as an absolute path
+    assert card["usecase"] == "lake" and card["mlflow"]["tracking_uri"] == "sqlite:///store/mlflow.db"
+    assert public_uri(cfg["tracking_uri"]) == card["mlflow"]["tracking_uri"]
+    assert str(tmp_path) not in card_path.read_text()
+    assert tracking.store_uri(card["mlflow"]["tracking_uri"]) == cfg["tracking_uri"]
     client = MlflowClient(cfg["tracking_uri"], registry_uri=cfg["tracking_uri"])
     run = client.get_run(card["mlflow"]["run_id"])
     assert run.info.run_name == "lake-train" and run.info.status == "FINISHED"

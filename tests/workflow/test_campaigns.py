@@ -109,6 +109,11 @@ EDITS = {
         {"train": 1, "evaluate": 1, **AFTER_MODEL, "campaign_summary": 1},
     ),
     "model source": (given_model, {"import_model": 1, "evaluate": 1, **AFTER_MODEL, "campaign_summary": 1}),
+    # a use case's image limit reaches every rule that reads images (and only them: fetch is not)
+    "image limit": (
+        set_in("limits.max_decoded_mb", 512),
+        {"prepare": 1, "train": 1, "evaluate": 1, **INFERENCE},
+    ),
 }
 
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from aquaflow.monitoring import tracking
 from aquaflow.synthetic import scenes
 from tests.given_yolo import write_models
 
@@ -109,10 +110,8 @@ def test_inference_run_of_the_campaign(run, task):
     wd, _ = run
     res = wd / "results" / task
     info = json.loads((res / "campaigns/survey/mlflow_run.json").read_text())
-    assert info["tracking_uri"].startswith("sqlite:///") and info["tracking_uri"].endswith(
-        "results/mlflow/mlflow.db"
-    )
-    run_ = MlflowClient(info["tracking_uri"]).get_run(info["run_id"])
+    assert info["tracking_uri"] == "sqlite:///results/mlflow/mlflow.db"  # relative: no local path
+    run_ = MlflowClient(tracking.store_uri(info["tracking_uri"], wd)).get_run(info["run_id"])
     card = json.loads((res / "model/model_card.json").read_text())
     summary = json.loads((res / "campaigns/survey/summary.json").read_text())
     assert run_.data.tags["step"] == "inference" and run_.data.tags["campaign"] == "survey"

@@ -21,6 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from aquaflow.io import sha256_file, write_json
+from aquaflow.monitoring import tracking
 from aquaflow.synthetic import scenes
 from tests.conftest import REPO, run_snakemake, write_workdir
 
@@ -113,16 +114,16 @@ def _card(res, uc) -> dict:
     return json.loads((res / uc / "model/model_card.json").read_text())
 
 
-def _client(card):
-    uri = card["mlflow"]["tracking_uri"]
+def _client(card, res):
+    uri = tracking.store_uri(card["mlflow"]["tracking_uri"], res.parent)  # the workflow's folder
     return MlflowClient(uri, registry_uri=uri)
 
 
 def test_training_run_has_params_metrics_per_epoch_and_the_model_folder(workflow):
     res = workflow["res"]
     card = _card(res, "fish")
-    assert card["mlflow"]["tracking_uri"] == f"sqlite:///{res.resolve()}/mlflow/mlflow.db"
-    client = _client(card)
+    assert card["mlflow"]["tracking_uri"] == "sqlite:///results/mlflow/mlflow.db"  # no local path
+    client = _client(card, res)
     run = client.get_run(card["mlflow"]["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "fish-train"
     tags = run.data.tags
@@ -158,16 +159,16 @@ def test_evaluation_figures_join_the_training_run(workflow):
     card = _card(res, "fish")
     metrics = json.loads((res / "fish/eval/metrics.json").read_text())
     split = metrics["split"]
-    run = _client(card).get_run(card["mlflow"]["run_id"])
+    run = _client(card, res).get_run(card["mlflow"]["run_id"])
     assert run.data.metrics[f"{split}_mAP50"] == pytest.approx(metrics["record"]["mAP50"])
     assert run.data.metrics[f"{split}_recall"] == pytest.approx(metrics["at_threshold"]["all"]["recall"])
-    files = {a.path for a in _client(card).list_artifacts(run.info.run_id, f"eval_{split}")}
+    files = {a.path for a in _client(card, res).list_artifacts(run.info.run_id, f"eval_{split}")}
     assert files == {f"eval_{split}/{f}" for f in ("metrics.json", "summary.tsv", "per_class.tsv")}
 
 
 def test_registered_version(workflow):
     card = _card(workflow["res"], "fish")
-    client = _client(card)
+    client = _client(card, workflow["res"])
     (mv,) = client.search_model_versions("name = 'aquaflow_fish'")
     assert str(mv.version) == "1" and mv.run_id == card["mlflow"]["run_id"]
     assert mv.source == f"runs:/{card['mlflow']['run_id']}/model"

@@ -74,9 +74,14 @@ def server(tmp_path_factory):
     log.close()
 
 
+SECRET = "s3cr3t-T0KEN"
+
+
 def _env(uri: str) -> dict:
-    # step scripts import this checkout's library (not an installed copy) and log to the server
-    return {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO / "scripts")}
+    """Step scripts import this checkout's library (not an installed copy) and log to the server,
+    through a URI with credentials that nothing may publish (the server ignores them)."""
+    with_token = uri.replace("http://", f"http://alice:{SECRET}@")
+    return {"MLFLOW_TRACKING_URI": with_token, "PYTHONPATH": str(REPO / "scripts")}
 
 
 def _campaign_images(work: Path) -> None:
@@ -108,6 +113,7 @@ def _usecase(on_drift: str) -> dict:
 TARGETS = [
     "results/flowcam/campaigns/survey/drift/policy.json",
     "results/flowcam/campaigns/survey/mlflow_run.json",
+    "results/flowcam/eval/metrics.json",
 ]
 SCATTER = ("--set-scatter", "infer=1")  # one shard: sharding is what test_bulk_resume tests
 
@@ -150,10 +156,13 @@ def test_report_shows_the_driftwatch_plot(trained):
 
 def test_training_run_and_registered_model(trained, server):
     _, res = trained
-    card = json.loads((res / "model/model_card.json").read_text())
-    assert card["mlflow"]["tracking_uri"] == server
+    text = (res / "model/model_card.json").read_text()
+    card = json.loads(text)
+    assert card["mlflow"]["tracking_uri"] == server and SECRET not in text and "alice" not in text
     client = MlflowClient(server, registry_uri=server)
     run = client.get_run(card["mlflow"]["run_id"])
+    assert "test_accuracy" in run.data.metrics  # the evaluation joined the training run
+    assert not [v for v in run.data.params.values() if SECRET in v]
     assert run.data.params["model.arch"] == "lcnet_050" and run.data.params["training.epochs"] == "3"
     assert {"val_macro_f1", "train_loss", "best_val_macro_f1"} <= set(run.data.metrics)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -169,7 +178,9 @@ def test_training_run_and_registered_model(trained, server):
 
 def test_inference_run_of_the_campaign(trained, server):
     _, res = trained
-    info = json.loads((res / "campaigns/survey/mlflow_run.json").read_text())
+    text = (res / "campaigns/survey/mlflow_run.json").read_text()
+    info = json.loads(text)
+    assert info["tracking_uri"] == server and SECRET not in text and "alice" not in text
     assert info["registered_model"] == "aquaflow_flowcam" and info["model_version"] == "1"
     run = MlflowClient(server).get_run(info["run_id"])
     assert run.data.tags["step"] == "inference" and run.data.tags["campaign"] == "survey"

@@ -10,6 +10,7 @@ from PIL import Image
 
 from aquaflow.data import imaging
 from aquaflow.io import sha256_file
+from aquaflow.monitoring import tracking
 from aquaflow.standards import ecotaxa
 from aquaflow.synthetic.inputs import write_bad_inputs
 
@@ -141,13 +142,13 @@ def test_ecotaxa_export(demo):
 def test_mlflow_run(demo, flowcam_trained):
     _, res, _, _ = demo
     card = json.loads((res / "model/model_card.json").read_text())
-    mlflow.set_tracking_uri(card["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(tracking.store_uri(card["mlflow"]["tracking_uri"], flowcam_trained))
     run = mlflow.get_run(card["mlflow"]["run_id"])
     assert run.data.params["model.arch"] == "lcnet_050"
     assert run.data.params["training.balancing"] == "weights"
     assert "val_macro_f1" in run.data.metrics and "test_accuracy" in run.data.metrics
-    # the default store is in the working directory where the model was trained
-    assert card["mlflow"]["tracking_uri"] == f"sqlite:///{flowcam_trained.resolve()}/results/mlflow/mlflow.db"
+    # the default store is in the working directory where the model was trained, named relative to it
+    assert card["mlflow"]["tracking_uri"] == "sqlite:///results/mlflow/mlflow.db"
 
 
 def test_second_run_does_nothing(demo):

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from aquaflow.monitoring import tracking
+
 pytestmark = pytest.mark.workflow
 
 
@@ -26,6 +28,7 @@ def test_evaluation_carries_intervals_into_metrics_tables_and_mlflow(flowcam_tra
     assert (per_class["recall_low"] <= per_class["recall"]).all()
     assert (per_class["recall"] <= per_class["recall_high"]).all()
     card = json.loads((res / "model/model_card.json").read_text())
-    run = MlflowClient(card["mlflow"]["tracking_uri"]).get_run(card["mlflow"]["run_id"])
+    uri = tracking.store_uri(card["mlflow"]["tracking_uri"], flowcam_trained)
+    run = MlflowClient(uri).get_run(card["mlflow"]["run_id"])
     assert run.data.metrics["test_accuracy_low"] == pytest.approx(iv["accuracy"][0])
     assert run.data.metrics["test_macro_f1_high"] == pytest.approx(iv["macro_f1"][1])

@@ -23,6 +23,7 @@ from aquaflow.data import imaging
 from aquaflow.data.inputs import build
 from aquaflow.engine import infer
 from aquaflow.io import read_json, sha256_file, write_json
+from aquaflow.monitoring import tracking
 from aquaflow.standards.dwca import COUNT
 from aquaflow.standards.taxonomy import Taxon, write_table
 
@@ -299,7 +300,7 @@ def test_train_keras_one_epoch_is_tracked_in_mlflow(keras_run):
 
     import mlflow
 
-    mlflow.set_tracking_uri(card["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(tracking.store_uri(card["mlflow"]["tracking_uri"], wd))
     run = mlflow.get_run(card["mlflow"]["run_id"])
     assert run.data.tags["backend"] == "keras" and run.data.tags["model_id"] == card["id"]
     assert "val_macro_f1" in run.data.metrics and run.data.params["model.arch"] == "MobileNetV3Small"

@@ -11,9 +11,11 @@ import zipfile
 import pandas as pd
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from rocrate.rocrate import ROCrate
 
 from aquaflow.io import sha256_file
+from aquaflow.monitoring import tracking
 from aquaflow.standards import dwca, taxonomy
 
 from ..conftest import REPO, run_snakemake, validate_rocrate
@@ -123,6 +125,26 @@ def test_rocrate_loads_and_validates(demo, tmp_path):
     # resolves to file://...; published over https it is absolute)
     notes = validate_rocrate(crate_zip, tmp_path / "http-cache", severity="RECOMMENDED")
     assert notes == ["RECOMMENDED: The SoftwareApplication id SHOULD be an absolute URI"] * 2
+
+
+def test_published_files_name_no_local_path_and_the_store_still_opens(demo, flowcam_trained):
+    """The model card, mlflow_run.json and every file of the RO-Crate (which copies the card) name
+    the local MLflow store relative to the working directory, never the absolute path of the
+    folder the workflow ran in (nor of the one it trained in); the store opens from there through
+    tracking.store_uri, and the evaluation's test figures are in the training run."""
+    work, res = demo
+    card_path = work / "results/flowcam/model/model_card.json"
+    texts = {"card": card_path.read_text(), "mlflow_run.json": (res / "mlflow_run.json").read_text()}
+    with zipfile.ZipFile(res / "export/rocrate_flowcam_demo.zip") as zf:
+        texts |= {n: zf.read(n).decode("utf-8", "replace") for n in zf.namelist()}
+    local = {str(p) for folder in (work, flowcam_trained) for p in (folder, folder.resolve())}
+    assert not [(name, p) for name, text in texts.items() for p in local if p in text]
+    card, run_info = json.loads(texts["card"]), json.loads(texts["mlflow_run.json"])
+    assert card["mlflow"]["tracking_uri"] == run_info["tracking_uri"] == "sqlite:///results/mlflow/mlflow.db"
+    assert json.loads(texts["inputs/model_card.json"])["mlflow"] == card["mlflow"]
+    client = MlflowClient(tracking.store_uri(card["mlflow"]["tracking_uri"], work))
+    assert "test_accuracy" in client.get_run(card["mlflow"]["run_id"]).data.metrics  # evaluation joined
+    assert client.get_run(run_info["run_id"]).data.tags["step"] == "inference"
 
 
 def test_editing_eml_reruns_only_the_exports(demo, tmp_path):

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from aquaflow.io import sha256_file
+from aquaflow.monitoring import tracking
 
 from ..conftest import REPO, run_snakemake, tiny_usecase, write_workdir
 from ..wf_a_models import IMGSZ, odd_images, tiny_cls_pt, ultralytics_probs  # noqa: F401  (fixture)
@@ -138,7 +139,7 @@ def test_training_run_registry_inference_run_and_drift(run):
 
     res = run["res"] / "trained"
     card = json.loads((res / "model/model_card.json").read_text())
-    client = MlflowClient(card["mlflow"]["tracking_uri"])
+    client = MlflowClient(tracking.store_uri(card["mlflow"]["tracking_uri"], run["res"].parent))
     training = client.get_run(card["mlflow"]["run_id"])
     assert training.data.tags["backend"] == "ultralytics" and training.data.tags["model_id"] == card["id"]
     assert training.data.params["model.arch"] == "yolo11n-cls.yaml"

@@ -75,12 +75,14 @@ def display_path(path: str | bytes | os.PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def read_bytes(path: str | bytes | os.PathLike, max_bytes: int = limits.MAX_FILE_BYTES) -> bytes:
+def read_bytes(path: str | bytes | os.PathLike, max_bytes: int | None = None) -> bytes:
     """Read a file, turning every failure into a Rejected with a reason.
 
     The file is stat-ed first: only regular files are read (a FIFO named like an image would
-    block the reader forever; a device would never end), and only up to `max_bytes` (too_large).
+    block the reader forever; a device would never end), and only up to `max_bytes` (too_large;
+    default limits.MAX_FILE_BYTES, the use case's `limits.max_file_mb`).
     """
+    max_bytes = limits.MAX_FILE_BYTES if max_bytes is None else max_bytes
     raw = os.fsencode(path)
     if not raw or b"\x00" in raw:
         raise Rejected(BAD_FILE_NAME, "path holds a NUL byte" if raw else "empty path")
@@ -241,7 +243,7 @@ def decode(
     data: bytes,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft: int | None = None,
-    max_bytes: int = limits.MAX_DECODED_BYTES,
+    max_bytes: int | None = None,
 ) -> Decoded:
     """Decode encoded image bytes to RGB uint8; raise Rejected with a reason on failure.
 
@@ -251,7 +253,9 @@ def decode(
     (the array is what a viewer shows). 16-bit data maps to 8 bits by a fixed division
     (0..65535 -> 0..255), so intensities stay comparable between images.
     `draft`: for JPEGs, let the decoder down-scale by a power of two while staying >= draft px.
+    `max_bytes` defaults to limits.MAX_DECODED_BYTES (the use case's `limits.max_decoded_mb`).
     """
+    max_bytes = limits.MAX_DECODED_BYTES if max_bytes is None else max_bytes
     if not data:
         raise Rejected(ZERO_BYTES)
     try:

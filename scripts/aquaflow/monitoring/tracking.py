@@ -27,7 +27,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from aquaflow.io import redact_uri, redacted, write_json
+from aquaflow.io import public_uri, redact_uri, redacted, write_json
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 log = logging.getLogger(__name__)
@@ -38,14 +38,27 @@ _BAD_METRIC_CHARS = re.compile(r"[^\w\-./ :]")
 
 
 def tracking_uri(configured: str | None, results: str | Path) -> str:
-    """Environment first, then config, then a SQLite file under <results>/mlflow/."""
+    """Environment first, then config, then a SQLite file under <results>/mlflow/; a relative
+    SQLite store resolved against the working directory (store_uri)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+        return store_uri(os.environ["MLFLOW_TRACKING_URI"])
     if configured:
-        return configured
+        return store_uri(configured)
     db = Path(results, "mlflow", "mlflow.db").resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
+
+
+def store_uri(uri: str, workdir: str | Path | None = None) -> str:
+    """The store a published tracking URI names, as MLflow opens it from anywhere: a relative
+    SQLite store (`sqlite:///results/mlflow/mlflow.db`, as cards and mlflow_run.json hold it)
+    resolved against `workdir`, the working directory of the workflow that wrote it (default: this
+    process's); any other URI unchanged. Every reader of a card's `mlflow.tracking_uri` goes
+    through here."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:////") or uri == "sqlite:///:memory:":
+        return uri
+    rel = uri.removeprefix("sqlite:///")
+    return f"sqlite:///{os.path.abspath(Path(workdir or Path.cwd(), rel))}"
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -292,7 +305,8 @@ def log_training(
         for i in range(0, len(batch), 1000):  # MLflow's limit per log_batch call
             c.log_batch(run_id, metrics=batch[i : i + 1000])
         mlflow.log_metrics({metric_key(k): float(v) for k, v in (metrics or {}).items() if _finite(v)})
-        card = {**card, "usecase": usecase, "mlflow": {"tracking_uri": redact_uri(uri), "run_id": run_id}}
+        # published: no credentials, a local store relative to the working directory (public_uri)
+        card = {**card, "usecase": usecase, "mlflow": {"tracking_uri": public_uri(uri), "run_id": run_id}}
         write_card(card, card_path)
         for path in (card_path, *artifacts):
             mlflow.log_artifact(str(path))
@@ -320,8 +334,9 @@ def log_evaluation(
 
     uri = tracking_uri(mlflow_cfg.get("tracking_uri"), mlflow_cfg["results"])
     tracked = card.get("mlflow") or {}
-    # the card holds the store's URI without credentials
-    trained_here = tracked.get("tracking_uri") in (uri, redact_uri(uri)) and not card.get("imported_from")
+    # the card holds the store's URI as published: no credentials, a local store relative
+    published = store_uri(tracked.get("tracking_uri") or "")
+    trained_here = published in (uri, redact_uri(uri)) and not card.get("imported_from")
     run_id = tracked.get("run_id") if trained_here else None
     run_name = None if run_id else f"{card.get('usecase', 'model')}-evaluate"
     try:
@@ -486,7 +501,7 @@ def log_inference(
         info = redacted(
             {
                 "run_id": active.info.run_id,
-                "tracking_uri": uri,
+                "tracking_uri": public_uri(uri),
                 "experiment": mlflow_cfg["experiment"],
                 **model,
             }

@@ -11,6 +11,11 @@ Items flow through the steps as a table (one row per image, then per object or t
                                    (aquaflow.preprocess.separate), which replace them
 - `patchify`   images -> tiles     tiles with their coordinates
 
+Every file it reads (the images matching `images`, blank and flat scans, label files) must
+resolve under the fetched folder (`aquaflow.data.roots`): an image outside it is rejected as
+`outside_root` and never opened, a blank, flat or label file outside it rejects the image that
+needs it; the use case's `allow_paths_outside_root: true` turns the check off.
+
 Output folder (`out`): `train/<label>/*.png` (items with a label: what dataset.build_manifest
 reads), `unlabelled/*.png`, `items.parquet` (every final item: `path` relative to `out` plus its
 metadata; what inference reads as a `manifest` input), `steps.tsv` (one row per step: files in,
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -35,7 +41,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from aquaflow.data import imaging
+from aquaflow.data import imaging, roots
 from aquaflow.io import write_parquet
 from aquaflow.preprocess import background as bgmod
 from aquaflow.preprocess import dedup as dedupmod
@@ -62,6 +68,11 @@ def _glob(root: Path, pattern: str, stem: str = "") -> list[Path]:
     return sorted(Path(p) for p in glob.glob(str(root / pattern.replace("{stem}", stem)), recursive=True))
 
 
+def _image_file(path: Path, root: Path) -> str:
+    """An image's name in the ledger and items table: relative to the root (`..` when outside)."""
+    return imaging.display_path(Path(os.path.relpath(path, root)).as_posix())
+
+
 def _read_gray(path: Path) -> np.ndarray:
     r = scanmod.StripReader(path)
     return r.rows(0, r.height)
@@ -81,6 +92,14 @@ class _Ctx:
     separated: list[dict[str, Any]] = field(default_factory=list)  # one row per separated object
     separation: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # per image
     separator: Callable[[np.ndarray], list[np.ndarray]] | None = None  # separate.method: model
+    inside: roots.Root | None = None  # the root every file read must stay under (None: opted out)
+
+    def glob(self, pattern: str, stem: str = "") -> list[Path]:
+        """Files matching `pattern` under the root; one resolving outside it is Rejected(outside_root)."""
+        files = _glob(self.root, pattern, stem)
+        for f in files if self.inside is not None else ():
+            self.inside.check(f)
+        return files
 
     def emit(self, item: dict) -> dict:
         """Pass an item on; from the last step, write its pixels now so memory stays bounded."""
@@ -114,7 +133,7 @@ def _point_labels(ctx: _Ctx, stem: str, objects: list[tuple[dict, np.ndarray]], 
     holding no point stay unlabelled (they are predicted, not trained on).
     """
     spec = ctx.labels
-    files = _glob(ctx.root, spec["path"], stem)
+    files = ctx.glob(spec["path"], stem)
     if not files:
         return [None] * len(objects)
     pts = pd.read_csv(files[0])
@@ -132,7 +151,7 @@ def _point_labels(ctx: _Ctx, stem: str, objects: list[tuple[dict, np.ndarray]], 
 
 
 def _tile_labels(ctx: _Ctx, stem: str, grid: pd.DataFrame) -> list[str | None]:
-    files = _glob(ctx.root, ctx.labels["path"], stem)
+    files = ctx.glob(ctx.labels["path"], stem)
     if not files:
         return [None] * len(grid)
     truth = pd.read_csv(files[0]).set_index(["row", "col"])["label"].to_dict()
@@ -213,10 +232,10 @@ def _step_background_only(ctx: _Ctx, items: list[dict]) -> list[dict]:
 
 def _blanks(ctx: _Ctx, stem: str) -> tuple[list[Path], Path | None]:
     cfg = ctx.cfg["background"]
-    blanks = _glob(ctx.root, cfg["blanks"], stem) if cfg.get("blanks") else []
+    blanks = ctx.glob(cfg["blanks"], stem) if cfg.get("blanks") else []
     if cfg.get("blanks") and not blanks:
         raise FileNotFoundError(f"no blank scan matches {cfg['blanks']!r} for {stem}")
-    flat = _glob(ctx.root, cfg["flat"], stem) if cfg.get("flat") else []
+    flat = ctx.glob(cfg["flat"], stem) if cfg.get("flat") else []
     return blanks, (flat[0] if flat else None)
 
 
@@ -335,7 +354,11 @@ def _step_segment(ctx: _Ctx, items: list[dict], with_background: bool, separate:
             )
         labels: list[str | None] = [None] * len(vigs)
         if ctx.labels["kind"] == "points":
-            labels = _point_labels(ctx, stem, masks, c["padding_px"])
+            try:
+                labels = _point_labels(ctx, stem, masks, c["padding_px"])
+            except imaging.Rejected as exc:  # its label file resolves outside the root
+                _reject(ctx, it, exc)
+                continue
         n_out = len(out)
         for k, ((row, vig), (_, own), label) in enumerate(zip(vigs, masks, labels, strict=True)):
             oid = f"{_safe(stem)}_{k + 1:05d}"
@@ -367,7 +390,12 @@ def _step_patchify(ctx: _Ctx, items: list[dict]) -> list[dict]:
                 _reject(ctx, it, exc)
                 continue
         tiles, grid = tilemod.patchify(img, c["tile"], c["overlap"], c["pad_mode"])
-        labels = _tile_labels(ctx, it["image"], grid) if ctx.labels["kind"] == "tiles" else [None] * len(grid)
+        labels: list[str | None] = [None] * len(grid)
+        try:
+            labels = _tile_labels(ctx, it["image"], grid) if ctx.labels["kind"] == "tiles" else labels
+        except imaging.Rejected as exc:  # its label file resolves outside the root
+            _reject(ctx, it, exc)
+            continue
         if ctx.before_after is None:
             shown = img.copy()
             for x, y in zip(grid["x"], grid["y"], strict=True):
@@ -432,17 +460,17 @@ def run(
     files = _glob(root, cfg["images"])
     if not files:
         raise FileNotFoundError(f"{root}: no image matches preprocess.images={cfg['images']!r}")
-    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [], separator=separator)
+    inside = None if cfg.get(roots.OPT_OUT) else roots.Root(root)
+    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [], separator=separator, inside=inside)
     # names as valid UTF-8 text (Parquet needs it; undecodable bytes become backslash escapes);
     # `_file` keeps the exact path to open
-    items: list[dict] = [
-        {
-            "image": imaging.display_path(f.stem),
-            "image_file": imaging.display_path(f.relative_to(root)),
-            "_file": str(f),
-        }
-        for f in files
-    ]
+    items: list[dict] = []
+    for f in files:
+        item = {"image": imaging.display_path(f.stem), "image_file": _image_file(f, root), "_file": str(f)}
+        if inside is not None and not inside.contains(f):  # never opened
+            _reject(ctx, item, imaging.Rejected(roots.OUTSIDE_ROOT, inside.detail(item["image_file"])))
+            continue
+        items.append(item)
     stems = pd.Series([it["image"] for it in items])
     if stems.duplicated().any():
         raise ValueError(f"image names must be unique (by stem): {sorted(set(stems[stems.duplicated()]))}")

@@ -37,7 +37,8 @@ class StripReader:
     strips one strip at a time (tifffile decodes each). Anything else (one compressed strip, tiles,
     PNG/JPEG...) is decoded whole, and only if its header says that fits in `max_whole_bytes`."""
 
-    def __init__(self, path: str | Path, max_whole_bytes: int = limits.MAX_WHOLE_SCAN_BYTES):
+    def __init__(self, path: str | Path, max_whole_bytes: int | None = None):
+        max_whole_bytes = limits.MAX_WHOLE_SCAN_BYTES if max_whole_bytes is None else max_whole_bytes
         self.path = Path(path)
         self._array: np.ndarray | None = None
         self._offset: int | None = None
@@ -61,7 +62,7 @@ class StripReader:
             raise ValueError(
                 f"{self.path}: a {self.width}x{self.height} scan that can only be decoded whole (not a "
                 f"TIFF, or compressed as one strip or in tiles) would need {need} bytes, more than "
-                f"{max_whole_bytes} (aquaflow.data.limits.MAX_WHOLE_SCAN_BYTES): save it as an "
+                f"{max_whole_bytes} (limits.max_whole_scan_mb): save it as an "
                 "uncompressed TIFF or a TIFF compressed in strips (e.g. rowsperstrip=256)"
             )
         bgmod.white_of(self.dtype)
