@@ -173,7 +173,9 @@ def test_given_model_predicts_the_campaign_as_the_trained_one(given, uc) -> None
     if uc == "oil_registry":  # the training run registered the model it wrote
         from mlflow.tracking import MlflowClient
 
-        uri = trained["mlflow"]["tracking_uri"]
+        from aquaflow.monitoring.tracking import store_uri
+
+        uri = store_uri(trained["mlflow"]["tracking_uri"], work)  # relative to the workflow's folder
         version = MlflowClient(uri, registry_uri=uri).get_model_version("aquaflow_oil", "1")
         assert version.run_id == trained["mlflow"]["run_id"]
     ours = pd.read_parquet(work / f"results/{uc}/campaigns/demo/predictions.parquet").set_index("id")

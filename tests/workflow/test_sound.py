@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from aquaflow.backends.sound.model import import_given
 from aquaflow.data import audio
 from aquaflow.models.artifacts import read_card
+from aquaflow.monitoring.tracking import store_uri
 from aquaflow.synthetic import sound
 from tests.conftest import REPO, run_snakemake, write_workdir
 
@@ -132,7 +133,7 @@ def test_model_mlflow_provenance_report(run):
 def test_trained_model_is_registered_and_imports_from_the_registry(run, tmp_path):
     work, _ = run
     card = read_card(work / "results/underwater_noise/model/model_card.json")
-    uri = card["mlflow"]["tracking_uri"]
+    uri = store_uri(card["mlflow"]["tracking_uri"], work)  # published relative to the workflow's folder
     mv = MlflowClient(uri, registry_uri=uri).get_model_version("aquaflow_underwater_noise", "1")
     assert mv.run_id == card["mlflow"]["run_id"] and mv.source == f"runs:/{mv.run_id}/model"
     assert mv.tags["model_id"] == card["id"] and mv.tags["task"] == "sound"
