@@ -9,9 +9,9 @@ runlog.setup(snakemake.log[0])
 cut = snakemake.params.preprocess.get("separate", {})
 separator = None
 if "separate" in snakemake.params.preprocess["steps"] and cut.get("method") == "model":
-    from aquaflow.backends.mask2former import InstanceSeparator
+    from aquaflow.backends import load_instance_separator
 
-    separator = InstanceSeparator(snakemake.input.separator, cut["model_threshold"], snakemake.threads)
+    separator = load_instance_separator(snakemake.input.separator, cut["model_threshold"], snakemake.threads)
 steps = pipeline.run(
     snakemake.input.raw,
     snakemake.params.preprocess,

@@ -1,7 +1,7 @@
 rule preprocess:
     input:
         raw=rules.fetch.output[0],
-        separator=separator_model,  # separate.method model: the Mask2Former folder
+        separator=separator_model,  # separate.method model: the instance model folder
     output:
         folder=directory(f"{RESULTS}/{{uc}}/preprocessed"),
         before_after=report(

@@ -246,3 +246,47 @@ def test_instance_masks_become_parts_and_lines():
     labels = sep.split_from_instances(mask, grown, min_part_px=30)
     assert labels.max() == 3 and sep.recovered(truth, [labels == k for k in range(1, 4)]) == (3, 3)
     assert sep.split_from_instances(mask, [], 30).max() == 1  # no instance: the object stays whole
+
+
+def test_an_ultralytics_segment_model_separates(tmp_path):
+    """Model-based separation through the engine's Ultralytics segment backend: a given model folder
+    (card task segment; here an untrained YOLO11n-seg with a hand-set head, no training) yields the
+    instance masks, they become the parts (split_from_instances) and their lines, in `separate` and
+    in the preprocess step, whose parts name their parent."""
+    from aquaflow.backends import load_instance_separator
+    from aquaflow.io import read_json, write_json
+    from aquaflow.models.artifacts import ModelCardError
+    from tests.detect_models import seeded_head_model
+    from tests.unit.test_preprocess_pipeline import usecase
+
+    folder = seeded_head_model(tmp_path / "models" / "seg", "segment", ["organism"])
+    model = load_instance_separator(folder, 0.5)
+    mask, _ = _discs([(40, 40), (75, 40)], 18)
+    vig = np.where(mask, 100, 255).astype(np.uint8)
+    instances = model(vig)
+    assert len(instances) >= 2 and all(m.shape == mask.shape and m.dtype == bool for m in instances)
+    expected = sep.split_from_instances(mask, instances, 30)
+    res = sep.separate(vig, mask, (0, 0), 10.0, sep.SeparateParams(), PAD, instances)
+    assert len(res.parts) == expected.max() >= 2  # the model's masks, not the watershed's markers
+    assert (res.lines == sep.separation_lines(expected)).all()
+    assert res.parts["area_px"].sum() + res.lines.sum() == mask.sum()
+    # the preprocess step with the model as its separator (as scripts/preprocess.py loads it)
+    zs.write_dataset(tmp_path / "raw", n_scans=1, height=400, width=600, n_single=2, n_pairs=2, seed=7)
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    pipeline.run(tmp_path / "raw", usecase("zooscan")["preprocess"], tmp_path / "out", figs, model)
+    items = pd.read_parquet(tmp_path / "out/items.parquet")
+    cut = pd.read_parquet(tmp_path / "out/separated.parquet")
+    assert len(cut) >= 1
+    for row in cut.itertuples():
+        ours = items[items["object_parent_id"] == row.object_name]
+        assert len(ours) == row.n_parts >= 2
+        lines = cv2.imread(str(tmp_path / "out" / row.lines), cv2.IMREAD_GRAYSCALE)
+        assert ours["area_px"].sum() + (lines > 0).sum() == row.area_px
+    # what is not a separator model is refused, naming it
+    (tmp_path / "cls").mkdir()
+    write_json({**read_json(folder / "model_card.json"), "task": "detect"}, tmp_path / "cls/model_card.json")
+    (tmp_path / "cls/model.pt").write_bytes((folder / "model.pt").read_bytes())
+    with pytest.raises(ModelCardError, match="Ultralytics segment model"):
+        load_instance_separator(tmp_path / "cls", 0.5)
+    with pytest.raises(FileNotFoundError, match="neither a model folder"):
+        load_instance_separator(tmp_path / "raw", 0.5)
