@@ -558,6 +558,12 @@ def separator_model(wildcards):
     return cut["model"] if separates(UC[wildcards.uc]) and cut["method"] == "model" else []
 
 
+def scorer_model(wildcards):
+    """The given multiple classifier folder of a use case whose `separate` step scores with it, else none."""
+    cut = UC[wildcards.uc]["preprocess"]["separate"]
+    return cut["score_model"] if separates(UC[wildcards.uc]) and cut["score"] == "model" else []
+
+
 def separation_targets(uc):
     return [f"{RESULTS}/{uc}/preprocess/separation.png"] if separates(UC[uc]) else []
 

@@ -290,3 +290,48 @@ def test_an_ultralytics_segment_model_separates(tmp_path):
         load_instance_separator(tmp_path / "cls", 0.5)
     with pytest.raises(FileNotFoundError, match="neither a model folder"):
         load_instance_separator(tmp_path / "raw", 0.5)
+
+
+def test_a_classification_model_scores_multiples(tmp_path):
+    """The Multiple Classifier as a model: a given classification model folder (card task classify,
+    classes single / multiple; here an untrained timm net) gives each vignette its P(multiple), which
+    becomes `object_multiple_score` of every object and part in the preprocess step."""
+    import timm
+    import torch
+
+    from aquaflow.backends import torch_model
+    from aquaflow.backends.scorer import MultipleScorer
+    from aquaflow.io import write_json
+    from aquaflow.models.artifacts import ModelCardError
+    from tests.unit.test_preprocess_pipeline import usecase
+
+    def folder(name: str, classes: list[str]):
+        torch.manual_seed(0)
+        (tmp_path / name).mkdir()
+        torch_model.save_weights(
+            timm.create_model("resnet10t", num_classes=len(classes)), tmp_path / name / "model.safetensors"
+        )
+        card = {
+            "format": "safetensors",
+            "weights": "model.safetensors",
+            "arch": "resnet10t",
+            "classes": classes,
+        }
+        card |= {"input_size": 32, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+        write_json(card, tmp_path / name / "model_card.json")
+        return tmp_path / name
+
+    scorer = MultipleScorer(folder("cls", ["multiple", "single"]))
+    zs.write_dataset(tmp_path / "raw", n_scans=1, height=400, width=600, n_single=2, n_pairs=2, seed=7)
+    cfg = usecase("zooscan")["preprocess"]
+    cfg["separate"] = cfg["separate"] | {"threshold": 0.0}  # every object goes to the separator
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    pipeline.run(tmp_path / "raw", cfg, tmp_path / "out", figs, scorer=scorer)
+    items = pd.read_parquet(tmp_path / "out/items.parquet")
+    assert len(items) >= 4
+    for row in items.itertuples():  # each object's score is the model's P(multiple) of its vignette
+        vig = cv2.imread(str(tmp_path / "out" / row.path), cv2.IMREAD_GRAYSCALE)
+        assert row.object_multiple_score == pytest.approx(scorer(vig), abs=1e-5)
+    assert items["object_multiple_score"].nunique() > 1  # not the geometric score's constant shape
+    with pytest.raises(ModelCardError, match="class 'multiple'"):
+        MultipleScorer(folder("other", ["a", "b"]))

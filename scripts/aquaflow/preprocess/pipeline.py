@@ -81,6 +81,7 @@ class _Ctx:
     separated: list[dict[str, Any]] = field(default_factory=list)  # one row per separated object
     separation: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # per image
     separator: Callable[[np.ndarray], list[np.ndarray]] | None = None  # separate.method: model
+    scorer: Callable[[np.ndarray], float] | None = None  # separate.score: model
 
     def emit(self, item: dict) -> dict:
         """Pass an item on; from the last step, write its pixels now so memory stays bounded."""
@@ -250,7 +251,7 @@ def _separated(
     vig, own, label = obj
     params = sepmod.params_of(ctx.cfg["separate"], c["pixel_size_um"])
     pad = c["padding_px"]
-    score = sepmod.multiple_score(row["object_solidity"], params)
+    score = ctx.scorer(vig) if ctx.scorer else sepmod.multiple_score(row["object_solidity"], params)
     whole = {**base, "object_name": oid, "_label": label, "_array": vig, "object_parent_id": ""}
     whole |= _object_meta(row, c["pixel_size_um"], threshold)
     if score < params.threshold:
@@ -276,7 +277,7 @@ def _separated(
     )
     parts = []
     for j, (part, pvig) in enumerate(zip(cut.parts.to_dict("records"), cut.vignettes, strict=True)):
-        pscore = sepmod.multiple_score(part["object_solidity"], params)
+        pscore = ctx.scorer(pvig) if ctx.scorer else sepmod.multiple_score(part["object_solidity"], params)
         meta = _object_meta(part, c["pixel_size_um"], threshold)
         parts.append(
             {**base, "object_name": f"{oid}_{j + 1}", "_label": None, "_array": pvig, "object_parent_id": oid}
@@ -414,11 +415,14 @@ def run(
     out: str | Path,
     figures: dict[str, str | Path],
     separator: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    scorer: Callable[[np.ndarray], float] | None = None,
 ) -> pd.DataFrame:
     """Run the configured steps on the images matching cfg['images'] under `root`.
 
     `separator(vignette) -> instance masks` (separate.method model, e.g.
-    aquaflow.backends.mask2former.InstanceSeparator) replaces the classical watershed's markers.
+    aquaflow.backends.mask2former.InstanceSeparator) replaces the classical watershed's markers;
+    `scorer(vignette) -> P(multiple)` (separate.score model, aquaflow.backends.scorer.MultipleScorer)
+    replaces the geometric multiple score.
 
     Returns the steps table; writes everything described in the module docstring under `out`
     and the two report figures (`figures['before_after']`, `figures['examples']`).
@@ -432,7 +436,7 @@ def run(
     files = _glob(root, cfg["images"])
     if not files:
         raise FileNotFoundError(f"{root}: no image matches preprocess.images={cfg['images']!r}")
-    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [], separator=separator)
+    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [], separator=separator, scorer=scorer)
     # names as valid UTF-8 text (Parquet needs it; undecodable bytes become backslash escapes);
     # `_file` keeps the exact path to open
     items: list[dict] = [
