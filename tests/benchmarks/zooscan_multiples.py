@@ -182,6 +182,19 @@ def evaluate_scan(
     return out
 
 
+def _scene(args: argparse.Namespace, seed: int) -> tuple[zs.Scene, pd.DataFrame, pd.DataFrame]:
+    """A generated scan of the command line's size and groups."""
+    return zs.make_scene(
+        args.height,
+        args.width,
+        args.singles,
+        args.pairs,
+        seed=seed,
+        n_triples=args.triples,
+        overlap_px=args.overlap_px,
+    )
+
+
 def _polygon(mask: np.ndarray) -> np.ndarray | None:
     """The outline of a mask's largest piece, normalised to the mask's size (a YOLO-seg label)."""
     import cv2
@@ -205,15 +218,7 @@ def training_set(work: Path, args: argparse.Namespace) -> Path:
     splits = {"train": formats.Split(), "val": formats.Split()}
     n = 0
     for k in range(args.train_scans):
-        scene, orgs, blobs = zs.make_scene(
-            args.height,
-            args.width,
-            args.singles,
-            args.pairs,
-            seed=TRAIN_SEED + k,
-            n_triples=args.triples,
-            overlap_px=args.overlap_px,
-        )
+        scene, orgs, blobs = _scene(args, TRAIN_SEED + k)
         files = zs.write_scan(work / "scans", f"train{k + 1:02d}", scene, orgs, blobs, n_blanks=1)
         for _row, vig, own, mine in scan_objects(files, scene):
             labels = [formats.Label(0, "polygon", p) for _, m in mine if (p := _polygon(m & own)) is not None]
@@ -358,15 +363,7 @@ def main() -> None:
             folder, scored = train_scorer(work, args)
             scorer = MultipleScorer(folder, args.threads)
         for k in range(args.scans):
-            scene, orgs, blobs = zs.make_scene(
-                args.height,
-                args.width,
-                args.singles,
-                args.pairs,
-                seed=args.seed + k,
-                n_triples=args.triples,
-                overlap_px=args.overlap_px,
-            )
+            scene, orgs, blobs = _scene(args, args.seed + k)
             files = zs.write_scan(tmp, f"scan{k + 1:02d}", scene, orgs, blobs, n_blanks=1)
             rows.append(
                 {"scan": f"scan{k + 1:02d}", **evaluate_scan(files, scene, params, separator, scorer)}
