@@ -12,18 +12,21 @@ Prints, before separation (every segmented object taken whole), after (classical
 - biovolume error per scan: (sum of the objects' ESD-sphere volumes - the organisms') / the organisms';
 "oracle": the objects scored multiple cut from their true instance masks
 (separate.split_from_instances, the form a model-based separator plugs into): the bound a perfect
-instance model would reach with this score and these lines; and with `--train-epochs N` "model":
+instance model would reach with this score and these lines; and with `--train-epochs N` "model<conf>":
 a YOLO11n-seg TRAINED HERE (CPU) on vignettes of other generated scans (seeds 1000+, never the
 held-out ones) with their known instance masks as polygons (one class, `organism`), saved as a
 model folder with its card (task segment) and used as the separator
 (aquaflow.backends.yolo.instances.InstanceSeparator -> split_from_instances), exactly as
 `separate.method: model` runs it. Also:
 - the multiple score as a classifier of "several organisms" (precision, recall at the threshold).
+- with `--score-epochs N`: the same for a timm multiple classifier trained here on the same
+  training vignettes labelled single / multiple (aquaflow.backends.scorer.MultipleScorer, P(multiple)
+  at the same threshold), as `separate.score: model` uses it.
 
 Not a pytest test; run it by hand (about a minute per default scan, plus training):
 
     .venv/bin/python tests/benchmarks/zooscan_multiples.py [--scans 3] [--pairs 25] [--triples 10]
-        [--train-epochs 15 --train-scans 2 --imgsz 160 --model-conf 0.5]
+        [--train-epochs 20 --train-scans 2 --imgsz 160 --model-conf 0.5 0.7 0.9 --score-epochs 10]
 """
 
 from __future__ import annotations
@@ -110,16 +113,17 @@ def _cut(labels: np.ndarray) -> list[np.ndarray]:
 
 
 def evaluate_scan(
-    files: dict, scene: zs.Scene, params: sep.SeparateParams, separator=None, scorer=None
+    files: dict, scene: zs.Scene, params: sep.SeparateParams, separators=None, scorer=None
 ) -> dict:
-    """Per-scan figures before and after separation (see the module docstring); with `separator`
-    (vignette -> instance masks) also the "model" stage; with `scorer` (vignette -> P(multiple))
+    """Per-scan figures before and after separation (see the module docstring); with `separators`
+    (name -> vignette -> instance masks) also a stage per separator; with `scorer` (vignette -> P(multiple))
     that score's precision and recall of "several organisms" at params.threshold."""
     objects = scan_objects(files, scene)
     truth = zs.instances(scene)
     n_org = len(truth)
     out = {"organisms": n_org, "segmented": len(objects)}
-    stages = STAGES + (("model",) if separator is not None else ())
+    separators = separators or {}
+    stages = STAGES + tuple(separators)
     stats = {k: {"found": 0, "good": 0, "parts": 0, "esd_err": [], "vol": 0.0} for k in stages}
     tp = fp = fn = 0
     confusion = {"tp": 0, "fp": 0, "fn": 0}
@@ -138,12 +142,12 @@ def evaluate_scan(
             else [own]
         )
         cuts = {"before": [own], "after": after, "oracle": oracle}
-        if separator is not None:
+        for name, separator in separators.items():
             t0 = time.perf_counter()
-            cuts["model"] = (
+            cuts[name] = (
                 _cut(sep.split_from_instances(own, separator(vig), params.min_part_px)) if multiple else [own]
             )
-            model_seconds += time.perf_counter() - t0
+            model_seconds += (time.perf_counter() - t0) / len(separators)
         several = len(mine) > 1
         if scorer is not None:
             flagged = scorer(vig) >= params.threshold
@@ -339,7 +343,13 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=0, help="> 0: train a YOLO11n-seg separator here")
     ap.add_argument("--train-scans", type=int, default=2, help="generated scans whose vignettes it trains on")
     ap.add_argument("--imgsz", type=int, default=160, help="the separator's input size")
-    ap.add_argument("--model-conf", type=float, default=0.5, help="its instances scored below are ignored")
+    ap.add_argument(
+        "--model-conf",
+        type=float,
+        nargs="+",
+        default=[0.5],
+        help="its instances scored below are ignored (one row each)",
+    )
     ap.add_argument("--score-epochs", type=int, default=0, help="> 0: train a timm multiple classifier here")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -348,7 +358,7 @@ def main() -> None:
     trained: dict = {}
     scored: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        separator = scorer = None
+        separators, scorer = {}, None
         work = Path(tmp) / "training"
         if args.train_epochs or args.score_epochs:
             training_set(work, args)
@@ -356,7 +366,9 @@ def main() -> None:
             from aquaflow.backends import load_instance_separator
 
             folder, trained = train_separator(work, args)
-            separator = load_instance_separator(folder, args.model_conf, args.threads)
+            separators = {
+                f"model{c:g}": load_instance_separator(folder, c, args.threads) for c in args.model_conf
+            }
         if args.score_epochs:
             from aquaflow.backends.scorer import MultipleScorer
 
@@ -366,7 +378,7 @@ def main() -> None:
             scene, orgs, blobs = _scene(args, args.seed + k)
             files = zs.write_scan(tmp, f"scan{k + 1:02d}", scene, orgs, blobs, n_blanks=1)
             rows.append(
-                {"scan": f"scan{k + 1:02d}", **evaluate_scan(files, scene, params, separator, scorer)}
+                {"scan": f"scan{k + 1:02d}", **evaluate_scan(files, scene, params, separators, scorer)}
             )
     df = pd.DataFrame(rows).set_index("scan")
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}")
@@ -385,7 +397,7 @@ def main() -> None:
     print(df.T.round(3).to_string())
     total = df[["organisms", "segmented", "before_objects", "after_objects"]].sum()
     print(f"total: {total.to_dict()}")
-    for key in STAGES + (("model",) if trained else ()):
+    for key in STAGES + tuple(f"model{c:g}" for c in (args.model_conf if trained else [])):
         m = df[[c for c in df.columns if c.startswith(key)]].mean()
         per_scan = df[f"{key}_count_error"].round(3).tolist()
         print(
