@@ -201,6 +201,17 @@ def test_separate_must_follow_segment(tmp_path):
     figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
     with pytest.raises(ValueError, match="`separate` must directly follow `segment`"):
         pipeline.run(tmp_path / "raw", cfg, tmp_path / "out", figs)
+    # a model switched on without its folder stops before any job, naming both keys
+    from aquaflow.config import ConfigError, check_usecase
+
+    uc = usecase("zooscan")
+    uc["preprocess"]["separate"] |= {"score": "model"}
+    with pytest.raises(
+        ConfigError,
+        match=r"'preprocess\.separate\.score: model' needs .* 'preprocess\.separate\.score_model'",
+    ):
+        check_usecase(uc, "zooscan")
+    check_usecase(usecase("zooscan"), "zooscan")
     # the config section's units: the minimum part area is given in µm² and used in pixels
     p = sep.params_of(cfg["separate"], 10.0)
     assert p.min_part_px == 30 and p.threshold == 0.5 and p.neck_ratio == 0.8
