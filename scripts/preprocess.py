@@ -11,14 +11,20 @@ limits.configure(snakemake.params.preprocess.get("limits"))  # the use case's, e
 cut = snakemake.params.preprocess.get("separate", {})
 separator = None
 if "separate" in snakemake.params.preprocess["steps"] and cut.get("method") == "model":
-    from aquaflow.backends.mask2former import InstanceSeparator
+    from aquaflow.backends import load_instance_separator
 
-    separator = InstanceSeparator(snakemake.input.separator, cut["model_threshold"], snakemake.threads)
+    separator = load_instance_separator(snakemake.input.separator, cut["model_threshold"], snakemake.threads)
+scorer = None
+if "separate" in snakemake.params.preprocess["steps"] and cut.get("score") == "model":
+    from aquaflow.backends.scorer import MultipleScorer
+
+    scorer = MultipleScorer(snakemake.input.scorer, snakemake.threads)
 steps = pipeline.run(
     snakemake.input.raw,
     snakemake.params.preprocess,
     snakemake.output.folder,
     {"before_after": snakemake.output.before_after, "examples": snakemake.output.examples},
     separator,
+    scorer,
 )
 logging.getLogger("preprocess").info("steps:\n%s", steps.to_string(index=False))

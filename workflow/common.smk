@@ -600,9 +600,15 @@ def separates(cfg):
 
 
 def separator_model(wildcards):
-    """The given Mask2Former folder of a use case whose `separate` step uses a model, else none."""
+    """The given instance model folder (Mask2Former or Ultralytics segment) of a use case whose `separate` step uses a model, else none."""
     cut = UC[wildcards.uc]["preprocess"]["separate"]
     return cut["model"] if separates(UC[wildcards.uc]) and cut["method"] == "model" else []
+
+
+def scorer_model(wildcards):
+    """The given multiple classifier folder of a use case whose `separate` step scores with it, else none."""
+    cut = UC[wildcards.uc]["preprocess"]["separate"]
+    return cut["score_model"] if separates(UC[wildcards.uc]) and cut["score"] == "model" else []
 
 
 def separation_targets(uc):

@@ -1,7 +1,8 @@
 rule preprocess:
     input:
         raw=rules.fetch.output[0],
-        separator=separator_model,  # separate.method model: the Mask2Former folder
+        separator=separator_model,  # separate.method model: the instance model folder
+        scorer=scorer_model,  # separate.score model: the multiple classifier folder
     output:
         folder=directory(f"{RESULTS}/{{uc}}/preprocessed"),
         before_after=report(

@@ -166,6 +166,13 @@ def check_usecase(uc: dict[str, Any], origin: str) -> None:
             "'litter.enabled: true' assesses tiles, but 'preprocess.steps' has no patchify "
             f"(steps: {steps}): add patchify or disable litter"
         )
+    cut = (uc.get("preprocess") or {}).get("separate") or {}
+    for switch, value, folder in (("method", "model", "model"), ("score", "model", "score_model")):
+        if "separate" in steps and cut.get(switch) == value and not cut.get(folder):
+            problems.append(
+                f"'preprocess.separate.{switch}: {value}' needs a model folder, but "
+                f"'preprocess.separate.{folder}' is not set"
+            )
     for key, spec in _input_specs(uc):
         if spec.get("kind") == "preprocessed" and not steps:
             problems.append(

@@ -201,6 +201,17 @@ def test_separate_must_follow_segment(tmp_path):
     figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
     with pytest.raises(ValueError, match="`separate` must directly follow `segment`"):
         pipeline.run(tmp_path / "raw", cfg, tmp_path / "out", figs)
+    # a model switched on without its folder stops before any job, naming both keys
+    from aquaflow.config import ConfigError, check_usecase
+
+    uc = usecase("zooscan")
+    uc["preprocess"]["separate"] |= {"score": "model"}
+    with pytest.raises(
+        ConfigError,
+        match=r"'preprocess\.separate\.score: model' needs .* 'preprocess\.separate\.score_model'",
+    ):
+        check_usecase(uc, "zooscan")
+    check_usecase(usecase("zooscan"), "zooscan")
     # the config section's units: the minimum part area is given in µm² and used in pixels
     p = sep.params_of(cfg["separate"], 10.0)
     assert p.min_part_px == 30 and p.threshold == 0.5 and p.neck_ratio == 0.8
@@ -246,3 +257,92 @@ def test_instance_masks_become_parts_and_lines():
     labels = sep.split_from_instances(mask, grown, min_part_px=30)
     assert labels.max() == 3 and sep.recovered(truth, [labels == k for k in range(1, 4)]) == (3, 3)
     assert sep.split_from_instances(mask, [], 30).max() == 1  # no instance: the object stays whole
+
+
+def test_an_ultralytics_segment_model_separates(tmp_path):
+    """Model-based separation through the engine's Ultralytics segment backend: a given model folder
+    (card task segment; here an untrained YOLO11n-seg with a hand-set head, no training) yields the
+    instance masks, they become the parts (split_from_instances) and their lines, in `separate` and
+    in the preprocess step, whose parts name their parent."""
+    from aquaflow.backends import load_instance_separator
+    from aquaflow.io import read_json, write_json
+    from aquaflow.models.artifacts import ModelCardError
+    from tests.detect_models import seeded_head_model
+    from tests.unit.test_preprocess_pipeline import usecase
+
+    folder = seeded_head_model(tmp_path / "models" / "seg", "segment", ["organism"])
+    model = load_instance_separator(folder, 0.5)
+    mask, _ = _discs([(40, 40), (75, 40)], 18)
+    vig = np.where(mask, 100, 255).astype(np.uint8)
+    instances = model(vig)
+    assert len(instances) >= 2 and all(m.shape == mask.shape and m.dtype == bool for m in instances)
+    expected = sep.split_from_instances(mask, instances, 30)
+    res = sep.separate(vig, mask, (0, 0), 10.0, sep.SeparateParams(), PAD, instances)
+    assert len(res.parts) == expected.max() >= 2  # the model's masks, not the watershed's markers
+    assert (res.lines == sep.separation_lines(expected)).all()
+    assert res.parts["area_px"].sum() + res.lines.sum() == mask.sum()
+    # the preprocess step with the model as its separator (as scripts/preprocess.py loads it)
+    zs.write_dataset(tmp_path / "raw", n_scans=1, height=400, width=600, n_single=2, n_pairs=2, seed=7)
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    pipeline.run(tmp_path / "raw", usecase("zooscan")["preprocess"], tmp_path / "out", figs, model)
+    items = pd.read_parquet(tmp_path / "out/items.parquet")
+    cut = pd.read_parquet(tmp_path / "out/separated.parquet")
+    assert len(cut) >= 1
+    for row in cut.itertuples():
+        ours = items[items["object_parent_id"] == row.object_name]
+        assert len(ours) == row.n_parts >= 2
+        lines = cv2.imread(str(tmp_path / "out" / row.lines), cv2.IMREAD_GRAYSCALE)
+        assert ours["area_px"].sum() + (lines > 0).sum() == row.area_px
+    # what is not a separator model is refused, naming it
+    (tmp_path / "cls").mkdir()
+    write_json({**read_json(folder / "model_card.json"), "task": "detect"}, tmp_path / "cls/model_card.json")
+    (tmp_path / "cls/model.pt").write_bytes((folder / "model.pt").read_bytes())
+    with pytest.raises(ModelCardError, match="Ultralytics segment model"):
+        load_instance_separator(tmp_path / "cls", 0.5)
+    with pytest.raises(FileNotFoundError, match="neither a model folder"):
+        load_instance_separator(tmp_path / "raw", 0.5)
+
+
+def test_a_classification_model_scores_multiples(tmp_path):
+    """The Multiple Classifier as a model: a given classification model folder (card task classify,
+    classes single / multiple; here an untrained timm net) gives each vignette its P(multiple), which
+    becomes `object_multiple_score` of every object and part in the preprocess step."""
+    import timm
+    import torch
+
+    from aquaflow.backends import torch_model
+    from aquaflow.backends.scorer import MultipleScorer
+    from aquaflow.io import write_json
+    from aquaflow.models.artifacts import ModelCardError
+    from tests.unit.test_preprocess_pipeline import usecase
+
+    def folder(name: str, classes: list[str]):
+        torch.manual_seed(0)
+        (tmp_path / name).mkdir()
+        torch_model.save_weights(
+            timm.create_model("resnet10t", num_classes=len(classes)), tmp_path / name / "model.safetensors"
+        )
+        card = {
+            "format": "safetensors",
+            "weights": "model.safetensors",
+            "arch": "resnet10t",
+            "classes": classes,
+        }
+        card |= {"input_size": 32, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+        write_json(card, tmp_path / name / "model_card.json")
+        return tmp_path / name
+
+    scorer = MultipleScorer(folder("cls", ["multiple", "single"]))
+    zs.write_dataset(tmp_path / "raw", n_scans=1, height=400, width=600, n_single=2, n_pairs=2, seed=7)
+    cfg = usecase("zooscan")["preprocess"]
+    cfg["separate"] = cfg["separate"] | {"threshold": 0.0}  # every object goes to the separator
+    figs = {"before_after": tmp_path / "ba.png", "examples": tmp_path / "ex.png"}
+    pipeline.run(tmp_path / "raw", cfg, tmp_path / "out", figs, scorer=scorer)
+    items = pd.read_parquet(tmp_path / "out/items.parquet")
+    assert len(items) >= 4
+    for row in items.itertuples():  # each object's score is the model's P(multiple) of its vignette
+        vig = cv2.imread(str(tmp_path / "out" / row.path), cv2.IMREAD_GRAYSCALE)
+        assert row.object_multiple_score == pytest.approx(scorer(vig), abs=1e-5)
+    assert items["object_multiple_score"].nunique() > 1  # not the geometric score's constant shape
+    with pytest.raises(ModelCardError, match="class 'multiple'"):
+        MultipleScorer(folder("other", ["a", "b"]))

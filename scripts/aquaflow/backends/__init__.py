@@ -40,6 +40,28 @@ def load_predictor(
     return Predictor.load(weights, card, device, threads, runtime)
 
 
+def load_instance_separator(folder: str | Path, threshold: float, threads: int = 1) -> Any:
+    """The ZooScan Multiple Separator's instance model in a local folder: a `transformers`
+    Mask2Former (`config.json`, as `save_pretrained` writes it) or an Ultralytics segment model
+    folder as the engine imports it (`model_card.json`, task segment). Called on one vignette, it
+    returns that vignette's instance masks scored >= threshold, best first."""
+    from aquaflow.models.artifacts import CARD
+
+    folder = Path(folder)
+    if (folder / CARD).is_file():
+        from aquaflow.backends.yolo.instances import InstanceSeparator as YoloSeparator
+
+        return YoloSeparator(folder, threshold, threads)
+    if (folder / "config.json").is_file():
+        from aquaflow.backends.mask2former import InstanceSeparator
+
+        return InstanceSeparator(folder, threshold, threads)
+    raise FileNotFoundError(
+        f"{folder}: neither a model folder (model_card.json, Ultralytics segment) nor a Mask2Former"
+        " folder (config.json)"
+    )
+
+
 def train_classifier(
     backend: str,
     *,

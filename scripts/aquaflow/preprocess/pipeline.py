@@ -92,6 +92,7 @@ class _Ctx:
     separated: list[dict[str, Any]] = field(default_factory=list)  # one row per separated object
     separation: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # per image
     separator: Callable[[np.ndarray], list[np.ndarray]] | None = None  # separate.method: model
+    scorer: Callable[[np.ndarray], float] | None = None  # separate.score: model
     inside: roots.Root | None = None  # the root every file read must stay under (None: opted out)
 
     def glob(self, pattern: str, stem: str = "") -> list[Path]:
@@ -269,7 +270,7 @@ def _separated(
     vig, own, label = obj
     params = sepmod.params_of(ctx.cfg["separate"], c["pixel_size_um"])
     pad = c["padding_px"]
-    score = sepmod.multiple_score(row["object_solidity"], params)
+    score = ctx.scorer(vig) if ctx.scorer else sepmod.multiple_score(row["object_solidity"], params)
     whole = {**base, "object_name": oid, "_label": label, "_array": vig, "object_parent_id": ""}
     whole |= _object_meta(row, c["pixel_size_um"], threshold)
     if score < params.threshold:
@@ -295,7 +296,7 @@ def _separated(
     )
     parts = []
     for j, (part, pvig) in enumerate(zip(cut.parts.to_dict("records"), cut.vignettes, strict=True)):
-        pscore = sepmod.multiple_score(part["object_solidity"], params)
+        pscore = ctx.scorer(pvig) if ctx.scorer else sepmod.multiple_score(part["object_solidity"], params)
         meta = _object_meta(part, c["pixel_size_um"], threshold)
         parts.append(
             {**base, "object_name": f"{oid}_{j + 1}", "_label": None, "_array": pvig, "object_parent_id": oid}
@@ -442,11 +443,14 @@ def run(
     out: str | Path,
     figures: dict[str, str | Path],
     separator: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    scorer: Callable[[np.ndarray], float] | None = None,
 ) -> pd.DataFrame:
     """Run the configured steps on the images matching cfg['images'] under `root`.
 
     `separator(vignette) -> instance masks` (separate.method model, e.g.
-    aquaflow.backends.mask2former.InstanceSeparator) replaces the classical watershed's markers.
+    aquaflow.backends.mask2former.InstanceSeparator) replaces the classical watershed's markers;
+    `scorer(vignette) -> P(multiple)` (separate.score model, aquaflow.backends.scorer.MultipleScorer)
+    replaces the geometric multiple score.
 
     Returns the steps table; writes everything described in the module docstring under `out`
     and the two report figures (`figures['before_after']`, `figures['examples']`).
@@ -461,7 +465,7 @@ def run(
     if not files:
         raise FileNotFoundError(f"{root}: no image matches preprocess.images={cfg['images']!r}")
     inside = None if cfg.get(roots.OPT_OUT) else roots.Root(root)
-    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [], separator=separator, inside=inside)
+    ctx = _Ctx(root, out, cfg, cfg["labels"], [], [], [], separator=separator, scorer=scorer, inside=inside)
     # names as valid UTF-8 text (Parquet needs it; undecodable bytes become backslash escapes);
     # `_file` keeps the exact path to open
     items: list[dict] = []
