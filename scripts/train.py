@@ -19,5 +19,6 @@ train.run(
     threads=snakemake.threads,
     log_stream=stream,
     processes=snakemake.resources.get("gpu", 1),  # training.distributed: one rank per GPU
+    launcher=snakemake.resources.get("mpi"),  # or one rank per Slurm task, started by it (srun)
     log_path=snakemake.log[0],
 )

@@ -33,3 +33,5 @@ echo "smoke_workflow_seconds: $(( $(date +%s) - start ))"
 if [ -f tests/benchmarks/detection.py ]; then "$PY" tests/benchmarks/detection.py --device cuda; fi
 # 4. Training loader on the GPU node's cores (decoding / cache, 0 and all workers; cores per GPU).
 "$PY" tests/benchmarks/loader.py --n "${LOADER_N:-6000}" --workers "$(nproc)"
+# 5. Training throughput of the default model on the GPU (cache, AMP; images/s and GPU utilisation).
+"$PY" tests/benchmarks/train_speed.py --n "${TRAIN_N:-20000}" --epochs 3 --device cuda --threads "$(nproc)"

@@ -1,7 +1,8 @@
 """The FlowCam demo workflow (tiny budget) through a real Slurm cluster with profiles/slurm.
 
 One local run and one Slurm run of the same config; the Slurm run's first download fails
-(HTTP 500 injected by the test's server) and the profile's `retries` resubmits the job.
+(HTTP 500 injected by the test's server) and the profile's `retries` resubmits the job. Then a
+distributed training (DDP) as one Slurm job of 2 tasks.
 Evidence comes from Slurm itself (`scontrol show job`, jobs stay listed for MinJobAge) and from
 the plugin's per-job logs (.snakemake/slurm_logs/, kept by slurm-keep-successful-logs).
 """
@@ -19,8 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
+
+from aquaflow.monitoring import tracking
 
 from ..conftest import REPO, run_snakemake, tiny_usecase, workflow_cmd, write_workdir
+from ..ddp_checks import gap_to_single_process
 
 pytestmark = pytest.mark.cluster
 
@@ -216,3 +221,50 @@ def test_outputs_equal_the_local_run(runs):
         pd.testing.assert_frame_equal(a, b)
     tsv = "campaigns/demo/export/ecotaxa_flowcam_demo.tsv"
     assert (slurm / tsv).read_text() == (local / tsv).read_text()
+
+
+def test_two_slurm_tasks_train_one_model(tmp_path_factory, slurm_cluster, demo_zip_server):
+    """training.distributed with the train job's `mpi` resource (srun) and 2 tasks: one Slurm job of
+    2 tasks, srun starts one DDP rank per task (gloo on the CPUs), rank 0 writes the model card and
+    the one MLflow training run; after 2 epochs the weights equal single-process training of the
+    same recipe and seed within 1e-6, while training moved them 100x more."""
+    _, source = demo_zip_server
+    uc = tiny_usecase(source=source)
+    uc["model"]["arch"] = "test_convnext"  # LayerNorm: BatchNorm is synchronised on GPUs only
+    uc["training"].update(epochs=2, augmentation=[], balancing="weights", distributed=True)
+    work = write_workdir(tmp_path_factory.mktemp("ddp"), {"flowcam": uc})
+    log = work / "snakemake-slurm.log"
+    cmd = workflow_cmd(
+        work,
+        "results/flowcam/model/model_card.json",
+        "--workflow-profile",
+        str(REPO / "profiles/slurm"),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        # 2 tasks of 1 CPU on the test's 2-CPU node, no GPU
+        "--set-resources",
+        "train:mpi='srun'",
+        "train:tasks=2",
+        "train:cpus_per_task=1",
+        "train:gpu=0",
+        "--verbose",
+    )
+    rc, _ = run_logged(cmd, work, log, timeout=900)
+    text = log.read_text()
+    assert rc == 0, text[-8000:]
+    run_id = re.search(r"SLURM run ID: (\S+)", text).group(1)
+    trains = [j for j in slurm_jobs() if j.get("JobName") == run_id and j["Comment"].startswith("rule_train")]
+    assert len(trains) == 1 and trains[0]["NumTasks"] == "2" and trains[0]["JobState"] == "COMPLETED", trains
+    assert [c for c in re.findall(r"sbatch call: (.*)", text) if "rule_train" in c and "--ntasks=2" in c]
+
+    model = work / "results/flowcam/model"
+    train_log = (work / "results/flowcam/logs/train.log").read_text()
+    assert "training.distributed: 2 ranks started by srun" in train_log
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["training"]["config"]["distributed"] is True and card["training"]["epochs_run"] == 2
+    client = MlflowClient(tracking.store_uri(card["mlflow"]["tracking_uri"], work))
+    runs = client.search_runs(client.get_experiment_by_name("aquaflow").experiment_id)
+    assert [r.info.run_id for r in runs] == [card["mlflow"]["run_id"]]
+    assert not list(model.glob(".ddp-*"))  # the ranks' shared arguments are gone
+    worst, moved = gap_to_single_process(uc, work)
+    assert worst < 1e-6 and moved > 100 * worst, (worst, moved)

@@ -1,12 +1,16 @@
 """Training at scale on the real FlowCam demo images: the decode-once cache.
 
-DDP is tested through the workflow (tests/workflow/test_train_scale.py)."""
+DDP is tested through the workflow (tests/workflow/test_train_scale.py) and the Slurm test cluster
+(tests/cluster/test_slurm.py); here, how a rank started by srun names its world."""
+
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from aquaflow.backends import distributed
 from aquaflow.backends import torch_train as train
 from aquaflow.data import loader
 from aquaflow.io import read_json
@@ -63,3 +67,39 @@ def test_training_from_the_cache_gives_the_same_weights(prepared, cache, repo): 
         states.append(base.state_dict())
     a, b = states
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+SLURM_TASK = {"SLURM_NTASKS": "8", "SLURM_CPUS_PER_TASK": "4", "SLURM_PROCID": "5", "SLURM_LOCALID": "1"}
+
+
+def test_ranks_and_threads_of_a_launch(monkeypatch):
+    """torchrun: the job's ranks share its threads; srun: the Slurm job's tasks, each with its cpus
+    per task; srun outside a Slurm job of tasks, or another launcher, stops with the reason."""
+    for key in (*SLURM_TASK, "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert distributed.ranks_and_threads(2, 8, None) == (2, 4)
+    assert distributed.ranks_and_threads(4, 2, None) == (4, 1)
+    with pytest.raises(RuntimeError, match=r"mpi resource .*needs a Slurm job"):
+        distributed.ranks_and_threads(1, 2, "srun")
+    for key, value in SLURM_TASK.items():
+        monkeypatch.setenv(key, value)
+    assert distributed.ranks_and_threads(1, 2, "srun --mpi=none") == (8, 4)
+    with pytest.raises(ValueError, match="srun; got 'mpirun -np 8'"):
+        distributed.ranks_and_threads(1, 2, "mpirun -np 8")
+
+
+def test_a_rank_started_by_srun_names_its_world_from_its_slurm_task(monkeypatch):
+    """RANK, WORLD_SIZE and LOCAL_RANK come from SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID, only
+    in a step the launch marked (a Slurm job's own batch step is no rank)."""
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "AQUAFLOW_DDP_SLURM"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in SLURM_TASK.items():
+        monkeypatch.setenv(key, value)
+    distributed.world_from_slurm()
+    assert not distributed.launched()
+    monkeypatch.setenv("AQUAFLOW_DDP_SLURM", "1")
+    distributed.world_from_slurm()
+    assert distributed.launched() and not distributed.is_main()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("5", "8", "1")
+    rendezvous = distributed.slurm_rendezvous()  # SLURM_JOB_NUM_NODES unset: one node
+    assert rendezvous["MASTER_ADDR"] == "127.0.0.1" and 0 < int(rendezvous["MASTER_PORT"]) < 65536

@@ -9,12 +9,11 @@ import subprocess
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from safetensors.torch import load_file
 
-from aquaflow.backends import torch_train as train
 from aquaflow.io import read_json
 
 from ..conftest import REPO, tiny_usecase, workflow_cmd, write_workdir
+from ..ddp_checks import gap_to_single_process
 
 
 def test_two_ranks_from_the_cache_train_the_single_process_model(tmp_path):
@@ -39,6 +38,7 @@ def test_two_ranks_from_the_cache_train_the_single_process_model(tmp_path):
 
     model = work / "results/flowcam/model"
     log = (work / "results/flowcam/logs/train.log").read_text()
+    assert "training.distributed: 2 ranks started by torchrun" in log
     assert "loader: 0 workers" in log and "images_64px.npy" in log
     assert np.load(work / "results/flowcam/prepared/images_64px.npy", mmap_mode="r").shape == (105, 3, 64, 64)
     card = read_json(model / "model_card.json")
@@ -48,18 +48,5 @@ def test_two_ranks_from_the_cache_train_the_single_process_model(tmp_path):
     runs = client.search_runs(client.get_experiment_by_name("aquaflow").experiment_id)
     assert [r.info.run_id for r in runs] == [card["mlflow"]["run_id"]]
 
-    from aquaflow.config import validate
-
-    cfg = validate(uc, REPO / "workflow/schemas/usecase.schema.yaml", "test")
-    manifest = pd.read_parquet(work / "results/flowcam/prepared/manifest.parquet")
-    classes = read_json(work / "results/flowcam/prepared/classes.json")["classes"]
-    images = work / "resources/flowcam/raw" / cfg["dataset"]["images"]
-    single = {**cfg["training"], "cache": False, "distributed": False}
-    _, base = train.train(manifest, images, classes, cfg["model"], single, 1)
-    expected, ddp = base.state_dict(), load_file(model / "model.safetensors")
-    assert ddp.keys() == expected.keys()
-    worst = max((ddp[k].float() - expected[k].float()).abs().max().item() for k in ddp)
-    train.seed_everything(cfg["training"]["seed"])
-    init = train.models.build(cfg["model"]["arch"], len(classes)).state_dict()
-    moved = max((ddp[k].float() - init[k].float()).abs().max().item() for k in ddp)
+    worst, moved = gap_to_single_process(uc, work)
     assert worst < 1e-6 and moved > 100 * worst, (worst, moved)

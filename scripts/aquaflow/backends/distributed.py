@@ -1,5 +1,6 @@
 """Data-parallel training (PyTorch DDP): who this process is, the global batches it takes its share
-of, and the `torchrun` launch of the train step.
+of, and the launch of the train step's ranks: `torchrun` on one machine, or the Slurm tasks of the
+train job (`srun`, one or several nodes).
 
 One process per GPU (or per CPU share with the gloo backend). Every rank draws the same global
 batches from the same seeded sampler and takes every world-th item of each, so that the gradients
@@ -11,6 +12,8 @@ CPUs).
 from __future__ import annotations
 
 import os
+import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -49,8 +52,8 @@ def start(device_type: str) -> World:
     world = World(
         int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     )
-    if device_type == "cuda":
-        torch.cuda.set_device(world.local_rank)
+    if device_type == "cuda":  # Slurm may show each task only its own GPU
+        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return world
@@ -96,23 +99,68 @@ def reduce_sum(values: list[float] | torch.Tensor) -> torch.Tensor:
     return t.cpu()
 
 
-def launch(args_json: str | Path, processes: int, threads: int) -> None:
-    """Run `python -m aquaflow.backends.torch_train ARGS_JSON` as `processes` ranks under torchrun
-    on this machine (one per GPU; CPUs share `threads`); raise if any rank fails."""
+def launch(args_json: str | Path, processes: int, threads: int, launcher: str | None = None) -> None:
+    """Run `python -m aquaflow.backends.torch_train ARGS_JSON` as ranks; raise if any rank fails.
+
+    Without `launcher`: `processes` ranks under torchrun on this machine (one per GPU; CPUs share
+    `threads`). With a Slurm launcher (the job's `mpi` resource, e.g. `srun`): one rank per task
+    of the Slurm job, on every node of it; ARGS_JSON must then lie on the shared file system."""
     library = str(Path(__file__).resolve().parents[2])  # the folder holding the aquaflow package
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (library, os.environ.get("PYTHONPATH")) if p),
-        "OMP_NUM_THREADS": str(max(1, threads // processes)),
+        "OMP_NUM_THREADS": str(ranks_and_threads(processes, threads, launcher)[1]),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={processes}",
-        "-m",
-        "aquaflow.backends.torch_train",
-        str(args_json),
-    ]
+    step = ["-m", "aquaflow.backends.torch_train", str(args_json)]
+    if launcher:
+        env.update(slurm_rendezvous())
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")  # srun does not inherit sbatch's (Slurm >= 22.05)
+        cores = [f"--cpus-per-task={cpus}"] if cpus else []
+        cmd = [*shlex.split(launcher), "--kill-on-bad-exit=1", *cores, sys.executable, *step]
+    else:
+        torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        cmd = [sys.executable, *torchrun, *step]
     subprocess.run(cmd, env=env, check=True)
+
+
+def ranks_and_threads(processes: int, threads: int, launcher: str | None) -> tuple[int, int]:
+    """The ranks a launch starts and the CPU threads of each: `processes` sharing `threads`, or
+    with a Slurm launcher the job's tasks (SLURM_NTASKS) with their cpus per task."""
+    if not launcher:
+        return processes, max(1, threads // processes)
+    if Path(shlex.split(launcher)[0]).name != "srun":
+        raise ValueError(f"the train job's mpi resource starts the ranks with srun; got {launcher!r}")
+    if "SLURM_NTASKS" not in os.environ:
+        raise RuntimeError(
+            f"training.distributed with the train job's mpi resource ({launcher!r}) needs a Slurm job"
+            " with tasks (profiles/slurm: set-resources train: mpi, tasks); this job is not one"
+        )
+    return int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+
+
+def slurm_rendezvous() -> dict[str, str]:
+    """Where rank 0 listens, for the tasks of this Slurm job: the job's first node (the batch
+    script runs there, and so does task 0), a port free on it; 127.0.0.1 on one node."""
+    if int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 1:
+        nodes = subprocess.run(
+            ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        host = nodes[0]
+    else:
+        host = "127.0.0.1"
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return {"MASTER_ADDR": host, "MASTER_PORT": str(port), "AQUAFLOW_DDP_SLURM": "1"}
+
+
+def world_from_slurm() -> None:
+    """In a rank started by `srun` (AQUAFLOW_DDP_SLURM): name the world as torchrun would (RANK,
+    WORLD_SIZE, LOCAL_RANK from the Slurm task's SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID)."""
+    if os.environ.get("AQUAFLOW_DDP_SLURM") and not launched():
+        os.environ["RANK"] = os.environ["SLURM_PROCID"]
+        os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+        os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")

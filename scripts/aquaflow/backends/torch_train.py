@@ -417,22 +417,27 @@ def run(
     log_stream=None,
     processes: int = 1,
     log_path: str | Path | None = None,
+    launcher: str | None = None,
 ) -> dict[str, Any]:
     """The train step: fit, write weights + card + history + curve, then the MLflow training run
     (tracking.log_training: params, per-epoch history, card, model folder, registry version).
 
     `settings`: {images (folder of the dataset), model, training, data (source identity)}.
     `out`: weights, card, history, curve paths. `cache_path`: see `train`. With
-    `training.distributed`, `processes` ranks started by torchrun train together (DDP; they log to
+    `training.distributed`, `processes` ranks started by torchrun (or, with `launcher` = the train
+    job's `mpi` resource such as `srun`, the Slurm job's tasks) train together (DDP; they log to
     `log_path`) and rank 0 writes every output and the MLflow run; the card is returned.
     """
     if settings["training"].get("distributed") and not distributed.launched():
         args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "log_stream"}
         args["out"] = {k: str(v) for k, v in out.items()}
-        args["threads"] = max(1, threads // processes)
-        with tempfile.TemporaryDirectory(prefix="aquaflow-ddp-") as tmp:
+        args["launcher"] = None
+        processes, args["threads"] = distributed.ranks_and_threads(processes, threads, launcher)
+        log.info("training.distributed: %d ranks started by %s", processes, launcher or "torchrun")
+        # beside the outputs: the ranks of a multi-node Slurm job read it from the shared disk
+        with tempfile.TemporaryDirectory(prefix=".ddp-", dir=Path(out["card"]).parent) as tmp:
             write_json(args, Path(tmp) / "run.json")
-            distributed.launch(Path(tmp) / "run.json", processes, threads)
+            distributed.launch(Path(tmp) / "run.json", processes, threads, launcher)
         return read_json(out["card"])
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
@@ -486,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from aquaflow import runlog
 
+    distributed.world_from_slurm()
     args = read_json((argv or sys.argv[1:])[0])
     if args.get("log_path"):
         level = logging.INFO if distributed.is_main() else logging.WARNING
