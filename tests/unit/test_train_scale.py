@@ -69,23 +69,25 @@ def test_training_from_the_cache_gives_the_same_weights(prepared, cache, repo): 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-SLURM_TASK = {"SLURM_NTASKS": "8", "SLURM_CPUS_PER_TASK": "4", "SLURM_PROCID": "5", "SLURM_LOCALID": "1"}
+SLURM_TASK = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1"}
+SCONTROL = "JobId=7 JobName=x NumNodes=1 NumCPUs=8 NumTasks=8 CPUs/Task=4 NodeList=vm"
 
 
-def test_ranks_and_threads_of_a_launch(monkeypatch):
+def test_ranks_and_threads_of_a_launch():
     """torchrun: the job's ranks share its threads; srun: the Slurm job's tasks, each with its cpus
-    per task; srun outside a Slurm job of tasks, or another launcher, stops with the reason."""
-    for key in (*SLURM_TASK, "RANK", "WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
+    per task (as `scontrol show job` tells them); srun outside a Slurm job of tasks, or another
+    launcher, stops with the reason."""
+    job = dict(field.split("=", 1) for field in SCONTROL.split())
     assert distributed.ranks_and_threads(2, 8, None) == (2, 4)
     assert distributed.ranks_and_threads(4, 2, None) == (4, 1)
+    assert distributed.ranks_and_threads(1, 2, "srun --mpi=none", job) == (8, 4)
+    assert distributed.ranks_and_threads(1, 2, "srun", {**job, "CPUs/Task": "N/A"}) == (8, 1)
     with pytest.raises(RuntimeError, match=r"mpi resource .*needs a Slurm job"):
-        distributed.ranks_and_threads(1, 2, "srun")
-    for key, value in SLURM_TASK.items():
-        monkeypatch.setenv(key, value)
-    assert distributed.ranks_and_threads(1, 2, "srun --mpi=none") == (8, 4)
+        distributed.ranks_and_threads(1, 2, "srun", {})
     with pytest.raises(ValueError, match="srun; got 'mpirun -np 8'"):
-        distributed.ranks_and_threads(1, 2, "mpirun -np 8")
+        distributed.ranks_and_threads(1, 2, "mpirun -np 8", job)
+    rendezvous = distributed.slurm_rendezvous(job)  # one node: rank 0 is on this one
+    assert rendezvous["MASTER_ADDR"] == "127.0.0.1" and 0 < int(rendezvous["MASTER_PORT"]) < 65536
 
 
 def test_a_rank_started_by_srun_names_its_world_from_its_slurm_task(monkeypatch):
@@ -101,5 +103,3 @@ def test_a_rank_started_by_srun_names_its_world_from_its_slurm_task(monkeypatch)
     distributed.world_from_slurm()
     assert distributed.launched() and not distributed.is_main()
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("5", "8", "1")
-    rendezvous = distributed.slurm_rendezvous()  # SLURM_JOB_NUM_NODES unset: one node
-    assert rendezvous["MASTER_ADDR"] == "127.0.0.1" and 0 < int(rendezvous["MASTER_PORT"]) < 65536

@@ -106,51 +106,63 @@ def launch(args_json: str | Path, processes: int, threads: int, launcher: str | 
     `threads`). With a Slurm launcher (the job's `mpi` resource, e.g. `srun`): one rank per task
     of the Slurm job, on every node of it; ARGS_JSON must then lie on the shared file system."""
     library = str(Path(__file__).resolve().parents[2])  # the folder holding the aquaflow package
+    job = slurm_job() if launcher else {}
+    ranks, per_rank = ranks_and_threads(processes, threads, launcher, job)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (library, os.environ.get("PYTHONPATH")) if p),
-        "OMP_NUM_THREADS": str(ranks_and_threads(processes, threads, launcher)[1]),
+        "OMP_NUM_THREADS": str(per_rank),
     }
     step = ["-m", "aquaflow.backends.torch_train", str(args_json)]
     if launcher:
-        env.update(slurm_rendezvous())
-        cpus = os.environ.get("SLURM_CPUS_PER_TASK")  # srun does not inherit sbatch's (Slurm >= 22.05)
-        cores = [f"--cpus-per-task={cpus}"] if cpus else []
-        cmd = [*shlex.split(launcher), "--kill-on-bad-exit=1", *cores, sys.executable, *step]
+        env.update(slurm_rendezvous(job))
+        # explicit: the step inherits no task settings (Snakemake's job step strips SLURM_NTASKS...)
+        tasks = [f"--ntasks={ranks}", f"--cpus-per-task={per_rank}", "--kill-on-bad-exit=1"]
+        cmd = [*shlex.split(launcher), *tasks, sys.executable, *step]
     else:
-        torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
         cmd = [sys.executable, *torchrun, *step]
     subprocess.run(cmd, env=env, check=True)
 
 
-def ranks_and_threads(processes: int, threads: int, launcher: str | None) -> tuple[int, int]:
+def slurm_job() -> dict[str, str]:
+    """`scontrol show job` of the Slurm job this process runs in, as key=value (NumTasks,
+    CPUs/Task, NumNodes, NodeList, ...); {} outside one. Asked rather than read from SLURM_NTASKS
+    and its kin, which Snakemake's job step removes from a job's environment."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return {}
+    cmd = ["scontrol", "-o", "show", "job", job_id]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+
+def ranks_and_threads(
+    processes: int, threads: int, launcher: str | None, job: dict[str, str] | None = None
+) -> tuple[int, int]:
     """The ranks a launch starts and the CPU threads of each: `processes` sharing `threads`, or
-    with a Slurm launcher the job's tasks (SLURM_NTASKS) with their cpus per task."""
+    with a Slurm launcher the tasks of the Slurm `job` (slurm_job()) with their CPUs per task."""
     if not launcher:
         return processes, max(1, threads // processes)
     if Path(shlex.split(launcher)[0]).name != "srun":
         raise ValueError(f"the train job's mpi resource starts the ranks with srun; got {launcher!r}")
-    if "SLURM_NTASKS" not in os.environ:
+    job = slurm_job() if job is None else job
+    if not job.get("NumTasks", "").isdigit():
         raise RuntimeError(
             f"training.distributed with the train job's mpi resource ({launcher!r}) needs a Slurm job"
             " with tasks (profiles/slurm: set-resources train: mpi, tasks); this job is not one"
         )
-    return int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+    cpus = job.get("CPUs/Task", "1")
+    return int(job["NumTasks"]), int(cpus) if cpus.isdigit() else 1
 
 
-def slurm_rendezvous() -> dict[str, str]:
-    """Where rank 0 listens, for the tasks of this Slurm job: the job's first node (the batch
-    script runs there, and so does task 0), a port free on it; 127.0.0.1 on one node."""
-    if int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 1:
-        nodes = subprocess.run(
-            ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        host = nodes[0]
-    else:
-        host = "127.0.0.1"
+def slurm_rendezvous(job: dict[str, str]) -> dict[str, str]:
+    """Where rank 0 listens, for the tasks of the Slurm `job`: its first node (the batch script
+    runs there, and so does task 0), a port free on it; 127.0.0.1 when the job has one node."""
+    host = "127.0.0.1"
+    if int(job.get("NumNodes", "1").split("-")[0]) > 1:
+        cmd = ["scontrol", "show", "hostnames", job["NodeList"]]
+        host = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[0]
     with socket.socket() as s:
         s.bind(("", 0))
         port = s.getsockname()[1]

@@ -432,8 +432,8 @@ def run(
         args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "log_stream"}
         args["out"] = {k: str(v) for k, v in out.items()}
         args["launcher"] = None
-        processes, args["threads"] = distributed.ranks_and_threads(processes, threads, launcher)
-        log.info("training.distributed: %d ranks started by %s", processes, launcher or "torchrun")
+        ranks, args["threads"] = distributed.ranks_and_threads(processes, threads, launcher)
+        log.info("training.distributed: %d ranks started by %s", ranks, launcher or "torchrun")
         # beside the outputs: the ranks of a multi-node Slurm job read it from the shared disk
         with tempfile.TemporaryDirectory(prefix=".ddp-", dir=Path(out["card"]).parent) as tmp:
             write_json(args, Path(tmp) / "run.json")
