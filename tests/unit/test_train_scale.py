@@ -93,13 +93,12 @@ def test_ranks_and_threads_of_a_launch():
 def test_a_rank_started_by_srun_names_its_world_from_its_slurm_task(monkeypatch):
     """RANK, WORLD_SIZE and LOCAL_RANK come from SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID, only
     in a step the launch marked (a Slurm job's own batch step is no rank)."""
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "AQUAFLOW_DDP_SLURM"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in SLURM_TASK.items():
-        monkeypatch.setenv(key, value)
+    world = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "AQUAFLOW_DDP_SLURM")
+    environ = {k: v for k, v in os.environ.items() if k not in world}
+    monkeypatch.setattr(os, "environ", {**environ, **SLURM_TASK})  # what it sets goes with it
     distributed.world_from_slurm()
     assert not distributed.launched()
-    monkeypatch.setenv("AQUAFLOW_DDP_SLURM", "1")
+    os.environ["AQUAFLOW_DDP_SLURM"] = "1"
     distributed.world_from_slurm()
     assert distributed.launched() and not distributed.is_main()
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("5", "8", "1")
