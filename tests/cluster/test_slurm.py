@@ -64,6 +64,13 @@ def run_logged(cmd: list[str], cwd: Path, log: Path, timeout: int) -> tuple[int,
     return rc, time.monotonic() - t0
 
 
+def slurm_cmd(workdir: Path, *args: str) -> list[str]:
+    """The workflow through profiles/slurm, its status polled from the first second (the test's
+    cluster is tiny and idle)."""
+    profile = ["--workflow-profile", str(REPO / "profiles/slurm"), "--verbose"]
+    return workflow_cmd(workdir, *profile, "--slurm-init-seconds-before-status-checks", "1", *args)
+
+
 def slurm_jobs() -> list[dict[str, str]]:
     """Every job slurmctld still knows (finished ones stay for MinJobAge), as key=value dicts."""
     out = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, check=True).stdout
@@ -109,17 +116,7 @@ def runs(tmp_path_factory, slurm_cluster, demo_zip_server):
 
     slurm = write_workdir(tmp_path_factory.mktemp("slurm"), {"flowcam": uc})
     log = slurm / "snakemake-slurm.log"
-    cmd = workflow_cmd(
-        slurm,
-        "--workflow-profile",
-        str(REPO / "profiles/slurm"),
-        # the test's cluster is tiny and idle: same shard count as the local run, fast polling
-        "--set-scatter",
-        "infer=2",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--verbose",
-    )
+    cmd = slurm_cmd(slurm, "--set-scatter", "infer=2")  # the same shard count as the local run
     rc, slurm_seconds = run_logged(cmd, slurm, log, timeout=1200)
     local_seconds = local_run.result()
     pool.shutdown()
@@ -234,21 +231,9 @@ def test_two_slurm_tasks_train_one_model(tmp_path_factory, slurm_cluster, demo_z
     uc["training"].update(epochs=2, augmentation=[], balancing="weights", distributed=True)
     work = write_workdir(tmp_path_factory.mktemp("ddp"), {"flowcam": uc})
     log = work / "snakemake-slurm.log"
-    cmd = workflow_cmd(
-        work,
-        "results/flowcam/model/model_card.json",
-        "--workflow-profile",
-        str(REPO / "profiles/slurm"),
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        # 2 tasks of 1 CPU on the test's 2-CPU node, no GPU
-        "--set-resources",
-        "train:mpi='srun'",
-        "train:tasks=2",
-        "train:cpus_per_task=1",
-        "train:gpu=0",
-        "--verbose",
-    )
+    resources = ["train:mpi='srun'", "train:tasks=2", "train:cpus_per_task=1", "train:gpu=0"]
+    # 2 tasks of 1 CPU on the test's 2-CPU node, no GPU
+    cmd = slurm_cmd(work, "results/flowcam/model/model_card.json", "--set-resources", *resources)
     rc, _ = run_logged(cmd, work, log, timeout=900)
     text = log.read_text()
     assert rc == 0, text[-8000:]
