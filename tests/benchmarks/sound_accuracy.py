@@ -60,13 +60,13 @@ def main() -> None:
         uc["sound"]["training"] = {"epochs": a.epochs, "batch": 32, "lr": 0.001}
         uc.pop("campaigns", None)
         write_workdir(work, {"underwater_noise": uc})
-        card_path = work / "results/underwater_noise/model/model_card.json"
+        card_path = "results/underwater_noise/model/model_card.json"
         env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory"]
         t0 = time.perf_counter()
-        subprocess.run([*cmd, str(work), str(card_path), "--cores", "all", "-q"], env=env, check=True)
+        subprocess.run([*cmd, str(work), card_path, "--cores", "all", "-q"], env=env, check=True)
         seconds = time.perf_counter() - t0
-        card = json.loads(card_path.read_text())
+        card = json.loads((work / card_path).read_text())
     print(f"cpu: {cpu_name()} ({os.cpu_count()} cores)")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"data: {a.files} recordings of {a.seconds:g} s at {a.rate} Hz, {a.window:g} s windows (SYNTHETIC)")
