@@ -116,3 +116,61 @@ def test_number_slug_and_tsv():
     for bad in ("x\ty", "x\ny", "x\ry"):
         with pytest.raises(dwca.DwcaError, match=r"^column b holds a tab or newline; fix the source value$"):
             dwca._tsv(df.assign(b=["ok", bad]))
+
+
+def test_eml_fields_coverage_and_defaults():
+    """Every EML field from the config (escaped), the creator party thrice, the bounding box and
+    date range of the events (the start of an interval); an empty config gives empty fields and
+    creator 'unknown'."""
+    from lxml import etree
+
+    event = pd.DataFrame(
+        {
+            "eventID": ["S1", "S2", "S3"],
+            "decimalLatitude": ["51.2", "51.4", "50.9"],
+            "decimalLongitude": ["2.9", "-3.1", "2.7"],
+            "eventDate": ["2024-05-09T10:00:00Z", "2024-05/2024-06", "2024-06-01T08:00:00Z"],
+        }
+    )
+    t = dwca.Tables(event, pd.DataFrame(), pd.DataFrame(), {})
+    eml = {
+        "title": "Plankton & more",
+        "creator": "A. Expert",
+        "organization": "VLIZ",
+        "email": "a@vliz.be",
+        "abstract": "Counts <per> sample",
+        "license": "CC-BY-4.0",
+        "unused": None,
+    }
+    root = etree.fromstring(dwca.eml_xml(t, eml, "pkg<1>", "model & method").encode())
+    ds = root.find("dataset")
+    assert root.get("packageId") == "pkg<1>" and root.get("system") == "aquaflow"
+    assert ds.findtext("title") == "Plankton & more"
+    assert ds.findtext("abstract/para") == "Counts <per> sample"
+    assert ds.findtext("intellectualRights/para") == "CC-BY-4.0"
+    for role in ("creator", "metadataProvider", "contact"):
+        party = ds.find(role)
+        assert party.findtext("individualName/surName") == "A. Expert"
+        assert party.findtext("organizationName") == "VLIZ"
+        assert party.findtext("electronicMailAddress") == "a@vliz.be"
+    box = ds.find("coverage/geographicCoverage/boundingCoordinates")
+    assert [box.findtext(f"{side}BoundingCoordinate") for side in ("west", "east", "north", "south")] == [
+        "-3.100000",
+        "2.900000",
+        "51.400000",
+        "50.900000",
+    ]
+    dates = ds.find("coverage/temporalCoverage/rangeOfDates")
+    assert dates.findtext("beginDate/calendarDate") == "2024-05"
+    assert dates.findtext("endDate/calendarDate") == "2024-06-01"
+    assert ds.findtext("methods/methodStep/description/para") == "model & method"
+
+    empty = etree.fromstring(dwca.eml_xml(t, {}, "pkg", "").encode()).find("dataset")
+    assert [empty.findtext(k) or "" for k in ("title", "abstract/para", "intellectualRights/para")] == [
+        "",
+        "",
+        "",
+    ]
+    assert empty.findtext("creator/individualName/surName") == "unknown"
+    assert (empty.findtext("contact/organizationName") or "") == ""
+    assert (empty.findtext("contact/electronicMailAddress") or "") == ""
