@@ -45,6 +45,13 @@ def cpu_name() -> str:
     )
 
 
+def print_machine(threads: int | None = None) -> None:
+    """The `cpu:` and `date:` lines every benchmark starts with (figures are quoted with both)."""
+    extra = f", threads {threads}" if threads else ""
+    print(f"cpu: {cpu_name()} ({os.cpu_count()} cores){extra}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
 def rate(dataset: LabelledImages, workers: int, batch: int) -> float:
     """Images/s of one pass (after the first batch: worker start-up is not a steady cost)."""
     it = iter(
@@ -81,8 +88,7 @@ def main() -> None:
     manifest = manifest.reset_index(drop=True)
     transform = augment.build(["hflip", "vflip", "rot90", "scale_crop", "brightness_contrast"], a.size)
     labels = [0] * len(manifest)
-    print(f"cpu: {cpu_name()} ({os.cpu_count()} cores)")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print_machine()
     print(f"load_average_before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"images: {len(manifest)} ({len(demo)} demo images repeated), size {a.size}, batch {a.batch}")
     with tempfile.TemporaryDirectory() as tmp:

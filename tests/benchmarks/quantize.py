@@ -34,7 +34,7 @@ from aquaflow.data import imaging, loader  # noqa: E402
 from aquaflow.data.dataset import build_manifest  # noqa: E402
 from aquaflow.data.fetch import package_root  # noqa: E402
 from aquaflow.io import read_json  # noqa: E402
-from tests.benchmarks.loader import cpu_name  # noqa: E402
+from tests.benchmarks.loader import print_machine  # noqa: E402
 from tests.unit.test_dataset import FLOWCAM  # noqa: E402
 
 
@@ -121,8 +121,7 @@ def main() -> None:
     calibration = list(batches([images[i] for i in train_idx], size, 2))  # equal sizes (histograms)
     paths = [root / p for p in manifest["path"]] * (a.n // len(manifest) + 1)
     paths = paths[: a.n]
-    print(f"cpu: {cpu_name()} ({os.cpu_count()} cores), threads {a.threads}")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print_machine(a.threads)
     print(f"load_average_before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"model: {card['arch']} {size} px, id {card['id'][:16]}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO))
 
 from aquaflow.synthetic import sound  # noqa: E402
-from tests.benchmarks.loader import cpu_name  # noqa: E402
+from tests.benchmarks.loader import print_machine  # noqa: E402
 from tests.conftest import write_workdir  # noqa: E402
 
 
@@ -67,8 +67,7 @@ def main() -> None:
         subprocess.run([*cmd, str(work), card_path, "--cores", "all", "-q"], env=env, check=True)
         seconds = time.perf_counter() - t0
         card = json.loads((work / card_path).read_text())
-    print(f"cpu: {cpu_name()} ({os.cpu_count()} cores)")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print_machine()
     print(f"data: {a.files} recordings of {a.seconds:g} s at {a.rate} Hz, {a.window:g} s windows (SYNTHETIC)")
     print(f"model: {a.arch}, {a.epochs} epochs; workflow seconds (data ready): {seconds:.0f}")
     for key, value in sorted(card["metrics"].items()):

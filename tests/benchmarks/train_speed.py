@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +33,7 @@ from aquaflow.config import validate  # noqa: E402
 from aquaflow.data import loader  # noqa: E402
 from aquaflow.data.dataset import build_manifest  # noqa: E402
 from aquaflow.data.fetch import package_root  # noqa: E402
-from tests.benchmarks.loader import cpu_name  # noqa: E402
+from tests.benchmarks.loader import print_machine  # noqa: E402
 
 
 def repeated_manifest(demo: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -76,8 +75,7 @@ def main() -> None:
     manifest = repeated_manifest(demo, a.n)
     size = cfg["model"]["input_size"]
     n_train = int((manifest["split"] == "train").sum())
-    print(f"cpu: {cpu_name()} ({os.cpu_count()} cores), threads {a.threads}")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print_machine(a.threads)
     print(f"model: {cfg['model']['arch']} {size} px, batch {a.batch}, amp {train_cfg['amp']}")
     print(f"images: {len(manifest)} ({n_train} train; {len(demo)} demo images repeated)")
     with tempfile.TemporaryDirectory() as tmp:
