@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,10 +23,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
 from aquaflow.synthetic import sar  # noqa: E402
+from tests.benchmarks.loader import print_machine  # noqa: E402
 
 CHILD = """
 import sys, json, time
@@ -52,11 +53,11 @@ with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open({image!r}) as src:
     blocks = predict_blocks(read, grid.height, grid.width, predictor, Tiling(**{tiling!r}))
     outputs.write_prediction(blocks, grid, card["classes"], {out!r} + "_c.tif", {out!r} + "_p.tif")
     predict_s, predict_hwm = time.perf_counter() - t0, status("VmHWM:")
-    found = outputs.polygons({out!r} + "_c.tif", card["classes"], skip=["sea"])
-    outputs.write_polygons(found, {out!r} + ".gpkg")
+    found = outputs.write_polygons({out!r} + "_c.tif", card["classes"], {out!r} + ".gpkg", skip=["sea"],
+                                   strip={tiling!r}["block"])
 print(json.dumps({{"seconds": time.perf_counter() - t0, "predict_seconds": predict_s,
                   "predict_hwm_kb": predict_hwm, "hwm_kb": status("VmHWM:"), "base_kb": base,
-                  "polygons": len(found["class"]), "pixels": grid.height * grid.width}}))
+                  "polygons": sum(found.values()), "pixels": grid.height * grid.width}}))
 """
 
 
@@ -85,6 +86,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    print_machine(args.threads)
+    print(f"load before: {os.getloadavg()}")
     uc = yaml.safe_load((REPO / "config/usecases/oil_spill.yaml").read_text())["semantic"]
     from aquaflow.backends import smp_train
 
@@ -149,9 +152,8 @@ def main() -> None:
         with_polygons = results["large"]["hwm_kb"] / results["small"]["hwm_kb"]
         pixels = results["large"]["pixels"] / results["small"]["pixels"]
         print(f"pixels ratio: {pixels:.0f}x; peak RSS ratio large/small: prediction {ratio:.3f}, ")
-        print(f"with polygons {with_polygons:.3f} (polygons are held to merge them across strips)")
-        cpu = platform.processor() or platform.machine()
-        print(f"tiling: {tiling}; cpu: {cpu}, threads {args.threads}, load {os.getloadavg()}")
+        print(f"with polygons {with_polygons:.3f} (polygons streamed strip by strip of `block` rows)")
+        print(f"tiling: {tiling}; load after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -189,17 +189,54 @@ def test_outputs_keep_grid_and_an_object_across_tile_borders_is_one_polygon(tmp_
 def test_polygons_of_separate_objects_and_geographic_areas(tmp_path) -> None:
     cls = np.zeros((40, 40), np.uint8)
     cls[2:6, 2:6] = 1
-    cls[20:30, 20:22] = 1
+    cls[20:30, 20:22] = 1  # across the strip borders at rows 24
     grid = rasters.Grid(rasterio.crs.CRS.from_epsg(4326).to_wkt(), (0.001, 0, 3.0, 0, -0.001, 43.0), 40, 40)
     blocks = [(0, 0, np.stack([cls == 0, cls == 1]).astype(np.float32), np.ones((40, 40), bool))]
     outputs.write_prediction(blocks, grid, ["sea", "oil"], tmp_path / "c.tif", tmp_path / "p.tif")
-    found = outputs.polygons(tmp_path / "c.tif", ["sea", "oil"], skip=["sea"], strip=8)
-    assert sorted(found["pixels"].tolist()) == [16, 20]
+    counts = outputs.write_polygons(tmp_path / "c.tif", ["sea", "oil"], tmp_path / "c.gpkg", ["sea"], strip=8)
+    assert counts == {"oil": 2}
+    _, _, _, (names, area_m2, pixels) = pyogrio.raw.read(tmp_path / "c.gpkg")
+    assert list(names) == ["oil", "oil"] and sorted(pixels.tolist()) == [16, 20]
     # about 81 m x 111 m per 0.001 degree pixel at 43 degrees N
-    per_pixel = found["area_m2"] / found["pixels"]
-    assert per_pixel == pytest.approx(
+    assert area_m2 / pixels == pytest.approx(
         np.full(2, 0.001 * 111_320 * np.cos(np.radians(43)) * 0.001 * 111_100), rel=0.01
     )
+
+
+def test_streamed_polygons_equal_the_whole_raster_polygonised_at_once(tmp_path) -> None:
+    from rasterio import features
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    field = ndimage.gaussian_filter(rng.normal(size=(97, 83)), 1.5)
+    cls = np.digitize(field, np.quantile(field, [0.45, 0.75])).astype(np.uint8)  # 3 classes, blobs
+    cls[rng.random(cls.shape) < 0.02] = 2  # specks, some touching others only at a corner
+    cls[40:47, 10:30] = rasters.NODATA_LABEL
+    write_raster(tmp_path / "c.tif", cls, nodata=255, dtype="uint8")
+    classes = ["sea", "oil", "lookalike"]
+    whole = [
+        (classes[int(v)], shapely.geometry.shape(g))
+        for g, v in features.shapes(cls, mask=(cls == 1) | (cls == 2), transform=TRANSFORM)
+    ]
+    counts = outputs.write_polygons(
+        tmp_path / "c.tif", classes, tmp_path / "c.gpkg", ["sea"], strip=7, batch=50
+    )
+    assert counts == {c: sum(n == c for n, _ in whole) for c in ("oil", "lookalike")}
+    assert counts["oil"] > 20 and counts["lookalike"] > 100  # many objects, many across strip borders
+    meta, _, wkb, (names, area_m2, pixels) = pyogrio.raw.read(tmp_path / "c.gpkg")
+    assert meta["geometry_type"] == "MultiPolygon"
+    streamed = shapely.get_parts(shapely.from_wkb(wkb))  # one polygon per feature
+    assert len(streamed) == len(whole) == len(names)
+    assert area_m2.sum() == pytest.approx(sum(g.area for _, g in whole)) == pixels.sum() * 100.0
+    assert pixels.sum() == int(((cls == 1) | (cls == 2)).sum())
+    tree = shapely.STRtree(streamed)
+    matched = set()
+    for name, geom in whole:  # each polygon of the whole raster is one streamed polygon, same class
+        (i,) = tree.query(geom.representative_point(), predicate="within")
+        assert names[i] == name and shapely.equals(streamed[i], geom), (name, geom.bounds)
+        assert pixels[i] * 100.0 == pytest.approx(geom.area) == area_m2[i]
+        matched.add(int(i))
+    assert len(matched) == len(whole)
 
 
 TRAIN = {

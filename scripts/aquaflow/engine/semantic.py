@@ -63,17 +63,17 @@ def predict_raster(
         blocks = predict_blocks(read, grid.height, grid.width, predict, tiling)
         counts = outputs.write_prediction(blocks, grid, classes, out["classes"], out["probabilities"])
         seconds = time.time() - t0
-        found = outputs.polygons(out["classes"], classes, skip=background)
-        outputs.write_polygons(found, out["polygons"])
+        n_polygons = outputs.write_polygons(
+            out["classes"], classes, out["polygons"], skip=background, strip=tiling.block
+        )
     pixel = outputs.pixel_area_m2(grid)
-    names = list(found["class"])
     return {
         "image": str(image),
         "height": grid.height,
         "width": grid.width,
         "pixels": counts,
         "area_m2": {k: (v * pixel if pixel else None) for k, v in counts.items()},
-        "polygons": {k: names.count(k) for k in classes if k not in background},
+        "polygons": n_polygons,
         "seconds": seconds,
         "megapixels_per_second": grid.height * grid.width / 1e6 / max(seconds, 1e-9),
     }

@@ -117,72 +117,125 @@ def _areas_m2(geoms: np.ndarray, grid: Grid) -> np.ndarray:
     return shapely.area(geoms) * unit * unit
 
 
-def polygons(
-    class_path: str | Path, classes: Sequence[str], skip: Sequence[str] = (), strip: int = 1024
-) -> dict[str, Any]:
-    """The polygons of each class of a class raster: shapes of strips of rows, merged across strip
-    borders (an object cut by a strip or tile border is one polygon). Returns geometries (shapely,
-    in the raster's CRS), class names, areas (m²) and pixel counts; classes in `skip` are left out."""
-    import rasterio
+def _strip_shapes(band: np.ndarray, keep: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class values and polygons (pixel coordinates: x = column, y = row, so that a polygon's area is
+    its pixel count) of the 4-connected regions of one strip of rows starting at `row`."""
     import shapely
+    from affine import Affine
     from rasterio import features
-    from rasterio.windows import Window
 
-    parts: dict[int, list[Any]] = {}
-    with rasterio.open(class_path) as src:
-        grid = Grid(src.crs.to_wkt() if src.crs else None, tuple(src.transform)[:6], src.height, src.width)
-        for r, _, h, _ in blocks(src.height, 1, strip):
-            window = Window(0, r, src.width, h)
-            band = src.read(1, window=window)
-            for geom, value in features.shapes(
-                band, mask=band != NODATA_LABEL, transform=src.window_transform(window)
-            ):
-                parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-    skip_idx = {classes.index(s) for s in skip}
-    geoms, names = [], []
-    for k in sorted(parts):
-        if k in skip_idx or k >= len(classes):
-            continue
-        merged = shapely.get_parts(shapely.union_all(parts[k]))
-        geoms += [g for g in merged if g.area > 0]
-        names += [classes[k]] * sum(1 for g in merged if g.area > 0)
-    geoms_a = np.array(geoms, dtype=object)
-    pixel = abs(grid.transform[0] * grid.transform[4] - grid.transform[1] * grid.transform[3])
-    return {
-        "geometry": geoms_a,
-        "class": np.array(names, dtype=object),
-        "area_m2": _areas_m2(geoms_a, grid) if len(geoms) else np.zeros(0),
-        "pixels": np.rint(shapely.area(geoms_a) / pixel).astype(np.int64)
-        if len(geoms)
-        else np.zeros(0, np.int64),
-        "crs": grid.crs,
-    }
+    mask = keep[band]
+    if not mask.any():
+        return np.zeros(0, np.int64), np.array([], dtype=object)
+    found = list(features.shapes(band, mask=mask, connectivity=4, transform=Affine(1, 0, 0, 0, 1, row)))
+    geoms = np.array([shapely.geometry.shape(g) for g, _ in found] or [], dtype=object)
+    return np.array([int(v) for _, v in found], np.int64), geoms
 
 
-def write_polygons(found: dict[str, Any], path: str | Path, layer: str = "classes") -> None:
-    """Write polygons (from `polygons`) as a GeoPackage layer: class, area_m2, pixels, geometry."""
-    import pyogrio
+def _reaches(geoms: np.ndarray, side: int, row: int) -> np.ndarray:
+    """Which polygons (pixel coordinates) have a bound (1: top, 3: bottom) on `row`."""
     import shapely
 
-    geometry = (
-        shapely.to_wkb(np.array([shapely.MultiPolygon([g]) for g in found["geometry"]], dtype=object))
-        if len(found["geometry"])
-        else np.array([], dtype=object)
-    )
-    with atomic_path(path) as tmp:
-        work = tmp.with_name(tmp.name + ".gpkg")  # GDAL wants the extension
+    return shapely.bounds(geoms)[:, side] == row if len(geoms) else np.zeros(0, bool)
+
+
+class _PolygonWriter:
+    """Appends finished polygons (pixel coordinates) to a GeoPackage layer in batches, in the
+    raster's CRS and transform, with class, area_m2 and pixels."""
+
+    def __init__(self, path: Path, grid: Grid, classes: Sequence[str], layer: str, batch: int) -> None:
+        self.path, self.grid, self.classes, self.layer, self.batch = path, grid, classes, layer, batch
+        self.values: list[np.ndarray] = []
+        self.geoms: list[np.ndarray] = []
+        self.pending = 0
+        self.written = False
+        self.counts = np.zeros(len(classes), np.int64)
+
+    def add(self, values: np.ndarray, geoms: np.ndarray) -> None:
+        if len(geoms):
+            self.values.append(values)
+            self.geoms.append(geoms)
+            self.pending += len(geoms)
+        if self.pending >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyogrio
+        import shapely
+
+        if self.written and not self.pending:
+            return
+        values = np.concatenate(self.values) if self.values else np.zeros(0, np.int64)
+        pixel = np.concatenate(self.geoms) if self.geoms else np.array([], dtype=object)
+        self.values, self.geoms, self.pending = [], [], 0
+        a, b, c, d, e, f = self.grid.transform
+        world = shapely.transform(
+            pixel, lambda p: np.column_stack([a * p[:, 0] + b * p[:, 1] + c, d * p[:, 0] + e * p[:, 1] + f])
+        )
+        self.counts += np.bincount(values, minlength=len(self.classes))[: len(self.classes)]
         pyogrio.raw.write(
-            work,
-            geometry=geometry,
+            self.path,
+            geometry=shapely.to_wkb(np.array([shapely.MultiPolygon([g]) for g in world], dtype=object))
+            if len(world)
+            else np.array([], dtype=object),
             field_data=[
-                found["class"].astype(str),
-                found["area_m2"].astype(np.float64),
-                found["pixels"].astype(np.int64),
+                np.array([self.classes[v] for v in values], dtype=object).astype(str),
+                _areas_m2(world, self.grid) if len(world) else np.zeros(0),
+                np.rint(shapely.area(pixel)).astype(np.int64) if len(pixel) else np.zeros(0, np.int64),
             ],
             fields=["class", "area_m2", "pixels"],
             geometry_type="MultiPolygon",
-            crs=found["crs"],
+            crs=self.grid.crs,
             driver="GPKG",
-            layer=layer,
+            layer=self.layer,
+            append=self.written,
         )
-        os.replace(work, tmp)
+        self.written = True
+
+
+def write_polygons(
+    class_path: str | Path,
+    classes: Sequence[str],
+    path: str | Path,
+    skip: Sequence[str] = (),
+    strip: int = BLOCK,
+    batch: int = 4096,
+    layer: str = "classes",
+) -> dict[str, int]:
+    """Polygonise a class raster into a GeoPackage layer (class, area_m2, pixels, one MultiPolygon
+    per 4-connected region of each class not in `skip`), streaming: the raster is read strip by strip
+    of rows; a polygon that does not reach the strip's lower edge is finished and written (in
+    batches of `batch`), one that does is kept open and merged with the next strip's polygons that
+    reach its upper edge, so that an object across strip borders is one polygon and memory grows
+    with the raster's width, not its area. Returns the number of polygons of each class."""
+    import rasterio
+    import shapely
+    from rasterio.windows import Window
+
+    skip_idx = {classes.index(s) for s in skip}
+    keep = np.array([k < len(classes) and k not in skip_idx for k in range(256)])
+    path = Path(path)
+    with rasterio.open(class_path) as src, atomic_path(path) as tmp:
+        grid = Grid(src.crs.to_wkt() if src.crs else None, tuple(src.transform)[:6], src.height, src.width)
+        work = tmp.with_name(tmp.name + ".gpkg")  # GDAL wants the extension
+        writer = _PolygonWriter(work, grid, classes, layer, batch)
+        open_values, open_geoms = np.zeros(0, np.int64), np.array([], dtype=object)
+        try:
+            for r, _, h, _ in blocks(src.height, 1, strip):
+                values, geoms = _strip_shapes(src.read(1, window=Window(0, r, src.width, h)), keep, r)
+                top = _reaches(geoms, 1, r) & np.isin(values, open_values)
+                merged_v, merged_g = [values[~top]], [geoms[~top]]
+                for k in np.unique(open_values):  # open polygons with the new ones that touch them
+                    both = np.concatenate([open_geoms[open_values == k], geoms[top & (values == k)]])
+                    parts = shapely.get_parts(shapely.union_all(both))
+                    merged_v.append(np.full(len(parts), k, np.int64))
+                    merged_g.append(parts)
+                values, geoms = np.concatenate(merged_v), np.concatenate(merged_g)
+                bottom = _reaches(geoms, 3, r + h) if r + h < src.height else np.zeros(len(geoms), bool)
+                writer.add(values[~bottom], geoms[~bottom])
+                open_values, open_geoms = values[bottom], geoms[bottom]
+            writer.flush()
+            os.replace(work, tmp)
+        finally:
+            work.unlink(missing_ok=True)
+    return {c: int(writer.counts[i]) for i, c in enumerate(classes) if i not in skip_idx}
