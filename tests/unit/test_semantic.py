@@ -374,6 +374,19 @@ def test_sentinel2_scene_stacks_on_the_10m_grid_with_ndwi_labels(tmp_path) -> No
     assert swir.std() > 0  # the 20 m band, resampled onto the 10 m grid
     fractions = [p["water_fraction"] for p in index["parts"].values()]
     assert min(fractions) < 0.2 and max(fractions) > 0.8  # a coast: land and sea parts
+    # decimated: the same parts on 40 m pixels, each the mean of its 4 x 4 block of 10 m ones
+    coarse = sentinel2.make(tmp_path / "coarse", bands=["B03", "B08"], parts=2, decimate=4)
+    with rasterio.open(sentinel2.scene_folder() / "s2_B03.jp2") as src:
+        b03 = src.read(1).astype(np.float64)  # on the 10 m grid
+    h4, w4 = b03.shape[0] // 4 // 2, b03.shape[1] // 4 // 2  # a part of the 40 m grid
+    with rasterio.open(tmp_path / "coarse/images/part_10.tif") as img:
+        assert img.transform == grid * Affine.translation(0, 4 * h4) * Affine.scale(4)
+        assert (img.crs, img.shape, coarse["pixel_m"]) == (crs, (h4, w4), 40.0)
+        c_green, c_nir = img.read().astype(np.float64)
+    blocks = b03[4 * h4 : 8 * h4, : 4 * w4].reshape(h4, 4, w4, 4).mean(axis=(1, 3))
+    assert np.abs(blocks - c_green).max() <= 0.5  # uint16: rounded
+    with rasterio.open(tmp_path / "coarse/labels/part_10.tif") as lab:
+        np.testing.assert_array_equal(lab.read(1), sentinel2.ndwi_water(c_green, c_nir))
     uc = validate(
         load_yaml(REPO / "config/usecases/s2_coast.yaml"), REPO / "workflow/schemas/usecase.schema.yaml", "s2"
     )

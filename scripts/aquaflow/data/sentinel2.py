@@ -6,8 +6,11 @@ NDWI = (B03 - B08) / (B03 + B08) > threshold (McFeeters 1996) is water. The labe
 the georeferenced pipeline on real pixels; they are not a new science result.
 
 The files are named .jp2 but are GeoTIFFs inside; rasterio's bundled GDAL opens them.
+`--decimate k` stacks on a grid k times coarser (10k m pixels, block averages): the same scene and
+parts, k² times fewer pixels (a test's budget).
 
     python -m aquaflow.data.sentinel2 OUT [--bands B02 B03 B04 B08] [--parts 2] [--threshold 0]
+        [--decimate 1]
 """
 
 from __future__ import annotations
@@ -43,20 +46,20 @@ def ndwi_water(green: np.ndarray, nir: np.ndarray, threshold: float = 0.0) -> np
     return out
 
 
-def read_on_grid(path: Path, like: Any, window: Any) -> np.ndarray:
-    """Band 1 of `path` over the bounds of `window` of dataset `like`, resampled (bilinear) onto
-    like's pixel grid."""
+def read_on_grid(path: Path, transform: Any, window: Any, resampling: str = "bilinear") -> np.ndarray:
+    """Band 1 of `path` over the bounds of `window` of the grid `transform` (an Affine), resampled
+    onto that grid's pixels."""
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.windows import bounds, from_bounds
 
     with rasterio.open(path) as src:
-        own = from_bounds(*bounds(window, like.transform), transform=src.transform)
+        own = from_bounds(*bounds(window, transform), transform=src.transform)
         return src.read(
             1,
             window=own,
             out_shape=(int(window.height), int(window.width)),
-            resampling=Resampling.bilinear,
+            resampling=Resampling[resampling],
             boundless=True,
             fill_value=0,
         )
@@ -68,12 +71,16 @@ def make(
     parts: int = 2,
     threshold: float = 0.0,
     folder: Path | None = None,
+    decimate: int = 1,
 ) -> dict[str, Any]:
-    """Write OUT/images/part_<r><c>.tif (the bands stacked on the 10 m grid, uint16) and
-    OUT/labels/part_<r><c>.tif (NDWI rule) for a parts x parts cut of the scene, and
-    OUT/scene.json (bands, rule, water fraction per part)."""
+    """Write OUT/images/part_<r><c>.tif (the bands stacked on the 10 m grid, or one `decimate` times
+    coarser, uint16) and OUT/labels/part_<r><c>.tif (NDWI rule on those pixels) for a parts x parts
+    cut of the scene, and OUT/scene.json (bands, rule, grid, water fraction per part). Bands are
+    resampled bilinearly onto the 10 m grid, averaged onto a coarser one."""
     import rasterio
+    from affine import Affine
     from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
 
     folder = folder or scene_folder()
     out = Path(out)
@@ -87,20 +94,27 @@ def make(
         "labels": rule,
         "parts": {},
     }
+    resampling = "average" if decimate > 1 else "bilinear"
     with rasterio.open(folder / "s2_B02.jp2") as ref:  # a 10 m band: the grid
-        h, w = ref.height // parts, ref.width // parts
+        grid = ref.transform @ Affine.scale(decimate)
+        h, w = ref.height // decimate // parts, ref.width // decimate // parts
+        index["pixel_m"] = abs(grid.a)
         for r in range(parts):
             for c in range(parts):
                 window = Window(c * w, r * h, w, h)
-                stack = np.stack([read_on_grid(folder / f"s2_{b}.jp2", ref, window) for b in bands])
-                green, nir = (read_on_grid(folder / f"s2_{b}.jp2", ref, window) for b in ("B03", "B08"))
+
+                def band(name: str, window: Window = window) -> np.ndarray:
+                    return read_on_grid(folder / f"s2_{name}.jp2", grid, window, resampling)
+
+                stack = np.stack([band(b) for b in bands])
+                green, nir = band("B03"), band("B08")
                 labels = ndwi_water(green, nir, threshold)
                 profile = {
                     "driver": "GTiff",
                     "height": h,
                     "width": w,
                     "crs": ref.crs,
-                    "transform": ref.window_transform(window),
+                    "transform": window_transform(window, grid),
                     "tiled": True,
                     "blockxsize": 256,
                     "blockysize": 256,
@@ -131,8 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bands", nargs="+", default=["B02", "B03", "B04", "B08"])
     ap.add_argument("--parts", type=int, default=2)
     ap.add_argument("--threshold", type=float, default=0.0)
+    ap.add_argument("--decimate", type=int, default=1, help="pixels k times larger than 10 m")
     args = ap.parse_args(argv)
-    make(args.out, args.bands, args.parts, args.threshold)
+    make(args.out, args.bands, args.parts, args.threshold, decimate=args.decimate)
 
 
 if __name__ == "__main__":
