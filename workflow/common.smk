@@ -643,8 +643,9 @@ def semantic_settings(*keys):
 
 def semantic_prediction(wildcards):
     """What tiled prediction and scoring read: predict, evaluate, background (not training)."""
-    s = semantic_settings("predict", "evaluate", "background")(wildcards)
-    return {"predict": s["predict"], "background": s["background"], **s["evaluate"]}
+    s = semantic_settings("predict", "evaluate", "background", "png_masks", "shoreline")(wildcards)
+    outputs = {k: s[k] for k in ("background", "png_masks", "shoreline")}
+    return {"predict": s["predict"], **outputs, **s["evaluate"]}
 
 
 def semantic_evaluation(wildcards):
@@ -656,7 +657,8 @@ def semantic_listing(wildcards):
     """What a campaign's raster listing reads of semantic.data (not the split, not the labels'
     rasterisation settings)."""
     data = UC[wildcards.uc]["semantic"]["data"]
-    return {k: data[k] for k in ("images", "labels", "extensions", "vector_field")}
+    keys = ("images", "labels", "label_extension", "extensions", "vector_field")
+    return {k: data[k] for k in keys}
 
 
 def semantic_shard_files(kind):

@@ -122,6 +122,7 @@ def _semantic_problems(uc: dict[str, Any]) -> list[str]:
     train, predict = sem.get("train") or {}, sem.get("predict") or {}
     named = [("semantic.train.rare_class", [train["rare_class"]] if train.get("rare_class") else [])]
     named += [("semantic.background", sem.get("background") or [])]
+    named += [("semantic.shoreline", [sem["shoreline"]] if sem.get("shoreline") else [])]
     named += [("semantic.evaluate.fss_classes", (sem.get("evaluate") or {}).get("fss_classes") or [])]
     for key, used in named:
         unknown = [c for c in used if c not in names]

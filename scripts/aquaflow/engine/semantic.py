@@ -45,11 +45,15 @@ def predict_raster(
     out: dict[str, str | Path],
     tiling: Tiling,
     background: Sequence[str] = (),
+    shoreline_class: str | None = None,
 ) -> dict[str, Any]:
-    """Predict one raster into out[classes|probabilities|polygons]; returns its summary: pixels and
-    area (m², projected CRS) per class, polygons per class, seconds. Classes in `background` get
-    no polygons."""
+    """Predict one raster into out[classes|probabilities|polygons] (and out[mask_png], the class
+    mask as PNG, out[shoreline], the boundary of `shoreline_class` as GeoJSON polylines, when
+    given); returns its summary: pixels and area (m², projected CRS) per class, polygons per class,
+    shoreline polylines and length, seconds. Classes in `background` get no polygons."""
     import rasterio
+
+    from aquaflow.tasks.semantic import shoreline
 
     classes = list(card["classes"])
     grid = grid_of(image)
@@ -67,6 +71,14 @@ def predict_raster(
             out["classes"], classes, out["polygons"], skip=background, strip=tiling.block
         )
     pixel = outputs.pixel_area_m2(grid)
+    extra: dict[str, Any] = {}
+    if "mask_png" in out:
+        shoreline.write_png_mask(out["classes"], out["mask_png"])
+    if "shoreline" in out and shoreline_class:
+        found = shoreline.write_shoreline(
+            out["classes"], classes.index(shoreline_class), out["shoreline"], shoreline_class
+        )
+        extra = {"shoreline_polylines": found["polylines"], "shoreline_length": found["length"]}
     return {
         "image": str(image),
         "height": grid.height,
@@ -76,7 +88,23 @@ def predict_raster(
         "polygons": n_polygons,
         "seconds": seconds,
         "megapixels_per_second": grid.height * grid.width / 1e6 / max(seconds, 1e-9),
+        **extra,
     }
+
+
+def output_paths(folder: Path, name: str, settings: dict[str, Any]) -> dict[str, Path]:
+    """Where one raster's outputs go: class and probability GeoTIFFs, polygons, and the PNG class
+    mask (settings.png_masks) and shoreline GeoJSON (settings.shoreline) when asked for."""
+    paths = {
+        "classes": folder / f"{name}_classes.tif",
+        "probabilities": folder / f"{name}_probabilities.tif",
+        "polygons": folder / f"{name}.gpkg",
+    }
+    if settings.get("png_masks"):
+        paths["mask_png"] = folder / f"{name}_classes.png"
+    if settings.get("shoreline"):
+        paths["shoreline"] = folder / f"{name}_shoreline.geojson"
+    return paths
 
 
 def score_raster(class_path: str | Path, labels: str | Path, scores: SemanticScores) -> dict[str, Any]:
@@ -102,6 +130,13 @@ def score_raster(class_path: str | Path, labels: str | Path, scores: SemanticSco
 def _rasters(folder: Path, extensions: Sequence[str]) -> list[Path]:
     ext = {e.lower() for e in extensions}
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in ext)
+
+
+def label_path(raw: Path, data: dict[str, Any], rel: Path) -> Path:
+    """The label raster of the image at `rel`: the same relative name under data.labels, with the
+    extension data.label_extension when set (camera images: images/x.jpg, masks/x.png)."""
+    ext = data.get("label_extension")
+    return raw / data["labels"] / (rel.with_suffix(ext) if ext else rel)
 
 
 def prepare(
@@ -140,7 +175,7 @@ def prepare(
                 labels,
             )
         else:
-            labels = raw / data["labels"] / rel
+            labels = label_path(raw, data, rel)
             if not labels.is_file():
                 raise FileNotFoundError(f"{image}: no label raster {labels}")
             g, gl = grid_of(image), grid_of(labels)
@@ -230,13 +265,15 @@ def evaluate(
     per_raster = {}
     for row in rows.itertuples():
         name = Path(row.id).name
-        paths = {
-            "classes": work / f"{name}_classes.tif",
-            "probabilities": work / f"{name}_probabilities.tif",
-            "polygons": work / f"{name}.gpkg",
-        }
+        paths = output_paths(work, name, settings)
         summary = predict_raster(
-            predictor, card, row.image, paths, tiling_of(settings), settings["background"]
+            predictor,
+            card,
+            row.image,
+            paths,
+            tiling_of(settings),
+            settings["background"],
+            settings.get("shoreline"),
         )
         summary["scores"] = score_raster(paths["classes"], row.labels, scores)
         per_raster[row.id] = summary
@@ -296,7 +333,7 @@ def campaign_inputs(
             base = Path(raw) / data["images"]
             for p in _rasters(base, data["extensions"]):
                 rel = p.relative_to(base)
-                labels = Path(raw) / data["labels"] / rel
+                labels = label_path(Path(raw), data, rel)
                 rows.append(
                     {
                         "id": rel.with_suffix("").as_posix(),
@@ -362,14 +399,16 @@ def run_shard(
             rejected[row.id] = {"path": row.path, **rejected_before[row.id]}
             continue
         name = row.id.replace("/", "__")
-        paths = {
-            "classes": out_dir / f"{name}_classes.tif",
-            "probabilities": out_dir / f"{name}_probabilities.tif",
-            "polygons": out_dir / f"{name}.gpkg",
-        }
+        paths = output_paths(out_dir, name, settings)
         try:
             summary = predict_raster(
-                predictor, card, row.path, paths, tiling_of(settings), settings["background"]
+                predictor,
+                card,
+                row.path,
+                paths,
+                tiling_of(settings),
+                settings["background"],
+                settings.get("shoreline"),
             )
         except (RasterioError, ValueError) as exc:
             rejected[row.id] = {"path": row.path, "reason": "unreadable", "detail": str(exc)[:500]}
@@ -426,6 +465,7 @@ def gather(
                 **{f"area_m2_{c}": p["area_m2"][c] for c in classes},
                 **{f"polygons_{c}": n for c, n in p["polygons"].items()},
                 "megapixels_per_second": p["megapixels_per_second"],
+                **{k: p[k] for k in ("shoreline_polylines", "shoreline_length") if k in p},
                 **{f"band_{b}": v for b, v in p.get("band_sample", {}).items()},  # drift: pixels
                 "mean_iou": scores.get("mean_iou"),
                 "pixel_accuracy": scores.get("pixel_accuracy"),
