@@ -44,7 +44,12 @@ MODULES: dict[str, list[str]] = {
     "engine/infer.py": ["test_infer.py", "test_fault_injection.py", "test_infer_mutants.py"],
     "engine/gather.py": ["test_gather.py", "test_infer.py", "test_fault_injection.py"],
     "engine/staging.py": ["test_staging.py"],
-    "engine/evaluate_detect.py": ["test_evaluate_detect.py", "test_evaluate_detect_mutants.py"],
+    "engine/detect_metrics.py": [
+        "test_evaluate_detect.py",
+        "test_intervals.py",
+        "test_detect_metrics_mutants.py",
+    ],
+    "engine/evaluate_detect.py": ["test_evaluate_detect_mutants.py"],
     "standards/ecotaxa.py": ["test_ecotaxa.py", "test_ecotaxa_mutants.py"],
     "standards/dwca.py": ["test_dwca.py", "test_dwca_mutants.py"],
     "standards/taxonomy.py": ["test_taxonomy.py", "test_dwca.py"],
