@@ -100,3 +100,10 @@ def test_batches_carry_probabilities_features_and_rejections(tiny_model, tmp_pat
     assert tiny[0][0]["rejected"][0][1] == imaging.TOO_LARGE
     alone = list(infer.iter_batches(table.iloc[1:2], pred, 2, 0))  # default max_pixels
     assert alone[0][1].shape == (1, len(CLASSES))
+
+
+def test_loader_settings_on_a_gpu_feed_it_with_threads_minus_one_workers():
+    # pick_device("cuda") names the device without touching one: the GPU defaults are testable here
+    assert infer.loader_settings({"device": "cuda"}, 8) == (256, 7)
+    assert infer.loader_settings({"device": "cuda", "batch_size": None, "workers": None}, 1) == (256, 0)
+    assert infer.loader_settings({"device": "cuda", "batch_size": 32, "workers": 2}, 8) == (32, 2)
