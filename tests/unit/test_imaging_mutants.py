@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from aquaflow.data import imaging
@@ -192,3 +194,134 @@ def test_resize_modes_exact_geometry():
     assert reason == imaging.EXTREME_ASPECT and detail.startswith(
         "100000x1: scaling the shorter side to 224 px"
     )
+
+
+def _tiff(arr: np.ndarray, **kw) -> bytes:
+    out = io.BytesIO()
+    tifffile.imwrite(out, arr, **kw)
+    return out.getvalue()
+
+
+def test_opencv_fallback_decodes_each_sample_type_exactly():
+    """The second decoder (TIFFs Pillow cannot open), called directly: every sample type and channel
+    count it takes, to exact RGB values, with the original size and a cv2 mode name."""
+    grey = np.array([[0, 10, 255], [1, 2, 3]], np.uint8)
+    d = imaging._decode_cv2(_tiff(grey), 10**6, 10**9)
+    assert (d.mode, d.width, d.height) == ("cv2:uint8x1", 3, 2)
+    assert d.image.dtype == np.uint8 and d.image.tolist() == np.repeat(grey[:, :, None], 3, 2).tolist()
+    rgb = np.array([[[255, 0, 0], [0, 128, 9]]], np.uint8)
+    d = imaging._decode_cv2(_tiff(rgb, photometric="rgb"), 10**6, 10**9)
+    assert (d.mode, d.width, d.height, d.image.tolist()) == ("cv2:uint8x3", 2, 1, rgb.tolist())
+    rgba = np.array([[[255, 0, 0, 255], [0, 128, 9, 255]], [[1, 2, 3, 255], [4, 5, 6, 255]]], np.uint8)
+    d = imaging._decode_cv2(_tiff(rgba, photometric="rgb"), 10**6, 10**9)
+    assert (d.mode, d.image.tolist()) == ("cv2:uint8x4", rgba[:, :, :3].tolist())
+    u16 = np.array([[0, 257, 65535, 128, 129, 385]], np.uint16)
+    d = imaging._decode_cv2(_tiff(u16), 10**6, 10**9)
+    assert d.mode == "cv2:uint16x1" and d.image[0, :, 1].tolist() == [0, 1, 255, 0, 1, 1]
+    u16rgb = np.array([[[0, 257, 65535], [128, 129, 514]]], np.uint16)
+    assert imaging._decode_cv2(_tiff(u16rgb, photometric="rgb"), 10**6, 10**9).image.tolist() == [
+        [[0, 1, 255], [0, 1, 2]]
+    ]
+    f32 = np.array([[-1.0, 1.0, 3.0]], np.float32)
+    d = imaging._decode_cv2(_tiff(f32), 10**6, 10**9)
+    assert (d.mode, d.image[0, :, 2].tolist()) == ("cv2:float32x1", [0, 128, 255])
+    f32rgb = np.array([[[0.0, 0.5, 1.0]]], np.float32)
+    assert imaging._decode_cv2(_tiff(f32rgb, photometric="rgb"), 10**6, 10**9).image.tolist() == [
+        [[0, 128, 255]]
+    ]
+    for arr in (np.array([[1, 2]], np.int32), np.array([[1, -2]], np.int8)):
+        assert _reason(imaging._decode_cv2, _tiff(arr), 10**6, 10**9) == (
+            imaging.UNSUPPORTED_MODE,
+            f"sample type {arr.dtype} with 1 channel(s)",
+        )
+    assert _reason(imaging._decode_cv2, _tiff(np.zeros((2, 2), np.complex64)), 10**6, 10**9) == (
+        imaging.DECODE_ERROR,
+        "neither Pillow nor OpenCV can decode this TIFF",
+    )
+
+
+def test_opencv_fallback_checks_pixels_and_decode_budget_from_the_header():
+    """Budget: width x height x bytes per pixel (itemsize x samples) x 8."""
+    rgb = _tiff(np.zeros((3, 5, 3), np.float32), photometric="rgb")
+    need = 5 * 3 * 12 * 8
+    assert imaging._decode_cv2(rgb, 15, need).image.shape == (3, 5, 3)
+    assert _reason(imaging._decode_cv2, rgb, 15, need - 1) == (
+        imaging.TOO_LARGE,
+        f"5x3 needs ~{need} bytes to decode (budget {need - 1})",
+    )
+    assert _reason(imaging._decode_cv2, rgb, 14, 0) == (imaging.TOO_LARGE, "5x3 exceeds max_pixels=14")
+    assert imaging._tiff_size(rgb) == (5, 3, 12)
+    assert imaging._tiff_size(_tiff(np.zeros((2, 7), np.uint16))) == (7, 2, 2)
+    assert _reason(imaging._decode_cv2, b"II*\x00garbage", 10, 10) == (imaging.DECODE_ERROR, "IndexError: 0")
+    # through decode: a TIFF Pillow cannot identify goes to OpenCV with decode's limits
+    d = imaging.decode(
+        _tiff(np.array([[0.0, 0.5]], np.float32), photometric="minisblack", compression="zlib")
+    )
+    assert d.image[0, :, 0].tolist() == [0, 128]
+
+
+def test_modes_converted_by_pillow_and_flat_or_unit_floats():
+    for mode, colour in (("YCbCr", (100, 90, 160)), ("LAB", (50, 140, 120)), ("HSV", (30, 200, 100))):
+        im = Image.new(mode, (2, 1), colour)
+        assert imaging._to_rgb8(im).tolist() == np.asarray(im.convert("RGB")).tolist(), mode
+    rgbx = Image.new("RGBX", (1, 1), (1, 2, 3, 0))
+    assert imaging._to_rgb8(rgbx).tolist() == [[[1, 2, 3]]]
+    # float data exactly at the [0, 1] bounds is taken as is; other ranges are stretched
+    assert imaging._float_to_gray8(np.array([[0.0, 0.5]], np.float32)).tolist() == [[0, 128]]
+    assert imaging._float_to_gray8(np.array([[0.2, 1.0]], np.float32)).tolist() == [[51, 255]]
+    stretched = imaging._float_to_gray8(np.array([[-1.0, 3.0]]))
+    assert stretched.dtype == np.uint8 and stretched.tolist() == [[0, 255]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a flat image is no 0/0
+        flat = imaging._float_to_gray8(np.array([[5.0, 5.0], [5.0, 5.0]]))
+    assert flat.dtype == np.uint8 and flat.tolist() == [[0, 0], [0, 0]]
+    assert imaging._float_to_gray8(np.array([[0.5]], np.float32)).dtype == np.uint8
+    # 16-bit: far-negative values clip to 0, and images taller than one block of rows
+    assert imaging._int16_to_rgb8(np.array([[-200, -70000]])).tolist() == [[[0] * 3, [0] * 3]]
+    tall = np.full((600, 2), 65535, np.int32)
+    assert (imaging._int16_to_rgb8(tall) == 255).all()
+
+
+def test_letterbox_of_a_tall_image_and_center_crop_of_a_wide_one():
+    tall = np.zeros((20, 10, 3), np.uint8)
+    tall[:, :, 0] = 40
+    tall[:, 4, 0] = 200
+    boxed = imaging.letterbox(tall, 20)  # padded only: 5 columns each side
+    assert boxed.dtype == np.uint8 and boxed.shape == (20, 20, 3)
+    assert boxed[0, :, 0].tolist() == [40] * 9 + [200] + [40] * 10
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, :, 1] = np.arange(30)[None, :] * 8
+    crop = imaging.center_crop(wide, 10)  # no resize: columns 10..19
+    assert crop[0, :, 1].tolist() == list(range(80, 160, 8))
+
+
+def test_center_crop_is_torchvision_resize_and_center_crop_pixel_for_pixel():
+    from torchvision.transforms import functional as tvf
+
+    rng = np.random.default_rng(3)
+    for h, w, size in ((37, 23, 16), (23, 37, 16), (31, 31, 12), (40, 90, 21)):
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        pil = tvf.center_crop(tvf.resize(Image.fromarray(img), size, antialias=True), [size, size])
+        assert imaging.center_crop(img, size).tolist() == np.asarray(pil).tolist(), (h, w, size)
+
+
+def test_center_crop_limit_is_the_scaled_copy_in_bytes(monkeypatch):
+    from aquaflow.data import limits
+
+    img = np.zeros((10, 30, 3), np.uint8)  # scaled copy: 10 x 30 x 3 = 900 bytes
+    monkeypatch.setattr(limits, "CENTER_CROP_BYTES", 900)
+    assert imaging.center_crop(img, 10).shape == (10, 10, 3)
+    monkeypatch.setattr(limits, "CENTER_CROP_BYTES", 899)
+    assert _reason(imaging.center_crop, img, 10) == (
+        imaging.EXTREME_ASPECT,
+        "30x10: scaling the shorter side to 10 px would make a 10x30 image (limit 899 bytes)",
+    )
+
+
+def test_encode_png_by_default_lossless_and_other_formats():
+    img = np.random.default_rng(1).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    png = imaging.encode(img)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert np.asarray(Image.open(io.BytesIO(png))).tolist() == img.tolist()
+    assert imaging.encode(img, ".jpg").startswith(b"\xff\xd8")
+    assert imaging.decode(imaging.encode(img, ".bmp")).image.tolist() == img.tolist()
