@@ -325,3 +325,39 @@ def test_encode_png_by_default_lossless_and_other_formats():
     assert np.asarray(Image.open(io.BytesIO(png))).tolist() == img.tolist()
     assert imaging.encode(img, ".jpg").startswith(b"\xff\xd8")
     assert imaging.decode(imaging.encode(img, ".bmp")).image.tolist() == img.tolist()
+
+
+def test_decode_budget_follows_the_jpeg_draft_scale_exactly():
+    """The budget is max_bytes x scale², scale the draft's power of two (1 to 8) still >= draft px."""
+    jpeg = _save(Image.new("RGB", (640, 320), (30, 60, 90)), "JPEG")
+    need = 640 * 320 * 7
+    for draft, scale in ((200, 1), (80, 4), (10, 8)):
+        budget = -(-need // (scale * scale))  # the smallest max_bytes that passes
+        assert imaging.decode(jpeg, draft=draft, max_bytes=budget).width == 640, draft
+        reason, detail = _reason(imaging.decode, jpeg, draft=draft, max_bytes=budget - 1)
+        assert (reason, detail) == (
+            imaging.TOO_LARGE,
+            f"640x320 needs ~{need} bytes to decode (budget {(budget - 1) * scale * scale})",
+        ), draft
+    png = _save(Image.new("RGB", (20, 10)))
+    assert _reason(imaging.decode, png, max_bytes=20 * 10 * 7 - 1)[0] == imaging.TOO_LARGE
+    assert _reason(imaging.decode, png, draft=1, max_bytes=20 * 10 * 7 - 1)[0] == imaging.TOO_LARGE
+    tiff = _tiff(np.zeros((3, 5, 3), np.float32), photometric="rgb")  # through the OpenCV fallback
+    assert _reason(imaging.decode, tiff, max_bytes=5 * 3 * 12 * 8 - 1) == (
+        imaging.TOO_LARGE,
+        f"5x3 needs ~{5 * 3 * 12 * 8} bytes to decode (budget {5 * 3 * 12 * 8 - 1})",
+    )
+
+
+def test_pillows_decompression_bomb_guard_is_a_too_large_rejection():
+    import struct
+    import zlib
+
+    png = bytearray(_save(Image.new("L", (1, 1))))
+    ihdr = bytearray(png[12:29])  # b"IHDR" + 13 bytes of header
+    ihdr[4:12] = struct.pack(">II", 20000, 20000)
+    png[12:29] = ihdr
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    reason, detail = _reason(imaging.decode, bytes(png))
+    assert reason == imaging.TOO_LARGE
+    assert detail.startswith("Pillow's decompression-bomb guard: Image size (400000000 pixels) exceeds limit")
