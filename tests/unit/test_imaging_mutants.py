@@ -361,3 +361,53 @@ def test_pillows_decompression_bomb_guard_is_a_too_large_rejection():
     reason, detail = _reason(imaging.decode, bytes(png))
     assert reason == imaging.TOO_LARGE
     assert detail.startswith("Pillow's decompression-bomb guard: Image size (400000000 pixels) exceeds limit")
+
+
+def test_alpha_modes_on_white_and_a_transparent_bilevel_image():
+    cases = (
+        ("LA", [(0, 0), (100, 255)], [[255] * 3, [100] * 3]),
+        ("RGBa", [(0, 0, 0, 0), (10, 20, 30, 255)], [[255] * 3, [10, 20, 30]]),
+    )
+    for mode, pixels, want in cases:  # transparent: white; opaque: the colour
+        im = Image.new(mode, (2, 1))
+        im.putpixel((0, 0), pixels[0])
+        im.putpixel((1, 0), pixels[1])
+        assert imaging._to_rgb8(im).tolist() == [want], mode
+    pa = Image.new("PA", (2, 1))
+    pa.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    pa.putpixel((0, 0), (1, 255))
+    assert imaging._to_rgb8(pa).tolist() == [[[200, 100, 50], [255, 255, 255]]]
+    bw = Image.new("1", (2, 1))
+    bw.putpixel((1, 0), 1)
+    bw.info["transparency"] = 0  # only a palette image's transparency is composited
+    assert imaging._to_rgb8(bw).tolist() == [[[0, 0, 0], [255, 255, 255]]]
+
+
+def test_exif_orientations_that_mirror_or_transpose():
+    img = np.zeros((10, 30, 3), np.uint8)
+    img[0, 0] = 255  # a marker in the top-left corner
+    for orientation, shape, corner in ((2, (10, 30), (0, 29)), (5, (30, 10), (0, 0)), (7, (30, 10), (29, 9))):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        d = imaging.decode(_save(Image.fromarray(img), "PNG", exif=exif))
+        assert (d.height, d.width) == d.image.shape[:2] == shape, orientation
+        assert np.argwhere(d.image[:, :, 0] == 255).tolist() == [list(corner)], orientation
+    jpeg = _save(Image.new("RGB", (640, 320), (30, 60, 90)), "JPEG")
+    assert np.abs(imaging.decode(jpeg, draft=80).image[40, 80].astype(int) - [30, 60, 90]).max() <= 3
+
+
+def test_read_bytes_os_errors_and_a_file_larger_than_its_stat():
+    assert _reason(imaging.read_bytes, "a" * 300 + ".png") == (
+        imaging.UNREADABLE,
+        "OSError: File name too long",
+    )
+    # /proc files stat as 0 bytes: the read itself is capped
+    assert _reason(imaging.read_bytes, "/proc/self/status", max_bytes=10) == (
+        imaging.TOO_LARGE,
+        "file exceeds the 10-byte cap",
+    )
+
+
+def test_size_check_budget_needs_both_bytes_per_pixel_and_a_budget():
+    imaging._check_size(10, 10, 100, per_pixel=3)  # no budget: no check
+    imaging._check_size(10, 10, 100, max_bytes=50)  # no bytes per pixel: no check
