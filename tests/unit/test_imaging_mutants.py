@@ -411,3 +411,48 @@ def test_read_bytes_os_errors_and_a_file_larger_than_its_stat():
 def test_size_check_budget_needs_both_bytes_per_pixel_and_a_budget():
     imaging._check_size(10, 10, 100, per_pixel=3)  # no budget: no check
     imaging._check_size(10, 10, 100, max_bytes=50)  # no bytes per pixel: no check
+
+
+def _border_median(img: np.ndarray) -> list[int]:
+    """The fill colour: per channel, the median of the four edges (corners counted twice)."""
+    h, w = img.shape[:2]
+    edge = [img[0, x] for x in range(w)] + [img[h - 1, x] for x in range(w)]
+    edge += [img[y, 0] for y in range(h)] + [img[y, w - 1] for y in range(h)]
+    return np.median(np.array(edge), axis=0).astype(np.uint8).tolist()
+
+
+def _quartered(blocks: np.ndarray) -> np.ndarray:
+    """Each value a 4 x 4 block whose central 2 x 2 is 8 brighter: area mean +2, bilinear +8."""
+    img = np.repeat(np.repeat(blocks, 4, 0), 4, 1).astype(np.int32)
+    centre = np.zeros((4, 4), np.int32)
+    centre[1:3, 1:3] = 8
+    img += np.tile(centre, (blocks.shape[0], blocks.shape[1]))[:, :, None]
+    return img.astype(np.uint8)
+
+
+def test_letterbox_fill_padding_and_interpolation_exactly(monkeypatch):
+    from aquaflow.data import limits
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 200, (6, 10, 3), dtype=np.uint8)
+    fill = _border_median(img)
+    boxed = imaging.letterbox(img, 10)  # padding only: 2 rows above, 2 below
+    assert boxed.dtype == np.uint8 and boxed[2:8].tolist() == img.tolist()
+    assert boxed[[0, 1, 8, 9]].reshape(-1, 3).tolist() == [fill] * 40
+    blocks = rng.integers(0, 200, (2, 2, 3), dtype=np.uint8)
+    square = _quartered(blocks)  # 8 x 8 down to 2 x 2: area averaging, not bilinear sampling
+    assert imaging.letterbox(square, 2).tolist() == (blocks.astype(int) + 2).tolist()
+    up = imaging.letterbox(np.array([[[0] * 3, [100] * 3], [[100] * 3, [0] * 3]], np.uint8), 4)
+    assert 0 < up[1, 1, 0] < 100  # enlarged bilinearly, not by repeating pixels
+
+    # an image whose square would pass the canvas cap: resized first (area), then padded
+    monkeypatch.setattr(limits, "LETTERBOX_CANVAS_BYTES", 16 * 16 * 3 - 1)
+    blocks = rng.integers(0, 200, (2, 4, 3), dtype=np.uint8)
+    wide = _quartered(blocks)  # 8 x 16 -> 2 x 4 inside a 4 x 4 canvas
+    out = imaging.letterbox(wide, 4)
+    assert out.dtype == np.uint8 and out[1:3].tolist() == (blocks.astype(int) + 2).tolist()
+    assert out[[0, 3]].reshape(-1, 3).tolist() == [_border_median(wide)] * 8
+    line = np.full((1, 40, 3), 9, np.uint8)  # the short side rounds to 0 px: kept at 1
+    monkeypatch.setattr(limits, "LETTERBOX_CANVAS_BYTES", 0)
+    thin = imaging.letterbox(line, 10)
+    assert thin.shape == (10, 10, 3) and thin[4].tolist() == [[9] * 3] * 10
