@@ -456,3 +456,21 @@ def test_letterbox_fill_padding_and_interpolation_exactly(monkeypatch):
     monkeypatch.setattr(limits, "LETTERBOX_CANVAS_BYTES", 0)
     thin = imaging.letterbox(line, 10)
     assert thin.shape == (10, 10, 3) and thin[4].tolist() == [[9] * 3] * 10
+
+
+def test_letterbox_canvas_cap_boundary_and_a_one_pixel_wide_image(monkeypatch):
+    from aquaflow.data import limits
+
+    img = np.random.default_rng(6).integers(0, 255, (3, 7, 3), dtype=np.uint8)
+    padded_first = imaging.letterbox(img, 5)  # the 7 x 7 canvas is 147 bytes
+    monkeypatch.setattr(limits, "LETTERBOX_CANVAS_BYTES", 147)
+    assert imaging.letterbox(img, 5).tolist() == padded_first.tolist()
+    monkeypatch.setattr(limits, "LETTERBOX_CANVAS_BYTES", 146)
+    assert imaging.letterbox(img, 5).tolist() != padded_first.tolist()  # resized first
+    monkeypatch.setattr(limits, "LETTERBOX_CANVAS_BYTES", 0)
+    tall = np.zeros((40, 1, 3), np.uint8)
+    tall[20:] = 200  # fill: the median, 100; the image stays one column wide
+    out = imaging.letterbox(tall, 10)
+    assert out[:, 4, 0].tolist() == [0] * 5 + [200] * 5
+    assert (out[:, [3, 5], 0] == 100).all()
+    assert imaging._to_rgb8(Image.fromarray(np.zeros((2, 3), np.float32), "F")).shape == (2, 3, 3)
