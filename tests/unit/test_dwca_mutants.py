@@ -13,7 +13,7 @@ import pytest
 
 from aquaflow import __version__
 from aquaflow.standards import dwca
-from aquaflow.standards.taxonomy import Taxon
+from aquaflow.standards.taxonomy import Taxon, TaxonomyError, write_table
 
 from .test_dwca import archive  # noqa: F401 (a fixture)
 
@@ -491,3 +491,74 @@ def test_export_writes_the_report_and_the_eml_methods(archive):  # noqa: F811
     )
     assert set(t.occurrence["identificationReferences"]) == {refs}
     assert set(t.occurrence["identifiedBy"]) == {"", "A. Expert"}
+
+
+def test_settings_from_config_takes_its_keys_and_ignores_others():
+    cfg = {
+        "occurrence_status": "detected", "unverified": "include", "min_score": 0.3,
+        "validated_column": "expert", "identified_by": "X", "area_column": "area", "pixel_size_mm": 0.01,
+        "absences": True, "sampling_device": {"name": "net"}, "eml": {"title": "T"}, "instrument": "no",
+    }  # fmt: skip
+    s = dwca.Settings.from_config(cfg, instrument="FlowCam", classes=["a"])
+    want = {k: v for k, v in cfg.items() if k != "instrument"}
+    assert {k: getattr(s, k) for k in want} == want and (s.instrument, s.classes) == ("FlowCam", ["a"])
+
+
+def test_export_with_a_default_sample_the_models_classes_and_an_eml_title(tmp_path):
+    preds = _preds().drop(columns="sample_id")
+    preds.to_parquet(tmp_path / "p.parquet")
+    _samples().to_csv(tmp_path / "samples.csv", index=False)
+    write_table(list(TAXA.values()), tmp_path / "taxa.tsv")
+    cfg = {"validated_column": "expert", "unverified": "exclude", "absences": True, "eml": {"title": "T"}}
+    t = dwca.export(
+        predictions=tmp_path / "p.parquet", samples=tmp_path / "samples.csv", taxonomy=tmp_path / "taxa.tsv",
+        out=tmp_path / "a.zip", report=tmp_path / "r.json", cfg=cfg, instrument="FlowCam",
+        sample_column="sample_id", default_sample="S2", package_id="pkg", card={"classes": ["A", "B"]},
+    )  # fmt: skip
+    assert t.occurrence["occurrenceID"].tolist() == ["S2_P_1", "S2_V_1", "S2_A_2"]
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
+        assert b'<title xml:lang="en">T</title>' in zf.read("eml.xml")
+        meta = zf.read("meta.xml").decode()
+    assert 'term="http://rs.iobis.org/obis/terms/measurementTypeID"' in meta
+    assert 'term="http://rs.tdwg.org/dwc/terms/measurementType"' in meta
+    with pytest.raises(TaxonomyError, match=r"taxa\.tsv"):  # unverified labels: the taxonomy file is named
+        dwca.export(
+            predictions=tmp_path / "p.parquet", samples=tmp_path / "samples.csv",
+            taxonomy=tmp_path / "taxa.tsv", out=tmp_path / "b.zip", report=tmp_path / "r2.json",
+            cfg={}, instrument="FlowCam", sample_column="sample_id", default_sample="S2", package_id="pkg",
+        )  # fmt: skip
+
+
+def test_small_helpers_at_their_edges():
+    assert dwca._slug("X-ray fish") == "X_ray_fish"
+    assert dwca._cover("e", "o", pd.DataFrame({"mask_area_px": [1.0]}), 1.0)["measurementValue"] == "100"
+    assert dwca.references({"arch": "a"}, pd.DataFrame({"run_id": ["r"]})) == (
+        f"model: sha256  (a, torch) | software: aquaflow {__version__} | inference run r"
+    )
+    assert dwca.references(None, pd.DataFrame({"run_id": ["r"]})) == (
+        f"software: aquaflow {__version__} | inference run r"
+    )
+    six = pd.DataFrame({"eventID": ["s"], "parentEventID": ["p1"]})
+    six = pd.concat([six] + [six.assign(eventID=f"s{i}", parentEventID=f"p{i + 1}") for i in range(1, 6)])
+    with pytest.raises(dwca.DwcaError) as err:
+        dwca.check_hierarchy(six, "x.csv")
+    assert str(err.value) == "x.csv: parentEventID ['p1', 'p2', 'p3', 'p4', 'p5'] not an eventID of the table"
+    loop = pd.DataFrame({"eventID": ["a", "b", "c"], "parentEventID": ["b", "c", "b"]})  # a leads into it
+    with pytest.raises(dwca.DwcaError, match="cycle through"):
+        dwca.check_hierarchy(loop, "x.csv")
+
+
+def test_absences_count_rows_say_how_objects_were_counted():
+    t = dwca.build(_preds(), _samples(), TAXA, _settings())
+    absent = t.emof[t.emof["occurrenceID"].str.contains("_A_")]
+    assert absent["measurementMethod"].tolist() == ["objects classified in the imaged volume"] * 3
+    t = dwca.build(_preds(), _samples(), TAXA, _settings(detection=True))
+    absent = t.emof[t.emof["occurrenceID"].str.contains("_A_")]
+    assert absent["measurementMethod"].tolist() == ["objects detected in the sample's images"] * 3
+
+
+def test_copy_samples_keeps_text_that_looks_like_numbers(tmp_path):
+    (tmp_path / "s.csv").write_text("eventID,sampleSizeValue\n007,2.50\n")
+    dwca.copy_samples(tmp_path / "s.csv", tmp_path / "o.csv")
+    assert (tmp_path / "o.csv").read_text() == "eventID,sampleSizeValue\n007,2.50\n"
