@@ -562,3 +562,29 @@ def test_copy_samples_keeps_text_that_looks_like_numbers(tmp_path):
     (tmp_path / "s.csv").write_text("eventID,sampleSizeValue\n007,2.50\n")
     dwca.copy_samples(tmp_path / "s.csv", tmp_path / "o.csv")
     assert (tmp_path / "o.csv").read_text() == "eventID,sampleSizeValue\n007,2.50\n"
+
+
+def test_object_table_messages_biovolume_method_and_cover_ids():
+    with pytest.raises(dwca.DwcaError) as err:
+        dwca.build(_preds().drop(columns="sample_id"), _samples(), TAXA, _settings())
+    assert (
+        str(err.value) == "predictions have no column 'sample_id' and the campaign has no metadata.sample_id"
+    )
+    with pytest.raises(dwca.DwcaError) as err:
+        dwca.build(_preds(), _samples(), TAXA, _settings(validated_column="checked"))
+    assert str(err.value) == "export.dwca.validated_column: predictions have no column 'checked'"
+    t = dwca.build(_preds(), _samples(), TAXA, _settings(absences=False))
+    bio = t.emof[t.emof["measurementID"].str.endswith("_biovolume")]
+    assert set(bio["measurementMethod"]) == {
+        "sum of ESD-sphere biovolumes (area in pixels x pixel size) / volume imaged"
+    }
+    no_area = dwca.build(_preds().drop(columns="area_px"), _samples(), TAXA, _settings(absences=False))
+    assert not no_area.emof["measurementID"].str.endswith("_biovolume").any()  # unknown areas: no row
+    preds = _preds().assign(mask_area_px=[10.0, 30.0, 5.0, 20.0, 1.0, 1.0, 40.0])
+    images = pd.DataFrame({"sample": ["S1", "S2"], "area_px": [1000, 100]})
+    t = dwca.build(preds, _samples(), TAXA, _settings(detection=True, absences=False), images)
+    cover = t.emof[t.emof["measurementID"].str.endswith("_cover")]
+    assert cover[["eventID", "occurrenceID", "measurementID"]].values.tolist() == [
+        ["S1", "S1_P_1", "S1_P_1_cover"],
+        ["S1", "S1_V_1", "S1_V_1_cover"],
+    ]
