@@ -295,3 +295,21 @@ def test_detections_table_rows_per_image_in_order():
     assert table["class"].tolist() == ["coral", "fish", "shell"] and table["det"].tolist() == [0, 0, 1]
     assert table["h"].tolist() == [20.0, 5.0, 2.0] and table.columns[0] == "seq"
     assert dm.detections_table([], "detect", CLASSES).shape == (0, 0)
+
+
+def test_rotated_boxes_table_and_intervals_without_a_coco_record(tmp_path):
+    """obb: the table carries the rotated boxes; the intervals match rotated boxes (no COCO mAP)."""
+    corners = np.array([[0.1, 0.1], [0.3, 0.1], [0.3, 0.3], [0.1, 0.3]])
+    labels = [[Label(0, "obb", corners)], [Label(0, "obb", corners + 0.4)], [Label(1, "obb", corners)]]
+    obb = [[20, 20, 20, 20, 0], [60, 60, 20, 20, 0], [80, 80, 10, 10, 0]]
+    found = [
+        Detections(np.zeros((1, 4), np.float32), np.array([0.9], np.float32), np.array([c]),
+                   np.array([o], np.float32), None, 100, 100)
+        for c, o in zip([0, 0, 1], obb, strict=True)
+    ]  # fmt: skip
+    table = dm.detections_table(found, "obb", CLASSES)
+    assert table["obb_cx"].tolist() == [20.0, 60.0, 80.0] and table["seq"].tolist() == [0, 1, 2]
+    gt = coco_truth(tmp_path / "gt.json", [[box(0, 10, 10, 30, 30)]] * 3)
+    iv = dm.detection_intervals("obb", found, labels, 0.5, CLASSES, gt, [{"image_id": 0}], {"resamples": 20})
+    assert "mAP50" not in iv and iv["recall"][1] == 1.0 and iv["recall"][0] < 1.0
+    assert dm.threshold_metrics("obb", found, labels, 0.5, CLASSES)["all"]["tp"] == 2
