@@ -64,6 +64,8 @@ def test_iou_of_sub_pixel_boxes_and_of_degenerate_rotated_boxes():
     point = np.zeros((4, 2), np.float32)
     assert dm._iou_matrix("obb", [point], [point], 10, 10).tolist() == [[0.0]]
     assert dm._iou_matrix("obb", [], [point], 10, 10).shape == (1, 0)
+    apart = [np.array([5.0, 0, 6, 1]), np.array([0.0, 5, 2, 6])]  # apart in x only, in y only
+    assert dm._iou_matrix("detect", [np.array([0.0, 0, 2, 1])], apart, 10, 10).tolist() == [[0.0], [0.0]]
 
 
 def test_ground_truth_shapes_at_image_scale():
@@ -166,14 +168,14 @@ def test_figures_of_a_draw_of_images_with_repeats():
 
 def test_coco_eval_figures_per_iou_threshold_and_class(tmp_path):
     """A medium fish found at IoU 1600/2240 = 0.714 (counts at IoU 0.50..0.70: 5 of 10 thresholds),
-    a coral missed, no shell in the truth (its AP is nan)."""
+    a coral at IoU 27.5/52.5 = 0.524 (at 0.50 only), no shell in the truth (its AP is nan)."""
     gt = coco_truth(tmp_path / "gt.json", [[box(0, 10, 10, 50, 50), box(1, 55, 55, 95, 95)]])
-    results = coco_results([dets([(0, 0.9, 10, 10, 50, 66)])])
+    results = coco_results([dets([(0, 0.9, 10, 10, 50, 66), (1, 0.8, 67.5, 55, 107.5, 95)])])
     m = dm.coco_eval(gt, results, "bbox", CLASSES)
-    assert m["mAP50"] == pytest.approx(0.5) and m["mAP50_95"] == pytest.approx(0.25)
-    assert m["mAP75"] == 0.0 and m["AR100"] == pytest.approx(0.25)
+    assert m["mAP50"] == pytest.approx(1.0) and m["mAP50_95"] == pytest.approx(0.3)
+    assert m["mAP75"] == 0.0 and m["AR100"] == pytest.approx(0.3)
     assert m["per_class"]["fish"] == {"AP50_95": pytest.approx(0.5), "AP50": pytest.approx(1.0)}
-    assert m["per_class"]["coral"] == {"AP50_95": 0.0, "AP50": 0.0}
+    assert m["per_class"]["coral"] == {"AP50_95": pytest.approx(0.1), "AP50": pytest.approx(1.0)}
     shell = m["per_class"]["shell"]
     assert list(shell) == ["AP50_95", "AP50"] and np.isnan(shell["AP50_95"]) and np.isnan(shell["AP50"])
     assert list(m) == ["mAP50_95", "mAP50", "mAP75", "AR100", "per_class"]
@@ -193,7 +195,7 @@ def _case():
         [],
     ]
     found = [
-        dets([(0, 0.9, 10, 10, 50, 66), (1, 0.6, 55, 55, 95, 95), (1, 0.3, 0, 60, 30, 90)]),
+        dets([(0, 0.9, 10, 10, 50, 66), (1, 0.6, 67.5, 55, 107.5, 95), (1, 0.3, 0, 60, 30, 90)]),
         dets([(0, 0.8, 20, 20, 60, 60), (0, 0.7, 0, 0, 30, 30)]),
         dets([(1, 0.95, 0, 0, 40, 46), (0, 0.4, 50, 14, 90, 54)]),
         dets([(1, 0.5, 60, 60, 90, 90)]),
