@@ -87,8 +87,8 @@ def prepare(module: str, tests: list[str]) -> Path:
     shutil.copytree(REPO / "tests" / "data", work / "tests" / "data", ignore=ignore)
     for folder in ("config", "workflow"):  # use cases, taxonomy tables and the schema some tests read
         shutil.copytree(REPO / folder, work / folder, ignore=ignore)
-    for name in ("tests/__init__.py", "tests/conftest.py"):
-        shutil.copy2(REPO / name, work / name)
+    for helper in (REPO / "tests").glob("*.py"):  # __init__, conftest and shared checks (dwca_checks)
+        shutil.copy2(helper, work / "tests" / helper.name)
     # all unit test files (some import helpers from others); only `tests` are run
     shutil.copytree(REPO / "tests" / "unit", work / "tests" / "unit", ignore=ignore)
     selection = json.dumps([f"tests/unit/{t}" for t in tests])
