@@ -44,9 +44,14 @@ MODULES: dict[str, list[str]] = {
     "engine/infer.py": ["test_infer.py", "test_fault_injection.py", "test_infer_mutants.py"],
     "engine/gather.py": ["test_gather.py", "test_infer.py", "test_fault_injection.py"],
     "engine/staging.py": ["test_staging.py"],
-    "engine/evaluate_detect.py": ["test_evaluate_detect.py", "test_evaluate_detect_mutants.py"],
+    "engine/detect_metrics.py": [
+        "test_evaluate_detect.py",
+        "test_intervals.py",
+        "test_detect_metrics_mutants.py",
+    ],
+    "engine/evaluate_detect.py": ["test_evaluate_detect_mutants.py"],
     "standards/ecotaxa.py": ["test_ecotaxa.py", "test_ecotaxa_mutants.py"],
-    "standards/dwca.py": ["test_dwca.py", "test_dwca_mutants.py"],
+    "standards/dwca.py": ["test_dwca.py", "test_dwca_mutants.py", "test_detect_exports.py"],
     "standards/taxonomy.py": ["test_taxonomy.py", "test_dwca.py"],
     "tasks/classify/metrics.py": ["test_metrics.py", "test_metrics_mutants.py"],
     "tasks/detect/formats.py": ["test_detect_formats.py", "test_detect_formats_mutants.py"],
@@ -82,8 +87,8 @@ def prepare(module: str, tests: list[str]) -> Path:
     shutil.copytree(REPO / "tests" / "data", work / "tests" / "data", ignore=ignore)
     for folder in ("config", "workflow"):  # use cases, taxonomy tables and the schema some tests read
         shutil.copytree(REPO / folder, work / folder, ignore=ignore)
-    for name in ("tests/__init__.py", "tests/conftest.py"):
-        shutil.copy2(REPO / name, work / name)
+    for helper in (REPO / "tests").glob("*.py"):  # __init__, conftest and shared checks (dwca_checks)
+        shutil.copy2(helper, work / "tests" / helper.name)
     # all unit test files (some import helpers from others); only `tests` are run
     shutil.copytree(REPO / "tests" / "unit", work / "tests" / "unit", ignore=ignore)
     selection = json.dumps([f"tests/unit/{t}" for t in tests])
