@@ -114,3 +114,19 @@ def test_limits_default_to_the_library_s_and_a_changed_one_keeps_the_others(flow
     assert check(flowcam, repo)["limits"] == limits.defaults()
     flowcam["limits"] = {"max_decoded_mb": 2048}
     assert check(flowcam, repo)["limits"] == {**limits.defaults(), "max_decoded_mb": 2048}
+
+
+@pytest.mark.parametrize("name", ["oil_spill", "s2_coast"])
+def test_run_configs_name_one_semantic_use_case_with_the_main_defaults(repo, name, monkeypatch):
+    """config/runs/<name>.yaml (make oil-spill / s2-coast) is a whole main config: it validates,
+    names only its use case, and the keys it leaves out take config/config.yaml's values."""
+    monkeypatch.chdir(repo)
+    run = yaml.safe_load((repo / f"config/runs/{name}.yaml").read_text())
+    cfg, ucs = load_workflow_config(run, repo / SCHEMAS)
+    assert list(ucs) == [name] and ucs[name]["task"] == "semantic"
+    shipped, _ = load_workflow_config(
+        yaml.safe_load((repo / "config/config.yaml").read_text()), repo / SCHEMAS
+    )
+    assert {k: v for k, v in cfg.items() if k != "usecases"} == {
+        k: v for k, v in shipped.items() if k != "usecases"
+    }
