@@ -632,6 +632,8 @@ def semantic_settings(*keys):
     def get(wildcards):
         sem = UC[wildcards.uc]["semantic"]
         out = {k: sem[k] for k in keys}
+        if "data" in keys:
+            out["data"] = only_set(sem["data"], "label_extension")
         if "evaluate" in keys:
             rare = sem["train"]["rare_class"]
             chosen = sem["evaluate"]["fss_classes"] or ([rare] if rare else [])
@@ -644,8 +646,8 @@ def semantic_settings(*keys):
 def semantic_prediction(wildcards):
     """What tiled prediction and scoring read: predict, evaluate, background (not training)."""
     s = semantic_settings("predict", "evaluate", "background", "png_masks", "shoreline")(wildcards)
-    outputs = {k: s[k] for k in ("background", "png_masks", "shoreline")}
-    return {"predict": s["predict"], **outputs, **s["evaluate"]}
+    outputs = only_set({k: s[k] for k in ("png_masks", "shoreline")}, "png_masks", "shoreline")
+    return {"predict": s["predict"], "background": s["background"], **outputs, **s["evaluate"]}
 
 
 def semantic_evaluation(wildcards):
@@ -658,7 +660,14 @@ def semantic_listing(wildcards):
     rasterisation settings)."""
     data = UC[wildcards.uc]["semantic"]["data"]
     keys = ("images", "labels", "label_extension", "extensions", "vector_field")
-    return {k: data[k] for k in keys}
+    return only_set({k: data[k] for k in keys}, "label_extension")
+
+
+def only_set(settings, *optional):
+    """`settings` without the `optional` keys that are off (None / False): a rule's params
+    change, and so rerun it, only when such a key is turned on, not when it is added to the schema.
+    """
+    return {k: v for k, v in settings.items() if k not in optional or v not in (None, False)}
 
 
 def semantic_shard_files(kind):
