@@ -46,6 +46,19 @@ def _mlflow_env_per_test():
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _pillow_bomb_guard_kept():
+    """Pillow's decompression-bomb limit is process-wide, and some libraries switch it off when
+    called (SAHI's image readers set it to None): a test that lets that leak fails, because the
+    xdist worker's next test file would then run without the guard the product relies on."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    after, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, before
+    assert after == before, f"this test left PIL.Image.MAX_IMAGE_PIXELS = {after!r} (was {before!r})"
+
+
 @contextlib.contextmanager
 def local_s3(bucket: str) -> Iterator[tuple[str, Any]]:
     """A moto S3 server on 127.0.0.1 with one bucket; yields (endpoint URL, boto3 client)."""

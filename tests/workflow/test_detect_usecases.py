@@ -356,13 +356,16 @@ def test_object_across_a_tile_border_is_found_exactly_once(fish_detector):
     assert sum(_iou(b, truth[0]) > 0.2 for b in raw.xyxy) >= 2
 
 
-def test_batched_tiler_matches_sahi(fish_detector):
+def test_batched_tiler_matches_sahi(fish_detector, monkeypatch):
     """Our tiler against SAHI's sliced prediction on the same model, tiles and post-processing
     (GREEDYNMM, IOS 0.5): stated tolerance: at least 90 % of each side's detections have a partner
     of the same class with IoU >= 0.8 on the other side, and per-image counts differ by at most 1."""
+    from PIL import Image
     from sahi import AutoDetectionModel
     from sahi.predict import get_sliced_prediction
 
+    # SAHI's readers switch Pillow's decompression-bomb guard off for the whole process: undo it after
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
     det, weights = fish_detector
     images = [large_fish_image(seed)[0] for seed in (5, 6)]
     rng = np.random.default_rng(11)
