@@ -273,3 +273,31 @@ def validate_rocrate(
     )
     result = services.validate(settings)
     return [f"{i.severity.name}: {i.message}" for i in result.get_issues()]
+
+
+def provenance_run_crate_jobs(crate_zip: Path, work: Path) -> dict[str, int]:
+    """Jobs per rule of a campaign crate's CreateActions from Snakemake's records, after checking the
+    crate validates as a Provenance Run Crate and each job's outputs carry the SHA-256 of the file
+    they name in `work` (the workflow's folder)."""
+    import zipfile
+
+    from rocrate.rocrate import ROCrate
+
+    from aquaflow.io import sha256_file
+
+    assert validate_rocrate(crate_zip, work / "http-cache", "provenance-run-crate-0.5") == []
+    with zipfile.ZipFile(crate_zip) as zf:
+        zf.extractall(work / "crate")
+    crate = ROCrate(work / "crate")
+    actions = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    jobs = [a for a in actions if a["instrument"].id != crate.mainEntity.id]
+    counts: dict[str, int] = {}
+    for job in jobs:
+        assert job["startTime"] <= job["endTime"]
+        rule = job["instrument"]["name"].removeprefix("rule ")
+        counts[rule] = counts.get(rule, 0) + 1
+        made = job.get("result") or []
+        for entity in made if isinstance(made, list) else [made]:
+            if (work / "crate" / entity.id).is_file():  # packed in the crate: must equal its record
+                assert entity["sha256"] == sha256_file(work / "crate" / entity.id), entity.id
+    return counts

@@ -21,7 +21,7 @@ import yaml
 
 from aquaflow.models.artifacts import read_card
 from aquaflow.synthetic import sar
-from tests.conftest import REPO, run_snakemake, write_workdir
+from tests.conftest import REPO, provenance_run_crate_jobs, run_snakemake, write_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -103,6 +103,12 @@ def test_campaign_outputs_keep_the_input_grid_and_counts_reconcile(run) -> None:
     with zipfile.ZipFile(camp / "export/rocrate_oil_demo.zip") as z:
         crate = json.loads(z.read("ro-crate-metadata.json"))
     assert any("semantic" in str(e.get("description", "")).lower() for e in crate["@graph"])
+    # a Provenance Run Crate: one action per job upstream of the campaign, from Snakemake's records
+    jobs = provenance_run_crate_jobs(camp / "export/rocrate_oil_demo.zip", work / "prov")
+    shards = len(list((camp / "semantic").glob("*.json")))
+    assert jobs["semantic_shard"] == shards >= 1
+    assert {"semantic_prepare", "train_semantic", "semantic_inputs", "semantic_gather"} <= set(jobs)
+    assert jobs["train_semantic"] == jobs["semantic_gather"] == 1
     table = pd.read_csv(work / "results/oil/campaigns/summary.tsv", sep="\t")
     assert set(table.loc[table["scope"] == "class", "name"]) == {"sea", "oil"}
 

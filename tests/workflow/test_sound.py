@@ -20,7 +20,7 @@ from aquaflow.data import audio
 from aquaflow.models.artifacts import read_card
 from aquaflow.monitoring.tracking import store_uri
 from aquaflow.synthetic import sound
-from tests.conftest import REPO, run_snakemake, write_workdir
+from tests.conftest import REPO, provenance_run_crate_jobs, run_snakemake, write_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -126,6 +126,12 @@ def test_model_mlflow_provenance_report(run):
     with zipfile.ZipFile(res / "campaigns/demo/export/rocrate_underwater_noise_demo.zip") as z:
         names = z.namelist()
     assert "ro-crate-metadata.json" in names and any(n.endswith("predictions.parquet") for n in names)
+    # a Provenance Run Crate: one action per job upstream of the campaign, from Snakemake's records
+    crate = res / "campaigns/demo/export/rocrate_underwater_noise_demo.zip"
+    jobs = provenance_run_crate_jobs(crate, work / "prov")
+    shards = len(list((res / "campaigns/demo/summaries").glob("*.json")))
+    assert jobs["sound_shard"] == shards >= 1
+    assert jobs["train_sound"] == jobs["sound_gather"] == 1
     html = (work / "results/report.html").read_text(errors="replace")
     assert "per_hour.tsv" in html and "training_curve.png" in html
 
