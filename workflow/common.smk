@@ -356,6 +356,8 @@ def campaign_tables(wildcards):
     out = {"predictions": f"{base}/predictions.parquet"}
     if is_detection(UC[wildcards.uc]):
         out["counts"] = f"{base}/counts.parquet"
+    if is_semantic(UC[wildcards.uc]):  # one row per raster with its pixels per class
+        out["counts"] = out["predictions"]
     return out
 
 
@@ -432,8 +434,15 @@ def campaign_sample_id(wildcards):
 def objects_settings(wildcards):
     """What decides the rows of every export (aquaflow.tasks.objects): a classifier's predictions
     as they are; a detection campaign's detections with the sample column, the campaign's sample id
-    and detection.pixel_size (nothing else, so other edits rerun no export)."""
+    and detection.pixel_size (nothing else, so other edits rerun no export); a semantic campaign's
+    classes per raster with the sample column and id."""
     cfg = UC[wildcards.uc]
+    if is_semantic(cfg):
+        return {
+            "task": "semantic",
+            "sample_column": cfg["campaigns"][wildcards.campaign]["samples"]["column"],
+            "default_sample": campaign_sample_id(wildcards),
+        }
     if not is_detection(cfg):
         return {"task": "classify"}
     return {

@@ -180,6 +180,13 @@ def check_usecase(uc: dict[str, Any], origin: str) -> None:
                 f"'{key}.kind: preprocessed' reads the preprocess output, but 'preprocess.steps' is empty"
             )
     problems += _semantic_problems(uc)
+    if uc.get("task") == "sound" and ((uc.get("export") or {}).get("dwca") or {}).get("enabled", True):
+        for name, campaign in (uc.get("campaigns") or {}).items():
+            if ((campaign or {}).get("samples") or {}).get("path"):
+                problems.append(
+                    f"'campaigns.{name}.samples.path' asks for a Darwin Core Archive, which is not built "
+                    "for task sound (windows are not individuals): set 'export.dwca.enabled: false'"
+                )
     classes = known_classes(uc)
     if classes is not None:
         names, where = classes

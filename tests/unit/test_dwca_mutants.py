@@ -325,7 +325,7 @@ def test_build_variants_include_no_absences_min_score_and_errors():
 def test_build_cover_of_masks_per_sample_of_a_detection_campaign():
     preds = _preds().assign(mask_area_px=[10.0, 30.0, 5.0, 20.0, 1.0, 1.0, 40.0])
     images = pd.DataFrame({"sample": ["S1", "S1", "S2", "S2"], "area_px": [500, 500, 100, 100]})
-    t = dwca.build(preds, _samples(), TAXA, _settings(detection=True, absences=False), images)
+    t = dwca.build(preds, _samples(), TAXA, _settings(kind="detect", absences=False), images)
     cover = t.emof[t.emof["measurementID"].str.endswith("_cover")]
     assert cover["measurementValue"].tolist() == ["4", "6"]  # (10 + 30) / 1000, (20 + 40) / 1000
     assert cover["measurementMethod"].tolist()[0] == (
@@ -553,7 +553,7 @@ def test_absences_count_rows_say_how_objects_were_counted():
     t = dwca.build(_preds(), _samples(), TAXA, _settings())
     absent = t.emof[t.emof["occurrenceID"].str.contains("_A_")]
     assert absent["measurementMethod"].tolist() == ["objects classified in the imaged volume"] * 3
-    t = dwca.build(_preds(), _samples(), TAXA, _settings(detection=True))
+    t = dwca.build(_preds(), _samples(), TAXA, _settings(kind="detect"))
     absent = t.emof[t.emof["occurrenceID"].str.contains("_A_")]
     assert absent["measurementMethod"].tolist() == ["objects detected in the sample's images"] * 3
 
@@ -582,7 +582,7 @@ def test_object_table_messages_biovolume_method_and_cover_ids():
     assert not no_area.emof["measurementID"].str.endswith("_biovolume").any()  # unknown areas: no row
     preds = _preds().assign(mask_area_px=[10.0, 30.0, 5.0, 20.0, 1.0, 1.0, 40.0])
     images = pd.DataFrame({"sample": ["S1", "S2"], "area_px": [1000, 100]})
-    t = dwca.build(preds, _samples(), TAXA, _settings(detection=True, absences=False), images)
+    t = dwca.build(preds, _samples(), TAXA, _settings(kind="detect", absences=False), images)
     cover = t.emof[t.emof["measurementID"].str.endswith("_cover")]
     assert cover[["eventID", "occurrenceID", "measurementID"]].values.tolist() == [
         ["S1", "S1_P_1", "S1_P_1_cover"],

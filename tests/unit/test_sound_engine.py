@@ -171,3 +171,22 @@ def test_drift_on_window_embeddings_flags_the_rainy_campaign_only(tmp_path, mode
 def inputs_of(folder):
     paths = sorted(str(p) for p in folder.glob("*.wav"))
     return pd.DataFrame({"seq": np.arange(len(paths), dtype="int64"), "source": paths})
+
+
+def test_a_darwin_core_archive_for_a_sound_campaign_is_refused_before_any_job(repo):
+    """A samples table asks for a DwC-A, which is not built for windows of sound: the config check
+    names the campaign's key and the switch, and passes once the export is off."""
+    import yaml
+
+    from aquaflow.config import ConfigError, check_usecase
+
+    uc = yaml.safe_load((repo / "config/usecases/underwater_noise.yaml").read_text())
+    check_usecase(uc, "underwater_noise.yaml")  # as shipped: no samples table
+    uc["campaigns"]["demo"]["samples"] = {"path": "samples.csv"}
+    with pytest.raises(ConfigError) as err:
+        check_usecase(uc, "underwater_noise.yaml")
+    assert "'campaigns.demo.samples.path'" in str(err.value) and "'export.dwca.enabled: false'" in str(
+        err.value
+    )
+    uc["export"]["dwca"] = {"enabled": False}
+    check_usecase(uc, "underwater_noise.yaml")

@@ -20,8 +20,10 @@ import rasterio
 import yaml
 
 from aquaflow.models.artifacts import read_card
+from aquaflow.standards.taxonomy import Taxon, write_table
 from aquaflow.synthetic import sar
 from tests.conftest import REPO, provenance_run_crate_jobs, run_snakemake, write_workdir
+from tests.dwca_checks import read_archive
 
 pytestmark = pytest.mark.workflow
 
@@ -42,6 +44,14 @@ def run(tmp_path_factory):
     sem["predict"] = {"tile": 64, "overlap": 16, "block": 128, "batch": 4}
     uc["campaigns"]["demo"]["inputs"] = [{"kind": "dataset"}, {"kind": "folder", "path": str(broken)}]
     uc["drift"] = {"enabled": True, "batch": {"min_size": 2}}  # 3 rasters: one tested batch
+    # a Darwin Core Archive with each raster its own sample; sea and oil are no taxa: events only
+    (work / "samples.csv").write_text(
+        "eventID,eventDate,decimalLatitude,decimalLongitude,countryCode\n"
+        + "".join(f"scene_{i:02d},2025-07-0{i + 1},42.{i},3.5,ES\n" for i in range(4))
+    )
+    write_table([Taxon(c, status="not_a_taxon") for c in ("sea", "oil")], work / "taxa.tsv")
+    uc["campaigns"]["demo"]["samples"] = {"path": str(work / "samples.csv"), "column": "id"}
+    uc["export"]["dwca"] = {"taxonomy": str(work / "taxa.tsv")}
     write_workdir(work, {"oil": uc})
     proc = run_snakemake(work, "--set-scatter", "infer=1")
     return work, proc
@@ -103,6 +113,13 @@ def test_campaign_outputs_keep_the_input_grid_and_counts_reconcile(run) -> None:
     with zipfile.ZipFile(camp / "export/rocrate_oil_demo.zip") as z:
         crate = json.loads(z.read("ro-crate-metadata.json"))
     assert any("semantic" in str(e.get("description", "")).lower() for e in crate["@graph"])
+    # the DwC-A: an event per predicted raster (the rejected one is none), its instrument; no taxon
+    ev, occ, emof = read_archive(camp / "export/dwca_oil_demo.zip")
+    assert list(ev["eventID"]) == ["scene_00", "scene_01", "scene_02"] and occ.empty
+    assert list(emof["measurementValue"]) == ["SAR (synthetic)"] * 3
+    report = json.loads((camp / "export/dwca_oil_demo.json").read_text())
+    present = sum(int((predictions[f"pixels_{c}"] > 0).sum()) for c in ("sea", "oil"))
+    assert report["excluded_not_a_taxon"] == ["oil", "sea"] and report["objects"] == present >= 3
     # a Provenance Run Crate: one action per job upstream of the campaign, from Snakemake's records
     jobs = provenance_run_crate_jobs(camp / "export/rocrate_oil_demo.zip", work / "prov")
     shards = len(list((camp / "semantic").glob("*.json")))

@@ -13,8 +13,10 @@ al. 2022 (see README, "Publishing to OBIS"):
   the sample, in percent (P01 SDBIOL10, as OBIS's benthic cover examples); per event: the volume
   imaged and the instrument. Types and units are NERC vocabulary URIs.
 
-The objects are the task's (aquaflow.tasks.objects): a classifier's predicted items, or a
-detector's detections (then the predicted images, zero-detection ones included, make the events).
+The objects are the task's (aquaflow.tasks.objects): a classifier's predicted items, a
+detector's detections (then the predicted images, zero-detection ones included, make the events),
+or a semantic model's classes per raster (then every predicted raster makes an event, and a taxon
+gets its cover of the sample's classified pixels and no count: pixels are not individuals).
 
 Labels that are not taxa (taxonomy status `not_a_taxon`) never become occurrences; a label whose
 AphiaID is not verified stops the export (`unverified: error`, the default) unless the use case
@@ -44,7 +46,7 @@ from aquaflow.standards.taxonomy import (
     read_table,
     split_status,
 )
-from aquaflow.tasks.objects import export_images, export_objects, is_detection
+from aquaflow.tasks.objects import export_images, export_objects, object_kind
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
 OBIS = "http://rs.iobis.org/obis/terms/"
@@ -155,17 +157,22 @@ _ISO_DATE = re.compile(
 )
 
 
-# how the objects were identified, by whether they are detections (False: classified items)
+# how the objects were identified, by task kind (Settings.kind); `count` None: no count is published
 WORDING = {
-    False: {
+    "classify": {
         "remark": "top-1 label of an image classifier",
         "count": "objects classified in the imaged volume",
         "method": "were classified by a machine-learning model",
     },
-    True: {
+    "detect": {
         "remark": "class of a detection by an object detector",
         "count": "objects detected in the sample's images",
         "method": "were detected, located and classified by an object detector",
+    },
+    "semantic": {
+        "remark": "pixel class of a semantic segmentation model",
+        "count": None,  # pixels, not individuals: the cover only
+        "method": "were classified pixel by pixel by a semantic segmentation model",
     },
 }
 MASK_AREA = "mask_area_px"  # the object column whose presence means masks: cover per taxon
@@ -191,7 +198,7 @@ class Settings:
     default_sample: str = ""
     references: str = ""
     taxonomy_path: str = "taxonomy table"
-    detection: bool = False  # objects are detections (wording of remarks and methods)
+    kind: str = "classify"  # classify | detect | semantic: what an object is (WORDING; semantic: cover only)
     absences: bool = False  # an absence per sample for each of the model's taxa it did not see
     classes: list[str] = field(default_factory=list)  # the model's labels (for absences)
     sampling_device: dict[str, str] = field(default_factory=dict)  # name, value_id (NERC L22/L05)
@@ -439,7 +446,7 @@ def build(
         seen.add((ev, key))
         emof_rows += _occurrence_measurements(ev, occ_id, grp, vol[ev], s)
         if cover_of is not None:
-            emof_rows.append(_cover(ev, occ_id, grp, float(cover_of.get(ev, 0.0))))
+            emof_rows.append(_cover(ev, occ_id, grp, float(cover_of.get(ev, 0.0)), s.kind))
     if s.absences:
         absent = absences(sorted(leaves), s.classes, taxa_table, allowed_labels(taxa_table, s), seen, s)
         occ_rows += absent[0]
@@ -485,11 +492,14 @@ def absences(
             row = _occurrence(ev, occ_id, "P", table[labels[0]], labels, s)
             row["occurrenceStatus"] = ABSENT[s.occurrence_status]
             row["identificationRemarks"] = (
-                f"no object of this class in the sample ({WORDING[s.detection]['remark']}); "
+                f"no object of this class in the sample ({WORDING[s.kind]['remark']}); "
                 "a classifier's non-detection is weak evidence of absence"
             )
             occ.append(row)
-            emof.append(_mof(ev, occ_id, COUNT, 0, "dimensionless", WORDING[s.detection]["count"]))
+            if WORDING[s.kind]["count"] is None:
+                emof.append(_mof(ev, occ_id, COVER, "0", "percent", "no pixel of this class in the sample"))
+            else:
+                emof.append(_mof(ev, occ_id, COUNT, 0, "dimensionless", WORDING[s.kind]["count"]))
     return occ, emof
 
 
@@ -501,9 +511,7 @@ def preds_events(preds: pd.DataFrame, s: Settings) -> list[str]:
 
 def _occurrence(ev: str, occ_id: str, status: str, taxon: Taxon, labels: list[str], s: Settings) -> dict:
     if status == "P":
-        remarks = (
-            f"{WORDING[s.detection]['remark']}; score threshold {s.min_score:g}; not validated by a human"
-        )
+        remarks = f"{WORDING[s.kind]['remark']}; score threshold {s.min_score:g}; not validated by a human"
     else:
         remarks = "machine prediction checked by a human"
     if not taxon.lsid:
@@ -548,7 +556,9 @@ def _occurrence_measurements(
     ev: str, occ: str, grp: pd.DataFrame, vol: float | None, s: Settings
 ) -> list[dict]:
     n = len(grp)
-    rows = [_mof(ev, occ, COUNT, n, "dimensionless", WORDING[s.detection]["count"])]
+    if WORDING[s.kind]["count"] is None:  # pixel classes: the cover is the measurement
+        return []
+    rows = [_mof(ev, occ, COUNT, n, "dimensionless", WORDING[s.kind]["count"])]
     if vol:
         rows.append(_mof(ev, occ, ABUNDANCE, _fmt(n / vol), "per_m3", f"{n} objects / {vol:g} m3 imaged"))
         bv = grp["biovolume_mm3"].to_numpy(float)
@@ -566,14 +576,20 @@ def _occurrence_measurements(
     return rows
 
 
-def _cover(ev: str, occ: str, grp: pd.DataFrame, imaged_px: float) -> dict:
+def _cover(ev: str, occ: str, grp: pd.DataFrame, imaged_px: float, kind: str = "detect") -> dict:
     """The taxon's cover of the sample's images: its mask pixels / all pixels imaged, in percent."""
     masks = float(grp["mask_area_px"].sum())
     cover = 100.0 * masks / imaged_px if imaged_px > 0 else 0.0
-    method = (
-        f"sum of the {len(grp)} instance masks' pixels ({masks:.0f}) / pixels of every image of the "
-        f"sample ({imaged_px:.0f}) x 100; overlaps between masks count twice"
-    )
+    if kind == "semantic":
+        method = (
+            f"pixels classified as this class in the sample's {len(grp)} raster(s) ({masks:.0f}) / "
+            f"pixels classified in every raster of the sample ({imaged_px:.0f}, nodata excluded) x 100"
+        )
+    else:
+        method = (
+            f"sum of the {len(grp)} instance masks' pixels ({masks:.0f}) / pixels of every image of the "
+            f"sample ({imaged_px:.0f}) x 100; overlaps between masks count twice"
+        )
     return _mof(ev, occ, COVER, _fmt(cover), "percent", method)
 
 
@@ -772,7 +788,7 @@ def export(
         sample_column=sample_column,
         default_sample=default_sample,
         taxonomy_path=str(taxonomy),
-        detection=is_detection(objects),
+        kind=object_kind(objects),
         classes=list((card or {}).get("classes") or []),
     )
     s.references = references(card, preds)
@@ -783,7 +799,7 @@ def export(
         raise DwcaError(f"DwC-A for {package_id} fails checks: {problems}")
     eml = {**s.eml, "title": s.eml.get("title") or package_id}
     methods = (
-        f"Objects imaged with {instrument} {WORDING[s.detection]['method']} ({s.references}). "
+        f"Objects imaged with {instrument} {WORDING[s.kind]['method']} ({s.references}). "
         f"One occurrence per sample, taxon and verification status; counts, abundance, biovolume and "
         f"cover in the ExtendedMeasurementOrFact extension."
     )
