@@ -174,3 +174,59 @@ def test_metadata_columns_leave_out_seq_source_and_the_root_flag():
     assert cols == ["crop_x", "station"] and schema.names == cols
     assert schema.field("crop_x").type == pa.int64() and schema.field("station").type == pa.string()
     assert inputs.metadata_columns(table[["seq", "source"]]) == ([], pa.schema([]))
+
+
+def test_a_folder_lists_only_the_extensions_asked_for(tmp_path):
+    _touch(tmp_path / "d/a.png")
+    _touch(tmp_path / "d/b.tif")
+    df = inputs.from_folder(tmp_path / "d", [".tif"])
+    assert df["source"].tolist() == [str(tmp_path / "d/b.tif")]
+    assert df.attrs["skipped"] == [(str(tmp_path / "d/a.png"), "extension")]
+
+
+def test_manifest_columns_of_digits_stay_text_and_numbers_in_a_parquet_list_are_names(tmp_path):
+    (tmp_path / "m.csv").write_text("path,station\n1,0042\n2,7\n")
+    df = inputs.from_manifest(tmp_path / "m.csv", "path")
+    assert df["source"].tolist() == [str(tmp_path / "1"), str(tmp_path / "2")]
+    assert df["station"].tolist() == ["0042", "7"]
+    pd.DataFrame({"f": [17.0, float("nan"), 2.5]}).to_parquet(tmp_path / "m.parquet")
+    numbers = inputs.from_manifest(tmp_path / "m.parquet", "f")
+    assert numbers["source"].tolist() == [str(tmp_path / "17.0"), "", str(tmp_path / "2.5")]
+
+
+def test_build_reads_one_file_and_a_flowcam_run_and_numbers_rows_from_zero(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.csv").write_text(
+        "Image File,Image X,Image Y,Image Width,Image Height,Particle ID\n"
+        "run_000001.tif,1,2,3,4,7\n../away.tif,0,0,5,5,8\n"
+    )
+    (run / "run_summary.csv").write_text("Name,Value\nparticles,2\n")
+    one = _touch(tmp_path / "one/a.png")
+    single = inputs.build([{"kind": "file", "path": str(one)}], None)
+    assert single.columns.tolist() == ["seq", "source"] and single["source"].tolist() == [str(one)]
+    flowcam = inputs.build([{"kind": "flowcam", "path": str(run)}], None)
+    assert flowcam.columns.tolist() == [
+        "seq", "source", "crop_x", "crop_y", "crop_w", "crop_h", "particle_id", inputs.OUTSIDE
+    ]  # fmt: skip
+    assert flowcam["source"].tolist() == [str(run / "run_000001.tif"), str(run / "../away.tif")]
+    assert flowcam[inputs.OUTSIDE].tolist() == [False, True]
+    assert flowcam[["crop_x", "crop_y", "crop_w", "crop_h", "particle_id"]].to_numpy().tolist() == [
+        [1, 2, 3, 4, 7],
+        [0, 0, 5, 5, 8],
+    ]
+    both = inputs.build([{"kind": "flowcam", "path": str(run)}, {"kind": "file", "path": str(one)}], None)
+    assert both["source"].tolist() == [*flowcam["source"].tolist(), str(one)]
+    assert both.index.equals(pd.RangeIndex(3)) and both["seq"].tolist() == [0, 1, 2]
+
+
+def test_write_drops_the_index_and_keeps_pandas_dtypes(tmp_path):
+    table = pd.DataFrame(
+        {"seq": [0, 1], "source": ["a.png", "b.png"], "crop_x": pd.array([3, None], dtype="Int64")},
+        index=[5, 7],
+    )
+    inputs.write(table, tmp_path / "i.parquet")
+    assert pq.read_schema(tmp_path / "i.parquet").names == ["seq", "source", "crop_x"]
+    back = pd.read_parquet(tmp_path / "i.parquet")
+    assert back.index.equals(pd.RangeIndex(2)) and back["crop_x"].dtype == "Int64"
+    assert back.equals(table.reset_index(drop=True))
