@@ -51,7 +51,12 @@ MODULES: dict[str, list[str]] = {
     ],
     "engine/evaluate_detect.py": ["test_evaluate_detect_mutants.py"],
     "standards/ecotaxa.py": ["test_ecotaxa.py", "test_ecotaxa_mutants.py"],
-    "standards/dwca.py": ["test_dwca.py", "test_dwca_mutants.py", "test_detect_exports.py"],
+    "standards/dwca.py": [
+        "test_dwca.py",
+        "test_dwca_mutants.py",
+        "test_detect_exports.py",
+        "test_semantic_dwca.py",
+    ],
     "standards/taxonomy.py": ["test_taxonomy.py", "test_dwca.py"],
     "tasks/classify/metrics.py": ["test_metrics.py", "test_metrics_mutants.py"],
     "tasks/detect/formats.py": ["test_detect_formats.py", "test_detect_formats_mutants.py"],

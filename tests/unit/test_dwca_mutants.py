@@ -374,12 +374,12 @@ def test_row_makers_exact():
         "how",
     )
     grp = pd.DataFrame({"mask_area_px": [100.0, 50.4]})
-    assert dwca._cover("e", "o", grp, 1000.0) == dwca._mof(
+    assert dwca._cover("e", "o", grp, 1000.0, "detect") == dwca._mof(
         "e", "o", dwca.COVER, "15.04", "percent",
         "sum of the 2 instance masks' pixels (150) / pixels of every image of the sample (1000) x 100; "
         "overlaps between masks count twice",
     )  # fmt: skip
-    assert dwca._cover("e", "o", grp, 0.0)["measurementValue"] == "0"
+    assert dwca._cover("e", "o", grp, 0.0, "detect")["measurementValue"] == "0"
     device = {"name": "WP2 net", "value_id": "http://l22/net"}
     rows = dwca._event_measurements("e", 0.5, "Flow Cam", device)
     assert [(r["measurementTypeID"], r["measurementValue"], r["measurementValueID"]) for r in rows] == [
@@ -532,7 +532,10 @@ def test_export_with_a_default_sample_the_models_classes_and_an_eml_title(tmp_pa
 
 def test_small_helpers_at_their_edges():
     assert dwca._slug("X-ray fish") == "X_ray_fish"
-    assert dwca._cover("e", "o", pd.DataFrame({"mask_area_px": [1.0]}), 1.0)["measurementValue"] == "100"
+    assert (
+        dwca._cover("e", "o", pd.DataFrame({"mask_area_px": [1.0]}), 1.0, "detect")["measurementValue"]
+        == "100"
+    )
     assert dwca.references({"arch": "a"}, pd.DataFrame({"run_id": ["r"]})) == (
         f"model: sha256  (a, torch) | software: aquaflow {__version__} | inference run r"
     )

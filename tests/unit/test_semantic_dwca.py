@@ -135,6 +135,8 @@ def test_dwca_cover_per_sample_and_taxon_and_no_count(tmp_path, absences):
         }
     assert got == pytest.approx(expect, rel=1e-6)
     assert set(cover["measurementUnitID"]) == {dwca.UNITS["percent"][1]}
+    absent = cover.loc[cover["occurrenceStatus"] == "absent", "measurementMethod"]
+    assert set(absent) == ({"no pixel of this class in the sample"} if absences else set())
     (method,) = cover.loc[
         (cover["eventID"] == "T1") & (cover["scientificName"] == "Zostera marina"), "measurementMethod"
     ]

@@ -576,7 +576,7 @@ def _occurrence_measurements(
     return rows
 
 
-def _cover(ev: str, occ: str, grp: pd.DataFrame, imaged_px: float, kind: str = "detect") -> dict:
+def _cover(ev: str, occ: str, grp: pd.DataFrame, imaged_px: float, kind: str) -> dict:
     """The taxon's cover of the sample's images: its mask pixels / all pixels imaged, in percent."""
     masks = float(grp["mask_area_px"].sum())
     cover = 100.0 * masks / imaged_px if imaged_px > 0 else 0.0
