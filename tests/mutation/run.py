@@ -75,6 +75,10 @@ PRELOAD = {
         "aquaflow.tasks.detect.formats",
     ]
 }
+# mutmut's timeout_multiplier where 15 is too tight: mutmut times the tests' calls, not their
+# module-scoped fixture, and evaluate_detect's (a YOLO built, predicting, Ultralytics' val) is ~10 s of
+# CPU; at 15 a loaded machine ends unmutated runs by the wall-clock limit
+TIMEOUT_MULTIPLIER = {"engine/evaluate_detect.py": 100.0}
 PRELOAD_CONFIG = '\nforkserver_warmup = "import"\npreload_modules_file = "preload.txt"'
 
 # mutmut's exit code -> status (mutmut.stats.status_by_exit_code)
@@ -152,8 +156,7 @@ def main() -> int:
     parser.add_argument(
         "--timeout-multiplier",
         type=float,
-        default=15.0,
-        help="mutmut's timeout_multiplier (default 15, mutmut's own)",
+        help="mutmut's timeout_multiplier (default: TIMEOUT_MULTIPLIER's, else 15, mutmut's own)",
     )
     args = parser.parse_args()
     unknown = set(args.modules) - set(MODULES)
@@ -164,7 +167,7 @@ def main() -> int:
     rows = []
     for module in args.modules or list(MODULES):
         tests = args.tests or MODULES[module]
-        work = prepare(module, tests, args.timeout_multiplier)
+        work = prepare(module, tests, args.timeout_multiplier or TIMEOUT_MULTIPLIER.get(module, 15.0))
         print(f"== {module}: mutating, then checking against {' '.join(tests)}", flush=True)
         if module in PRELOAD:
             from aquaflow.backends.yolo.ultra import ENV

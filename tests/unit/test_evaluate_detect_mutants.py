@@ -18,7 +18,7 @@ from aquaflow.engine import evaluate_detect as ev
 from aquaflow.tasks.detect import formats, outputs
 
 CLASSES = ["x", "y"]
-PREDICT = {"iou": 0.7, "max_det": 8, "batch": 2, "device": "cpu", "tiling": {}}
+PREDICT = {"iou": 0.6, "max_det": 8, "batch": 2, "device": "cpu", "tiling": {}}
 
 
 def _label_rows(det, w: int, h: int) -> str:
@@ -69,16 +69,23 @@ def evaluated(tmp_path_factory):
         "intervals": {"resamples": 30, "seed": 2},
     }
     out = {k: root / f"{k}.out" for k in ("coco", "metrics", "per_class", "summary")}
-    metrics = ev.run(
-        data_dir=root / "data",
-        weights=root / "w.pt",
-        card_path=root / "card.json",
-        spec=spec,
-        out=out,
-        work=root / "work",
-        ultralytics_dir=ul,
-    )
-    return {"root": root, "metrics": metrics, "out": out, "det": det, "spec": spec}
+    logged, mlflow_cfg = [], {"experiment": "aquaflow", "results": str(root)}
+    with pytest.MonkeyPatch.context() as mp:  # what reaches the tracker (tested in test_training_runs)
+        mp.setattr(ev.tracking, "log_evaluation", lambda *args, **kw: logged.append((args, kw)))
+        metrics = ev.run(
+            data_dir=root / "data",
+            weights=root / "w.pt",
+            card_path=root / "card.json",
+            spec=spec,
+            out=out,
+            work=root / "work",
+            ultralytics_dir=ul,
+            mlflow_cfg=mlflow_cfg,
+        )
+    return {"root": root, "metrics": metrics, "out": out, "det": det, "spec": spec, "card": card} | {
+        "logged": logged,
+        "mlflow_cfg": mlflow_cfg,
+    }
 
 
 def _scores_the_test_split_with_the_library_parts(evaluated):
@@ -110,7 +117,7 @@ def _reports_ultralytics_val_of_the_same_split(evaluated):
     root, m = evaluated["root"], evaluated["metrics"]
     model = ultra.load(root / "w.pt", "detect")
     val = model.val(
-        data=str(root / "data/data.yaml"), split="test", imgsz=64, batch=2, conf=ev.MAP_CONF, iou=0.7,
+        data=str(root / "data/data.yaml"), split="test", imgsz=64, batch=2, conf=ev.MAP_CONF, iou=0.6,
         device="cpu", plots=False, verbose=False, project=str(root / "check"), name="val",
     )  # fmt: skip
     u = m["ultralytics"]
@@ -121,6 +128,7 @@ def _reports_ultralytics_val_of_the_same_split(evaluated):
         {CLASSES[int(c)]: val.box.maps[int(c)] for c in val.box.ap_class_index}
     )
     assert set(u) == {"box", "per_class_AP50_95"} and (root / "work/val").is_dir()
+    assert not list((root / "work/val").rglob("*.png"))  # no plots
 
 
 def _writes_intervals_summary_and_per_class_tables(evaluated):
@@ -147,12 +155,24 @@ def _writes_intervals_summary_and_per_class_tables(evaluated):
     assert per_class["precision_low"].notna().all()
 
 
+def _logs_the_headline_and_its_intervals_to_the_training_run(evaluated):
+    m, out = evaluated["metrics"], evaluated["out"]
+    head, iv = ev.headline(m), m["intervals"]
+    assert set(head) == {"mAP50", "mAP50_95", "precision", "recall", "f1", "mean_matched_iou"}
+    want = {f"test_{k}": v for k, v in head.items()}
+    want |= {f"test_{k}_{end}": iv[k][i] for k in head for i, end in enumerate(("low", "high"))}
+    files = [out["metrics"], out["summary"], out["per_class"]]
+    args = (evaluated["card"], want, "eval_test", evaluated["mlflow_cfg"])
+    assert evaluated["logged"] == [(args, {"files": files})]
+
+
 def test_run_scores_reports_and_writes_the_test_split(evaluated):
     """One test over the module's run (so a mutation tool that re-runs only the tests reaching a
     function still checks every output of it)."""
     _scores_the_test_split_with_the_library_parts(evaluated)
     _reports_ultralytics_val_of_the_same_split(evaluated)
     _writes_intervals_summary_and_per_class_tables(evaluated)
+    _logs_the_headline_and_its_intervals_to_the_training_run(evaluated)
 
 
 def test_split_auto_is_val_without_a_test_split_tiled_and_an_empty_prediction_table(tmp_path, evaluated):
@@ -174,8 +194,9 @@ def test_split_auto_is_val_without_a_test_split_tiled_and_an_empty_prediction_ta
     }
     m = ev.run(
         data_dir=tmp_path / "data", weights=root / "w.pt", card_path=root / "card.json", spec=spec, out=out,
-        work=tmp_path / "work", ultralytics_dir=root / "ultralytics",
+        work=root / "work", ultralytics_dir=root / "ultralytics",
     )  # fmt: skip
+    assert [p.name for p in (root / "work").iterdir()] == ["val"]  # Ultralytics' val reuses its folder
     assert (m["split"], m["images"]) == ("val", 2)
     val = formats.read_yolo(tmp_path / "data/data.yaml", "detect").splits["val"].images
     found = ev.predict_split(evaluated["det"], val, 2, tiling)
