@@ -19,7 +19,10 @@ from aquaflow.engine import evaluate_detect as ev
 from aquaflow.tasks.detect import formats, outputs
 
 CLASSES = ["x", "y"]
-PREDICT = {"iou": 0.6, "max_det": 8, "batch": 2, "device": "cpu", "tiling": {}}
+TILING = {"tile": 32, "overlap": 8, "full_image": False, "merge": "nms", "match_metric": "iou"}
+TILING |= {"match_threshold": 0.5}
+# tiling configured but `evaluate.tiled` off: the split is predicted whole
+PREDICT = {"iou": 0.6, "max_det": 8, "batch": 2, "device": "cpu", "tiling": TILING}
 
 
 def _label_rows(det, w: int, h: int, corner: bool = True) -> str:
@@ -185,8 +188,7 @@ def test_split_auto_is_val_without_a_test_split_tiled_and_an_empty_prediction_ta
         (tmp_path / "data" / name).write_text((root / "data" / name).read_text())
     (tmp_path / "data/data.yaml").write_text(yaml.safe_dump(data))
     out = {k: tmp_path / f"{k}.out" for k in ("coco", "metrics", "per_class", "summary")}
-    tiling = {"tile": 32, "overlap": 8, "full_image": False, "merge": "nms"}
-    tiling |= {"match_metric": "iou", "match_threshold": 0.5}
+    tiling = TILING
     spec = {
         **evaluated["spec"],
         "predict": {**evaluated["spec"]["predict"], "conf": 0.99, "tiling": tiling},
