@@ -6,6 +6,8 @@ lacks the missed boxes, so scoring the wrong split changes the figures."""
 from __future__ import annotations
 
 import json
+import logging
+from logging.handlers import BufferingHandler
 
 import numpy as np
 import pandas as pd
@@ -74,6 +76,9 @@ def evaluated(tmp_path_factory):
     }
     out = {k: root / f"{k}.out" for k in ("coco", "metrics", "per_class", "summary")}
     logged, mlflow_cfg = [], {"experiment": "aquaflow", "results": str(root)}
+    lines, level = BufferingHandler(1000), ev.log.level
+    ev.log.addHandler(lines)
+    ev.log.setLevel(logging.INFO)
     with pytest.MonkeyPatch.context() as mp:  # what reaches the tracker (tested in test_training_runs)
         mp.setattr(ev.tracking, "log_evaluation", lambda *args, **kw: logged.append((args, kw)))
         metrics = ev.run(
@@ -86,9 +91,12 @@ def evaluated(tmp_path_factory):
             ultralytics_dir=ul,
             mlflow_cfg=mlflow_cfg,
         )
+    ev.log.removeHandler(lines)
+    ev.log.setLevel(level)
     return {"root": root, "metrics": metrics, "out": out, "det": det, "spec": spec, "card": card} | {
         "logged": logged,
         "mlflow_cfg": mlflow_cfg,
+        "log": [r.getMessage() for r in lines.buffer],
     }
 
 
@@ -115,6 +123,7 @@ def _scores_the_test_split_with_the_library_parts(evaluated):
         "mAP50": m["coco_bbox"]["mAP50"],
         "mAP50_95": m["coco_bbox"]["mAP50_95"],
     }
+    assert evaluated["log"] == [f"evaluation: {m['record']}"]
 
 
 def _reports_ultralytics_val_of_the_same_split(evaluated):
