@@ -79,20 +79,22 @@ def evaluated(tmp_path_factory):
     lines, level = BufferingHandler(1000), ev.log.level
     ev.log.addHandler(lines)
     ev.log.setLevel(logging.INFO)
-    with pytest.MonkeyPatch.context() as mp:  # what reaches the tracker (tested in test_training_runs)
-        mp.setattr(ev.tracking, "log_evaluation", lambda *args, **kw: logged.append((args, kw)))
-        metrics = ev.run(
-            data_dir=root / "data",
-            weights=root / "w.pt",
-            card_path=root / "card.json",
-            spec=spec,
-            out=out,
-            work=root / "work",
-            ultralytics_dir=ul,
-            mlflow_cfg=mlflow_cfg,
-        )
-    ev.log.removeHandler(lines)
-    ev.log.setLevel(level)
+    try:
+        with pytest.MonkeyPatch.context() as mp:  # what reaches the tracker (see test_training_runs)
+            mp.setattr(ev.tracking, "log_evaluation", lambda *args, **kw: logged.append((args, kw)))
+            metrics = ev.run(
+                data_dir=root / "data",
+                weights=root / "w.pt",
+                card_path=root / "card.json",
+                spec=spec,
+                out=out,
+                work=root / "work",
+                ultralytics_dir=ul,
+                mlflow_cfg=mlflow_cfg,
+            )
+    finally:
+        ev.log.removeHandler(lines)
+        ev.log.setLevel(level)
     return {"root": root, "metrics": metrics, "out": out, "det": det, "spec": spec, "card": card} | {
         "logged": logged,
         "mlflow_cfg": mlflow_cfg,
