@@ -2,8 +2,8 @@
 
 Each module is mutated in a scratch copy (`.mutation/<module>/`: the library under `src/`, the unit
 tests, config/ and workflow/, a generated mutmut config) and checked against the unit tests that
-cover it only;
-mutmut gives each mutant a timeout of 15x the covering tests' own time + 1 s. Prints the kill rate
+cover it only; mutmut gives each mutant a CPU-time limit of 2 x 15 x (the covering tests' own time
++ 1 s) and a wall-clock limit of half that (`--timeout-multiplier` raises the 15). Prints the kill rate
 per module and writes the survivors' names to `.mutation/<module>/survivors.txt`
 (`cd .mutation/<module> && mutmut show NAME` prints one's diff; mutmut's output is in mutmut.log there).
 
@@ -11,6 +11,8 @@ per module and writes the survivors' names to `.mutation/<module>/survivors.txt`
     python tests/mutation/run.py engine/gather.py    # some of them
     python tests/mutation/run.py engine/infer.py --tests test_infer_mutants.py
                                                      # against some of its tests: a lower bound
+    python tests/mutation/run.py engine/infer.py --timeout-multiplier 100
+                                                     # a longer CPU-time limit per mutant
 """
 
 from __future__ import annotations
@@ -62,6 +64,28 @@ MODULES: dict[str, list[str]] = {
     "tasks/detect/formats.py": ["test_detect_formats.py", "test_detect_formats_mutants.py"],
 }
 
+# modules whose tests run torch models: their mutants are forked from mutmut's fork server, not from
+# the process that ran the tests to time them (a child forked after torch's thread pool ran can wait
+# forever on a lock, spending no CPU, until mutmut's wall-clock limit ends it: a "timeout", not a kill)
+FORKSERVER = {"engine/infer.py", "engine/evaluate_detect.py"}
+# modules the fork server imports before forking each mutant (instead of collecting the tests), for
+# modules whose tests would otherwise import Ultralytics anew per mutant (~6 s). Ultralytics is then
+# imported offline with its settings in the scratch folder, so the tests' `ultra.setup` keeps them.
+PRELOAD = {
+    "engine/evaluate_detect.py": [
+        "ultralytics",
+        "ultralytics.models.yolo.detect",
+        "ultralytics.engine.validator",
+        "aquaflow.engine.evaluate_detect",
+        "aquaflow.tasks.detect.formats",
+    ]
+}
+# mutmut's timeout_multiplier where 15 is too tight: mutmut times the tests' calls, not their
+# module-scoped fixture, and evaluate_detect's (a YOLO built, predicting, Ultralytics' val) is ~10 s of
+# CPU; at 15 a loaded machine ends unmutated runs by the wall-clock limit
+TIMEOUT_MULTIPLIER = {"engine/evaluate_detect.py": 100.0}
+PRELOAD_CONFIG = '\nforkserver_warmup = "import"\npreload_modules_file = "preload.txt"'
+
 # mutmut's exit code -> status (mutmut.stats.status_by_exit_code)
 KILLED = {1, 3, 36, 24, -24, 152, 255, 37}  # a failing test, a timeout, the type checker
 STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
@@ -74,6 +98,8 @@ only_mutate = ["src/aquaflow/{module}"]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-W", "ignore"]
 pytest_add_cli_args_test_selection = {tests}
 use_git_change_detection = false
+timeout_multiplier = {multiplier}
+process_isolation = "{isolation}"{preload}
 
 [tool.pytest.ini_options]
 addopts = "--strict-markers"
@@ -82,7 +108,7 @@ timeout = 600
 """
 
 
-def prepare(module: str, tests: list[str]) -> Path:
+def prepare(module: str, tests: list[str], multiplier: float = 15.0) -> Path:
     """A fresh scratch folder for one module: library, covering tests, conftest, test data, config."""
     work = SCRATCH / module.replace("/", ".").removesuffix(".py")
     shutil.rmtree(work, ignore_errors=True)
@@ -97,7 +123,16 @@ def prepare(module: str, tests: list[str]) -> Path:
     # all unit test files (some import helpers from others); only `tests` are run
     shutil.copytree(REPO / "tests" / "unit", work / "tests" / "unit", ignore=ignore)
     selection = json.dumps([f"tests/unit/{t}" for t in tests])
-    (work / "pyproject.toml").write_text(CONFIG.format(module=module, tests=selection))
+    (work / "pyproject.toml").write_text(
+        CONFIG.format(
+            module=module,
+            tests=selection,
+            multiplier=multiplier,
+            isolation="forkserver" if module in FORKSERVER else "fork",
+            preload=PRELOAD_CONFIG if module in PRELOAD else "",
+        )
+    )
+    (work / "preload.txt").write_text("".join(m + "\n" for m in PRELOAD.get(module, [])))
     return work
 
 
@@ -123,6 +158,11 @@ def main() -> int:
     parser.add_argument(
         "--tests", nargs="+", help="check against these unit test files only (faster; a lower bound)"
     )
+    parser.add_argument(
+        "--timeout-multiplier",
+        type=float,
+        help="mutmut's timeout_multiplier (default: TIMEOUT_MULTIPLIER's, else 15, mutmut's own)",
+    )
     args = parser.parse_args()
     unknown = set(args.modules) - set(MODULES)
     if unknown:
@@ -132,8 +172,12 @@ def main() -> int:
     rows = []
     for module in args.modules or list(MODULES):
         tests = args.tests or MODULES[module]
-        work = prepare(module, tests)
+        work = prepare(module, tests, args.timeout_multiplier or TIMEOUT_MULTIPLIER.get(module, 15.0))
         print(f"== {module}: mutating, then checking against {' '.join(tests)}", flush=True)
+        if module in PRELOAD:
+            from aquaflow.backends.yolo.ultra import ENV
+
+            env = {**env, **ENV, "YOLO_CONFIG_DIR": str(work / "ultralytics")}
         cmd = [str(mutmut), "run", "--max-children", str(args.jobs)]
         with open(work / "mutmut.log", "wb") as log:
             subprocess.run(cmd, cwd=work, env=env, check=False, stdout=log, stderr=subprocess.STDOUT)

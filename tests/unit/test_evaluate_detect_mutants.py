@@ -1,10 +1,13 @@
 """evaluate_detect.run end to end on a real (untrained, 2-class) YOLO model: the held-out split is
 labelled with the model's own best box per image plus a box it misses, so every figure is non-zero
-and known from the library's parts (COCOeval, greedy matching, Ultralytics' val)."""
+and known from the library's parts (COCOeval, greedy matching, Ultralytics' val). The val split
+lacks the missed boxes, so scoring the wrong split changes the figures."""
 
 from __future__ import annotations
 
 import json
+import logging
+from logging.handlers import BufferingHandler
 
 import numpy as np
 import pandas as pd
@@ -18,16 +21,19 @@ from aquaflow.engine import evaluate_detect as ev
 from aquaflow.tasks.detect import formats, outputs
 
 CLASSES = ["x", "y"]
-PREDICT = {"iou": 0.7, "max_det": 8, "batch": 2, "device": "cpu", "tiling": {}}
+TILING = {"tile": 32, "overlap": 8, "full_image": False, "merge": "nms", "match_metric": "iou"}
+TILING |= {"match_threshold": 0.5}
+# tiling configured but `evaluate.tiled` off: the split is predicted whole
+PREDICT = {"iou": 0.6, "max_det": 8, "batch": 2, "device": "cpu", "tiling": TILING}
 
 
-def _label_rows(det, w: int, h: int) -> str:
+def _label_rows(det, w: int, h: int, corner: bool = True) -> str:
     """The model's best box (its class) and a small box of the other class in a corner it misses."""
     i = int(np.argmax(det.score))
     x0, y0, x1, y1 = (float(v) for v in det.xyxy[i])
     c = int(det.cls[i])
     best = f"{c} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}"
-    return f"{best}\n{1 - c} 0.03 0.03 0.04 0.04\n"
+    return f"{best}\n{1 - c} 0.03 0.03 0.04 0.04\n" if corner else f"{best}\n"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,7 @@ def evaluated(tmp_path_factory):
         arrays = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(n)]
         for i, (a, d) in enumerate(zip(arrays, det.predict(arrays), strict=True)):
             Image.fromarray(a).save(src / "images" / split / f"{i}.png")
-            (src / "labels" / split / f"{i}.txt").write_text(_label_rows(d, 64, 48))
+            (src / "labels" / split / f"{i}.txt").write_text(_label_rows(d, 64, 48, split != "val"))
             best += [float(d.score.max())] if split == "test" else []
     splits = {s: f"images/{s}" for s in ("train", "val", "test")}
     (src / "data.yaml").write_text(yaml.safe_dump({"names": CLASSES, **splits}))
@@ -69,16 +75,31 @@ def evaluated(tmp_path_factory):
         "intervals": {"resamples": 30, "seed": 2},
     }
     out = {k: root / f"{k}.out" for k in ("coco", "metrics", "per_class", "summary")}
-    metrics = ev.run(
-        data_dir=root / "data",
-        weights=root / "w.pt",
-        card_path=root / "card.json",
-        spec=spec,
-        out=out,
-        work=root / "work",
-        ultralytics_dir=ul,
-    )
-    return {"root": root, "metrics": metrics, "out": out, "det": det, "spec": spec}
+    logged, mlflow_cfg = [], {"experiment": "aquaflow", "results": str(root)}
+    lines, level = BufferingHandler(1000), ev.log.level
+    ev.log.addHandler(lines)
+    ev.log.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as mp:  # what reaches the tracker (see test_training_runs)
+            mp.setattr(ev.tracking, "log_evaluation", lambda *args, **kw: logged.append((args, kw)))
+            metrics = ev.run(
+                data_dir=root / "data",
+                weights=root / "w.pt",
+                card_path=root / "card.json",
+                spec=spec,
+                out=out,
+                work=root / "work",
+                ultralytics_dir=ul,
+                mlflow_cfg=mlflow_cfg,
+            )
+    finally:
+        ev.log.removeHandler(lines)
+        ev.log.setLevel(level)
+    return {"root": root, "metrics": metrics, "out": out, "det": det, "spec": spec, "card": card} | {
+        "logged": logged,
+        "mlflow_cfg": mlflow_cfg,
+        "log": [r.getMessage() for r in lines.buffer],
+    }
 
 
 def _scores_the_test_split_with_the_library_parts(evaluated):
@@ -104,13 +125,14 @@ def _scores_the_test_split_with_the_library_parts(evaluated):
         "mAP50": m["coco_bbox"]["mAP50"],
         "mAP50_95": m["coco_bbox"]["mAP50_95"],
     }
+    assert evaluated["log"] == [f"evaluation: {m['record']}"]
 
 
 def _reports_ultralytics_val_of_the_same_split(evaluated):
     root, m = evaluated["root"], evaluated["metrics"]
     model = ultra.load(root / "w.pt", "detect")
     val = model.val(
-        data=str(root / "data/data.yaml"), split="test", imgsz=64, batch=2, conf=ev.MAP_CONF, iou=0.7,
+        data=str(root / "data/data.yaml"), split="test", imgsz=64, batch=2, conf=ev.MAP_CONF, iou=0.6,
         device="cpu", plots=False, verbose=False, project=str(root / "check"), name="val",
     )  # fmt: skip
     u = m["ultralytics"]
@@ -121,6 +143,7 @@ def _reports_ultralytics_val_of_the_same_split(evaluated):
         {CLASSES[int(c)]: val.box.maps[int(c)] for c in val.box.ap_class_index}
     )
     assert set(u) == {"box", "per_class_AP50_95"} and (root / "work/val").is_dir()
+    assert not list((root / "work/val").rglob("*.png"))  # no plots
 
 
 def _writes_intervals_summary_and_per_class_tables(evaluated):
@@ -147,12 +170,24 @@ def _writes_intervals_summary_and_per_class_tables(evaluated):
     assert per_class["precision_low"].notna().all()
 
 
+def _logs_the_headline_and_its_intervals_to_the_training_run(evaluated):
+    m, out = evaluated["metrics"], evaluated["out"]
+    head, iv = ev.headline(m), m["intervals"]
+    assert set(head) == {"mAP50", "mAP50_95", "precision", "recall", "f1", "mean_matched_iou"}
+    want = {f"test_{k}": v for k, v in head.items()}
+    want |= {f"test_{k}_{end}": iv[k][i] for k in head for i, end in enumerate(("low", "high"))}
+    files = [out["metrics"], out["summary"], out["per_class"]]
+    args = (evaluated["card"], want, "eval_test", evaluated["mlflow_cfg"])
+    assert evaluated["logged"] == [(args, {"files": files})]
+
+
 def test_run_scores_reports_and_writes_the_test_split(evaluated):
     """One test over the module's run (so a mutation tool that re-runs only the tests reaching a
     function still checks every output of it)."""
     _scores_the_test_split_with_the_library_parts(evaluated)
     _reports_ultralytics_val_of_the_same_split(evaluated)
     _writes_intervals_summary_and_per_class_tables(evaluated)
+    _logs_the_headline_and_its_intervals_to_the_training_run(evaluated)
 
 
 def test_split_auto_is_val_without_a_test_split_tiled_and_an_empty_prediction_table(tmp_path, evaluated):
@@ -164,8 +199,7 @@ def test_split_auto_is_val_without_a_test_split_tiled_and_an_empty_prediction_ta
         (tmp_path / "data" / name).write_text((root / "data" / name).read_text())
     (tmp_path / "data/data.yaml").write_text(yaml.safe_dump(data))
     out = {k: tmp_path / f"{k}.out" for k in ("coco", "metrics", "per_class", "summary")}
-    tiling = {"tile": 32, "overlap": 8, "full_image": False, "merge": "nms"}
-    tiling |= {"match_metric": "iou", "match_threshold": 0.5}
+    tiling = TILING
     spec = {
         **evaluated["spec"],
         "predict": {**evaluated["spec"]["predict"], "conf": 0.99, "tiling": tiling},
@@ -174,8 +208,9 @@ def test_split_auto_is_val_without_a_test_split_tiled_and_an_empty_prediction_ta
     }
     m = ev.run(
         data_dir=tmp_path / "data", weights=root / "w.pt", card_path=root / "card.json", spec=spec, out=out,
-        work=tmp_path / "work", ultralytics_dir=root / "ultralytics",
+        work=root / "work", ultralytics_dir=root / "ultralytics",
     )  # fmt: skip
+    assert [p.name for p in (root / "work").iterdir()] == ["val"]  # Ultralytics' val reuses its folder
     assert (m["split"], m["images"]) == ("val", 2)
     val = formats.read_yolo(tmp_path / "data/data.yaml", "detect").splits["val"].images
     found = ev.predict_split(evaluated["det"], val, 2, tiling)

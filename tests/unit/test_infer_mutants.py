@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from aquaflow.backends import load_predictor
 from aquaflow.backends import torch_model as models
@@ -212,3 +213,15 @@ def test_batches_follow_the_cards_resize_read_paths_and_report_progress(tiny_mod
     assert np.allclose(batches[0][1], probs["letterbox"], atol=1e-6)
     empty = list(infer.iter_batches(table.assign(source=[str(tmp_path / "no.png")] * 3), letterbox, 3, 0))
     assert empty[0][2].dtype == np.float32 and empty[0][2].shape == (0, 0)
+
+
+def test_shard_step_loads_the_configured_backend(tiny_model, tmp_path):  # noqa: F811
+    weights, card = tiny_model
+    table = pd.DataFrame({"seq": range(2), "source": _images(tmp_path / "img", 2)})
+    table.to_parquet(tmp_path / "inputs.parquet")
+    out = {k: tmp_path / f"1-of-1.{k}" for k in ("predictions", "rejected", "summary")}
+    step = {"inputs_path": tmp_path / "inputs.parquet", "weights": weights, "card": card}
+    with pytest.raises(ValueError, match="unknown inference backend 'tensorrt'"):
+        infer.run_shard_step(**step, scatteritem="1-of-1", out=out, params={**PARAMS, "backend": "tensorrt"},
+                             threads=1)  # fmt: skip
+    assert not out["predictions"].exists()
