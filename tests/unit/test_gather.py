@@ -173,3 +173,17 @@ def test_dataset_folder_replaces_a_stale_partial_one_in_a_new_folder(tmp_path):
     gather.link_dataset([a[0]], out)
     assert [p.name for p in out.iterdir()] == ["p1-of-1.parquet"] and not stale.exists()
     assert out.joinpath("p1-of-1.parquet").stat().st_ino == a[0].stat().st_ino  # a hard link, not a copy
+
+
+def test_the_light_steps_import_no_deep_learning_framework():
+    """The gather, folds and staging steps run once per campaign or shard on a cluster: importing
+    torch or TensorFlow there would cost each job seconds for nothing (the shard steps import it)."""
+    import subprocess
+    import sys
+
+    light = ["detect", "cv", "sound", "staging", "gather", "semantic"]
+    heavy = ("torch", "tensorflow", "keras", "timm", "ultralytics")
+    code = "".join(f"import aquaflow.engine.{m}\n" for m in light)
+    code += f"import sys\nprint(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [], f"imported by aquaflow.engine.{light}: {done.stdout}"

@@ -142,7 +142,7 @@ def trained_usecase(tmp: Path) -> dict:
     on two classes of 8 made images, with every campaign capability of the engine."""
     classes = ["a", "b"]
     make_images(tmp / "data", classes, 8, seed=1)
-    backbone = keras.applications.MobileNetV3Small(
+    backbone = keras.applications.MobileNet(
         include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg"
     )
     backbone.save_weights(tmp / "backbone.weights.h5")
@@ -161,7 +161,7 @@ def trained_usecase(tmp: Path) -> dict:
         "dataset": {"layout": "class_folders", "split": {"val": 0.25, "test": 0.25}},
         "model": {
             "backend": "keras",
-            "arch": "MobileNetV3Small",
+            "arch": "MobileNet",
             "input_size": 64,
             "pretrained": {"kind": "path", "path": str(tmp / "backbone.weights.h5")},
         },
@@ -290,7 +290,7 @@ def test_train_keras_one_epoch_is_tracked_in_mlflow(keras_run):
     wd = keras_run["wd"]
     card = read_json(wd / "results/kt/model/model_card.json")
     assert card["backend"] == "keras" and card["format"] == "keras" and card["weights"] == "model.keras"
-    assert card["normalization"] == {"preprocess": "keras_applications", "module": "mobilenet_v3"}
+    assert card["normalization"] == {"preprocess": "keras_applications", "module": "mobilenet"}
     assert card["training"]["epochs_run"] == 1
     history = pd.read_csv(wd / "results/kt/model/history.tsv", sep="\t")
     assert history["epoch"].tolist() == [1]
@@ -304,7 +304,7 @@ def test_train_keras_one_epoch_is_tracked_in_mlflow(keras_run):
     mlflow.set_tracking_uri(tracking.store_uri(card["mlflow"]["tracking_uri"], wd))
     run = mlflow.get_run(card["mlflow"]["run_id"])
     assert run.data.tags["backend"] == "keras" and run.data.tags["model_id"] == card["id"]
-    assert "val_macro_f1" in run.data.metrics and run.data.params["model.arch"] == "MobileNetV3Small"
+    assert "val_macro_f1" in run.data.metrics and run.data.params["model.arch"] == "MobileNet"
     assert run.data.params["training.class_weights.b"] == "2.0"
     client = mlflow.MlflowClient()
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
@@ -336,4 +336,4 @@ def test_cross_validation_trains_the_keras_recipe_per_fold(keras_run):
     image predicted once out of fold, and the shipped model scored beside the estimate."""
     from tests.cv_checks import check_cv
 
-    check_cv(keras_run["wd"] / "results/kt", k=3, weights="model.keras", arch="MobileNetV3Small")
+    check_cv(keras_run["wd"] / "results/kt", k=3, weights="model.keras", arch="MobileNet")

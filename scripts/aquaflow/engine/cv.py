@@ -22,11 +22,11 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from aquaflow.backends import load_predictor, train_classifier
-from aquaflow.engine.evaluate import predict_split, summary_table
 from aquaflow.io import read_json, write_json, write_parquet, write_tsv
 from aquaflow.monitoring import tracking
 from aquaflow.tasks import intervals
 from aquaflow.tasks.classify.metrics import classification_metrics
+from aquaflow.tasks.intervals import summary_table
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,30 @@ def train_fold(
     )
     card = read_json(model_out["card"])
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
-    safe = eval_settings.get("safe_mode", True)
-    predictor = load_predictor(model_out["weights"], card, eval_settings["device"], threads, safe_mode=safe)
-    images = Path(raw) / eval_settings["images"]
-    probs, _ = predict_split(test, images, predictor, eval_settings["batch_size"], log_stream)
+    probs = _probabilities(model_out["weights"], card, test, raw, eval_settings, threads, log_stream)
     oof = test[["id", "path", "label"]].assign(fold=fold)
     oof = pd.concat([oof, pd.DataFrame(probs, columns=[f"p_{c}" for c in card["classes"]])], axis=1)
     write_parquet(oof, out["predictions"])
     return oof
+
+
+def _probabilities(
+    weights: str | Path,
+    card: dict[str, Any],
+    rows: pd.DataFrame,
+    raw: str | Path,
+    eval_settings: dict[str, Any],
+    threads: int,
+    log_stream=None,
+) -> np.ndarray:
+    """The model's class probabilities for `rows` of a manifest, as the evaluate step predicts them."""
+    from aquaflow.engine.evaluate import predict_split  # here: the folds and gather steps need no model
+
+    safe = eval_settings.get("safe_mode", True)
+    predictor = load_predictor(weights, card, eval_settings["device"], threads, safe_mode=safe)
+    images = Path(raw) / eval_settings["images"]
+    probs, _ = predict_split(rows, images, predictor, eval_settings["batch_size"], log_stream)
+    return probs
 
 
 def shipped_predictions(
@@ -142,10 +158,7 @@ def shipped_predictions(
     """The shipped model's probabilities for every labelled image, each with its split."""
     manifest = pd.read_parquet(manifest_path).reset_index(drop=True)
     card = read_json(card_path)
-    safe = eval_settings.get("safe_mode", True)
-    predictor = load_predictor(weights, card, eval_settings["device"], threads, safe_mode=safe)
-    images = Path(raw) / eval_settings["images"]
-    probs, _ = predict_split(manifest, images, predictor, eval_settings["batch_size"], log_stream)
+    probs = _probabilities(weights, card, manifest, raw, eval_settings, threads, log_stream)
     table = manifest[["id", "path", "label", "split"]]
     table = pd.concat([table, pd.DataFrame(probs, columns=[f"p_{c}" for c in card["classes"]])], axis=1)
     write_parquet(table, out)

@@ -16,6 +16,7 @@ from aquaflow.io import read_json, write_json, write_tsv
 from aquaflow.monitoring import tracking
 from aquaflow.tasks import intervals
 from aquaflow.tasks.classify.metrics import classification_metrics
+from aquaflow.tasks.intervals import summary_table
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,6 @@ def predict_split(
             raise RuntimeError(f"evaluation images could not be read: {batch['rejected'][:3]}")
         probs[batch["index"]] = p
     return probs, inputs["seq"].to_numpy()
-
-
-def summary_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """metric, value and, where the figure has one, its interval (low, high)."""
-    keys = [k for k in metrics if isinstance(metrics[k], (int, float))]
-    found = metrics.get("intervals", {})
-    table = pd.DataFrame({"metric": keys, "value": [round(float(metrics[k]), 4) for k in keys]})
-    for i, side in enumerate(("low", "high")):
-        table[side] = [round(found[k][i], 4) if k in found else None for k in keys]
-    return table
 
 
 def run(

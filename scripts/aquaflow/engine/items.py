@@ -1,8 +1,9 @@
 """Decoding for every task's shards: inputs-table rows -> decoded arrays or rejection records.
 
-`Items` (a torch Dataset) reads each row's file (or its crop box from a collage), decodes it with
-the rejection reasons of `aquaflow.data.imaging`, and resizes it the way the model card says (or
-keeps full resolution for detection); `prefetched` decodes the next batch in a background thread.
+`Items` (a map-style dataset for torch's DataLoader) reads each row's file (or its crop box from a
+collage), decodes it with the rejection reasons of `aquaflow.data.imaging`, and resizes it the way
+the model card says (or keeps full resolution for detection); `prefetched` decodes the next batch in
+a background thread.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
-from torch.utils.data import Dataset
 
 from aquaflow.data import imaging
 from aquaflow.monitoring import drift
@@ -33,7 +32,7 @@ def crop_of(row: dict[str, Any]) -> tuple[int, int, int, int] | None:
     return tuple(int(row[c]) for c in CROP_COLUMNS)  # type: ignore[return-value]
 
 
-class Items(Dataset):
+class Items:
     """Rows of an inputs table -> decoded uint8 arrays (resized as the model card says, or at full
     resolution when `size` is None) with their image statistics, or rejection records.
 
@@ -110,6 +109,8 @@ def collate(batch: list, stack: bool = True) -> dict[str, Any]:
     list of HWC arrays (full-resolution frames), their row indices, ids, statistics, rejections."""
     ok = [b for b in batch if b[1] is not None]
     if stack:
+        import torch  # here, not at import: the gather and staging steps need none of torch
+
         arrays = np.stack([b[1] for b in ok]) if ok else np.zeros((0, 1, 1, 3), np.uint8)
         images: Any = torch.from_numpy(arrays).permute(0, 3, 1, 2)
     else:

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aquaflow.data.inputs import read_targets
@@ -67,6 +66,8 @@ def batches(
     crops = [None] * len(inputs)
     if "crop_x" in inputs.columns:
         crops = [crop_of(r) for r in inputs[list(CROP_COLUMNS)].to_dict("records")]
+    from torch.utils.data import DataLoader  # here: importing torch costs the gather steps ~3 s
+
     reads = read_paths if read_paths is not None else read_targets(inputs)
     loader = DataLoader(
         Items(reads, crops, size, max_pixels, resize),

@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from aquaflow.backends.sound.model import SoundModel
 from aquaflow.data import audio
 from aquaflow.data.imaging import Rejected, display_path
 from aquaflow.data.inputs import read_targets
@@ -191,6 +190,8 @@ def run_shard(
 ) -> dict[str, Any]:
     """Every recording of `inputs` -> out[predictions] (one row per window) or out[rejected]."""
     import torch
+
+    from aquaflow.backends.sound.model import SoundModel  # here: the gather step needs no torch
 
     torch.set_num_threads(int(settings.get("threads", 1)))
     model = SoundModel(weights, card, settings.get("device", "cpu"))

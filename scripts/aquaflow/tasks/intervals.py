@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 DEFAULTS = {"resamples": 1000, "level": 0.95, "seed": 0}
@@ -65,3 +66,13 @@ def flat(intervals: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(value, list) and len(value) == 2:
             out[f"{name}_low"], out[f"{name}_high"] = value
     return out
+
+
+def summary_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """metric, value and, where the figure has one, its interval (low, high)."""
+    keys = [k for k in metrics if isinstance(metrics[k], (int, float))]
+    found = metrics.get("intervals", {})
+    table = pd.DataFrame({"metric": keys, "value": [round(float(metrics[k]), 4) for k in keys]})
+    for i, side in enumerate(("low", "high")):
+        table[side] = [round(found[k][i], 4) if k in found else None for k in keys]
+    return table
