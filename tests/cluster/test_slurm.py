@@ -1,7 +1,9 @@
 """The FlowCam demo workflow (tiny budget) through a real Slurm cluster with profiles/slurm.
 
-One local run and one Slurm run of the same config; the Slurm run's first download fails
-(HTTP 500 injected by the test's server) and the profile's `retries` resubmits the job. Then a
+A Slurm run and a local run of the same use case (the local one from the session's trained model:
+the Slurm run trains the same model from a download of the same files); the Slurm run's first
+download fails (HTTP 500 injected by the test's server) and the profile's `retries` resubmits the
+job. Then a
 distributed training (DDP) as one Slurm job of 2 tasks.
 Evidence comes from Slurm itself (`scontrol show job`, jobs stay listed for MinJobAge) and from
 the plugin's per-job logs (.snakemake/slurm_logs/, kept by slurm-keep-successful-logs).
@@ -24,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from aquaflow.monitoring import tracking
 
-from ..conftest import REPO, run_snakemake, tiny_usecase, workflow_cmd, write_workdir
+from ..conftest import REPO, run_snakemake, tiny_usecase, trained_copy, workflow_cmd, write_workdir
 from ..ddp_checks import gap_to_single_process
 
 pytestmark = pytest.mark.cluster
@@ -93,27 +95,18 @@ def timed_run(workdir: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, slurm_cluster, demo_zip_server):
-    """The local run and the Slurm run of the same config, side by side (the Slurm run mostly waits
-    for its status polls). The local run's one download is served before the fault is armed."""
+def runs(tmp_path_factory, slurm_cluster, demo_zip_server, flowcam_trained):
+    """The Slurm run of `tiny_usecase()` from the demo zip's URL, beside a local run of the same
+    use case: the session's model trained from the package's copy of the same files
+    (`flowcam_trained`) and its campaign, run while the Slurm run mostly waits for its polls."""
     server, source = demo_zip_server
     uc = tiny_usecase(source=source)
+    with server.lock:
+        server.fail_next = 1  # the first download of the Slurm run gets HTTP 500
 
-    local = write_workdir(tmp_path_factory.mktemp("local"), {"flowcam": uc})
+    local = trained_copy(flowcam_trained, tmp_path_factory.mktemp("local") / "wd", tiny_usecase())
     pool = ThreadPoolExecutor(1)
     local_run = pool.submit(timed_run, local)
-    deadline = time.monotonic() + 300
-    while True:  # barrier: the local run's request is in (its outcome is decided under the lock)
-        with server.lock:
-            if server.requests:
-                server.requests.clear()
-                server.fail_next = 1  # the first download of the Slurm run gets HTTP 500
-                break
-        if local_run.done() or time.monotonic() > deadline:
-            local_run.result()  # raises the local run's failure
-            raise AssertionError("the local run made no download request")
-        time.sleep(0.05)
-
     slurm = write_workdir(tmp_path_factory.mktemp("slurm"), {"flowcam": uc})
     log = slurm / "snakemake-slurm.log"
     cmd = slurm_cmd(slurm, "--set-scatter", "infer=2")  # the same shard count as the local run
