@@ -157,22 +157,31 @@ _ISO_DATE = re.compile(
 )
 
 
-# how the objects were identified, by task kind (Settings.kind); `count` None: no count is published
+# how the objects were identified and their cover measured, by task kind (Settings.kind); `count`
+# None: no count is published
+INSTANCE_COVER = (
+    "sum of the {n} instance masks' pixels ({masks:.0f}) / pixels of every image of the sample "
+    "({imaged:.0f}) x 100; overlaps between masks count twice"
+)
 WORDING = {
     "classify": {
         "remark": "top-1 label of an image classifier",
         "count": "objects classified in the imaged volume",
         "method": "were classified by a machine-learning model",
+        "cover": INSTANCE_COVER,
     },
     "detect": {
         "remark": "class of a detection by an object detector",
         "count": "objects detected in the sample's images",
         "method": "were detected, located and classified by an object detector",
+        "cover": INSTANCE_COVER,
     },
     "semantic": {
         "remark": "pixel class of a semantic segmentation model",
         "count": None,  # pixels, not individuals: the cover only
         "method": "were classified pixel by pixel by a semantic segmentation model",
+        "cover": "pixels classified as this class in the sample's {n} raster(s) ({masks:.0f}) / pixels "
+        "classified in every raster of the sample ({imaged:.0f}, nodata excluded) x 100",
     },
 }
 MASK_AREA = "mask_area_px"  # the object column whose presence means masks: cover per taxon
@@ -580,16 +589,7 @@ def _cover(ev: str, occ: str, grp: pd.DataFrame, imaged_px: float, kind: str) ->
     """The taxon's cover of the sample's images: its mask pixels / all pixels imaged, in percent."""
     masks = float(grp["mask_area_px"].sum())
     cover = 100.0 * masks / imaged_px if imaged_px > 0 else 0.0
-    if kind == "semantic":
-        method = (
-            f"pixels classified as this class in the sample's {len(grp)} raster(s) ({masks:.0f}) / "
-            f"pixels classified in every raster of the sample ({imaged_px:.0f}, nodata excluded) x 100"
-        )
-    else:
-        method = (
-            f"sum of the {len(grp)} instance masks' pixels ({masks:.0f}) / pixels of every image of the "
-            f"sample ({imaged_px:.0f}) x 100; overlaps between masks count twice"
-        )
+    method = WORDING[kind]["cover"].format(n=len(grp), masks=masks, imaged=imaged_px)
     return _mof(ev, occ, COVER, _fmt(cover), "percent", method)
 
 
