@@ -24,6 +24,7 @@ from aquaflow import plots
 from aquaflow.backends import keras_model as kb
 from aquaflow.backends import pretrained
 from aquaflow.data import augment, balance, imaging
+from aquaflow.data.dataset import manifest_hash
 from aquaflow.io import atomic_path, read_json, sha256_file, write_tsv
 from aquaflow.tasks.classify.metrics import classification_metrics
 from aquaflow.tasks.classify.runs import log_classifier_training
@@ -244,7 +245,6 @@ def run(
 
     `settings`: {images (dataset folder inside raw), model, training, data (source identity)}.
     """
-    from aquaflow.backends.torch_train import manifest_hash
 
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]

@@ -24,6 +24,7 @@ from aquaflow import plots
 from aquaflow.backends import distributed, pretrained
 from aquaflow.backends import torch_model as models
 from aquaflow.data import augment, balance, imaging, loader
+from aquaflow.data.dataset import manifest_hash
 from aquaflow.io import atomic_path, read_json, sha256_file, write_json, write_tsv
 from aquaflow.models.artifacts import write_card
 from aquaflow.tasks.classify.metrics import classification_metrics
@@ -136,9 +137,6 @@ def predict_loader(
         labels.append(y.cpu().numpy())
     p, t = np.concatenate(probs), np.concatenate(labels)
     return p, t, loss_sum / max(1, len(t))
-
-
-manifest_hash = loader.manifest_hash  # where the cards of every backend take it from
 
 
 def train(

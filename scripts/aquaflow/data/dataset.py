@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import Counter
@@ -243,3 +244,9 @@ def resolve_classes(root: Path, dataset: dict[str, Any], labels: pd.Series) -> l
 
 def manifest_images_root(raw: str | Path, dataset: dict[str, Any]) -> Path:
     return Path(raw) / dataset.get("images", ".")
+
+
+def manifest_hash(manifest: pd.DataFrame) -> str:
+    """Hash of (id, label, split) rows: identifies the training data independent of file paths."""
+    rows = manifest.sort_values("id")[["id", "label", "split"]].to_csv(index=False)
+    return hashlib.sha256(rows.encode()).hexdigest()

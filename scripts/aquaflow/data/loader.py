@@ -8,7 +8,6 @@ another size is refused, never silently used.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from aquaflow.data import imaging
+from aquaflow.data.dataset import manifest_hash
 from aquaflow.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,6 @@ def decode_workers(threads: int, gpu: bool, override: int | None = None) -> int:
     if override is not None:
         return override
     return max(0, threads - 1) if gpu else threads // 4
-
-
-def manifest_hash(manifest: pd.DataFrame) -> str:
-    """Hash of (id, label, split) rows: identifies the training data independent of file paths."""
-    rows = manifest.sort_values("id")[["id", "label", "split"]].to_csv(index=False)
-    return hashlib.sha256(rows.encode()).hexdigest()
 
 
 def chw(image: np.ndarray, size: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 
 from aquaflow.backends.torch_model import pick_device
 from aquaflow.backends.yolo import checkpoint, ultra
+from aquaflow.data.dataset import manifest_hash
 from aquaflow.io import read_json
 from aquaflow.models.artifacts import ModelCardError, write_card
 from aquaflow.monitoring import tracking
@@ -217,7 +218,6 @@ def run(
     and the MLflow training run with its registry version (tracking.log_training).
 
     `settings`: {images (folder of the dataset), model, training, data (source identity)}."""
-    from aquaflow.backends.torch_train import manifest_hash
     from aquaflow.backends.yolo.train import fit, library_versions
 
     ultra.setup(ultralytics_dir)
