@@ -245,7 +245,6 @@ def run(
 
     `settings`: {images (dataset folder inside raw), model, training, data (source identity)}.
     """
-
     manifest = pd.read_parquet(manifest_path)
     classes = read_json(classes_path)["classes"]
     model_cfg, train_cfg = settings["model"], settings["training"]
