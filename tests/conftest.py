@@ -32,6 +32,19 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: rank.get(item.path.parent.name, 2))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _aquaflow_cache(tmp_path_factory) -> None:
+    """One cache of derived files (aquaflow.io.cache_dir: exported ONNX graphs) for the whole run,
+    as on one machine, kept out of ~/.cache: every worker, Snakemake job and Slurm job shares it."""
+    os.environ["AQUAFLOW_CACHE"] = str(run_folder(tmp_path_factory) / "aquaflow-cache")
+
+
+def run_folder(tmp_path_factory) -> Path:
+    """The pytest run's temporary folder, shared by every xdist worker (above each one's own)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_env_per_test():
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI (and the registry's) to os.environ, and
@@ -171,9 +184,7 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
     """The folder `name`, filled by `build(folder)` once per pytest run, shared by every xdist
     worker: the first one to ask builds it under a file lock, the others wait and reuse it (a failed
     build leaves no completion mark, so the next one to ask builds again). Treat it as read-only."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the run's folder, above each worker's own basetemp
+    root = run_folder(tmp_path_factory)
     folder, done = root / name, root / f"{name}.done"
     with FileLock(root / f"{name}.lock"):
         if not done.exists():

@@ -35,6 +35,16 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def cache_dir(kind: str) -> Path:
+    """This machine's cache of derived files of one `kind` (e.g. `onnx`): $AQUAFLOW_CACHE/kind,
+    else $XDG_CACHE_HOME/aquaflow/kind, else ~/.cache/aquaflow/kind (not created here)."""
+    root = os.environ.get("AQUAFLOW_CACHE")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        root = Path(base) / "aquaflow"
+    return Path(root) / kind
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` only if the block succeeds."""

@@ -1,5 +1,7 @@
 """The shard engine on small data: reconciliation, backends, determinism, FlowCam collages."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -169,3 +171,69 @@ def test_compile_backend_agrees_with_eager(tiny_model, tmp_path, planktonclas_re
     a = pd.read_parquet(tmp_path / "eager" / "p.parquet")
     b = pd.read_parquet(tmp_path / "compile" / "p.parquet")
     np.testing.assert_allclose(a["top1_prob"], b["top1_prob"], atol=1e-4)
+
+
+def test_onnx_graph_is_exported_once_per_model_and_machine(
+    tiny_model, tmp_path, monkeypatch, planktonclas_resources
+):
+    """CPU shards of one model export its ONNX graph once into the cache: a shard in a fresh process
+    that finds it imports neither timm nor torchvision and predicts the same rows; a corrupt graph
+    is exported again; another normalization is another graph, with other probabilities."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AQUAFLOW_CACHE", str(cache))
+    demo = planktonclas_resources / "demo-images"
+    table = inputs.build([{"kind": "dataset", "extensions": [".jpg"]}], demo).iloc[:20]
+    table.to_parquet(tmp_path / "table.parquet")
+    shard(table, tiny_model, tmp_path / "first", backend="onnx")
+    first = pd.read_parquet(tmp_path / "first" / "p.parquet")
+    (graph,) = (cache / "onnx").glob("*.onnx")
+
+    w, c = tiny_model
+    code = (
+        "import json, sys; import pandas as pd; from aquaflow.engine import infer; "
+        f"t = pd.read_parquet({str(tmp_path / 'table.parquet')!r}); o = {str(tmp_path / 'again')!r}; "
+        f"infer.run_shard(t, {str(w)!r}, {str(c)!r}, o + '/p.parquet', o + '/r.parquet', o + '/s.json', "
+        "top_k=3, batch_size=7, workers=0, device='cpu', backend='onnx'); "
+        "print(json.dumps(sorted(m for m in ('timm', 'torchvision') if m in sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "p.parquet"), first)
+    assert list((cache / "onnx").glob("*.onnx")) == [graph]
+
+    graph.write_bytes(b"not an ONNX graph")
+    shard(table, tiny_model, tmp_path / "repaired", backend="onnx")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "repaired" / "p.parquet"), first)
+    assert graph.read_bytes()[:20] != b"not an ONNX graph"[:20]
+
+    card = {**json.loads(c.read_text()), "normalization": {"mean": [0.4] * 3, "std": [0.3] * 3}}
+    write_json(card, tmp_path / "card2.json")
+    shard(table, (w, tmp_path / "card2.json"), tmp_path / "other", backend="onnx")
+    assert len(list((cache / "onnx").glob("*.onnx"))) == 2
+    other = pd.read_parquet(tmp_path / "other" / "p.parquet")
+    assert not np.allclose(other["top1_prob"], first["top1_prob"], atol=1e-3)
+
+
+def test_an_unwritable_onnx_cache_costs_only_the_export(tiny_model, tmp_path, monkeypatch, caplog):
+    """A cache path that cannot be a folder (here a file): the shard exports in memory, warns, and
+    predicts as with a working cache."""
+    import torch
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    w, c = tiny_model
+    monkeypatch.setenv("AQUAFLOW_CACHE", str(blocker))
+    with caplog.at_level("WARNING"):
+        a = models.Predictor.load(w, c, "cpu", 1, "onnx")
+    assert "ONNX graph not cached" in caplog.text
+    monkeypatch.setenv("AQUAFLOW_CACHE", str(tmp_path / "cache"))
+    b = models.Predictor.load(w, c, "cpu", 1, "onnx")
+    x = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)
+    np.testing.assert_array_equal(a(x)[0], b(x)[0])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
 import platform
 import re
@@ -11,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from aquaflow.io import read_json, sha256_file
+from aquaflow.io import atomic_path, cache_dir, read_json, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def build(
 
     `pretrained`: a local weights file (see aquaflow.backends.pretrained) loaded by load_backbone.
     """
+    import timm  # here: a CPU shard whose graph is in the ONNX cache needs neither timm nor torchvision
+
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
     if pretrained:
         load_backbone(model, pretrained, keys)
@@ -166,6 +169,8 @@ def model_id(weights: str | Path) -> str:
 
 def load(weights: str | Path, card: str | Path | dict[str, Any]) -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained model from its weights and card, in eval mode on the CPU."""
+    import timm
+
     card = card if isinstance(card, dict) else read_json(card)
     model = timm.create_model(card["arch"], pretrained=False, num_classes=len(card["classes"]))
     model.load_state_dict(read_state_dict(weights), strict=True)
@@ -201,11 +206,11 @@ class Predictor:
     """A loaded model ready for uint8 NCHW batches: returns (probs, features) as numpy.
 
     Backends (`inference.backend`): eager PyTorch (AMP bf16 on GPU), torch.compile, or ONNX
-    Runtime on the CPU (the model is exported in memory at load time, no extra file). `auto`
+    Runtime on the CPU (the graph is exported once per model and machine, see onnx_model_session). `auto`
     picks the fastest measured path: ONNX Runtime on a CPU, eager on a GPU.
     """
 
-    net: torch.nn.Module
+    net: torch.nn.Module | None  # None for backend "onnx": the session holds the model
     card: dict[str, Any]
     device: torch.device
     amp: bool
@@ -225,20 +230,17 @@ class Predictor:
             raise ValueError(f"unknown inference backend {backend!r}; allowed: {RUNTIMES}")
         card = card if isinstance(card, dict) else read_json(card)
         torch.set_num_threads(max(1, threads))
-        base, card = load(weights, card)
         dev = pick_device(device)
-        net = Normalized(base, card["normalization"]["mean"], card["normalization"]["std"])
-        net = net.to(dev).eval().to(memory_format=torch.channels_last)
-        session = None
         if backend == "auto":
             backend = "onnx" if dev.type == "cpu" else "eager"
         if backend == "onnx":
             if dev.type != "cpu":
                 raise ValueError("backend 'onnx' runs on the CPU; use eager or compile on a GPU")
-            session = onnx_session(onnx_bytes(net, card["input_size"]), threads)
-        elif backend == "compile":
+            return cls(None, card, dev, False, backend, onnx_model_session(weights, card, threads))
+        net = wrapped(weights, card).to(dev).to(memory_format=torch.channels_last)
+        if backend == "compile":
             net = torch.compile(net, dynamic=True)
-        return cls(net, card, dev, dev.type == "cuda", backend, session)
+        return cls(net, card, dev, dev.type == "cuda", backend)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -254,6 +256,44 @@ class Predictor:
         return probs.cpu().numpy(), feats.float().cpu().numpy()
 
 
+def wrapped(weights: str | Path, card: dict[str, Any]) -> Normalized:
+    """The trained model in eval mode on the CPU, taking uint8 NCHW and returning (logits, features)."""
+    base, card = load(weights, card)
+    return Normalized(base, card["normalization"]["mean"], card["normalization"]["std"]).eval()
+
+
+ONNX_OPSET = 17
+
+
+def onnx_key(weights: str | Path, card: dict[str, Any]) -> str:
+    """What the exported graph depends on, hashed: the weights, the card's architecture, classes,
+    input size and normalization, the torch version and the opset."""
+    parts = {k: card.get(k) for k in ("arch", "classes", "input_size", "normalization")}
+    parts |= {"weights": sha256_file(weights), "torch": torch.__version__, "opset": ONNX_OPSET}
+    return sha256_bytes(json.dumps(parts, sort_keys=True).encode())
+
+
+def onnx_model_session(weights: str | Path, card: dict[str, Any], threads: int):
+    """An ONNX Runtime session of the model's graph, exported once per model and machine: kept in
+    the cache (aquaflow.io.cache_dir("onnx"), named by onnx_key), so the next CPU shard skips timm
+    and the export. A cached graph that does not load is exported again; a cache that cannot be
+    written costs only the export."""
+    path = cache_dir("onnx") / f"{onnx_key(weights, card)}.onnx"
+    with contextlib.suppress(OSError):  # not there yet, or a cache this user may not read
+        graph = path.read_bytes()
+        try:
+            return onnx_session(graph, threads)
+        except Exception as exc:  # onnxruntime raises its own types for a graph it cannot read
+            log.warning("cached ONNX graph %s does not load (%s): exporting it again", path, exc)
+    graph = onnx_bytes(wrapped(weights, card).to(memory_format=torch.channels_last), card["input_size"])
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(graph)
+    except OSError as exc:
+        log.warning("ONNX graph not cached (%s); the next shard exports it again", exc)
+    return onnx_session(graph, threads)
+
+
 def onnx_bytes(net: torch.nn.Module, size: int) -> bytes:
     """The wrapped model (uint8 NCHW in, logits + features out) as an ONNX graph, in memory."""
     import warnings
@@ -267,7 +307,7 @@ def onnx_bytes(net: torch.nn.Module, size: int) -> bytes:
             (example,),
             buf,
             dynamo=False,
-            opset_version=17,
+            opset_version=ONNX_OPSET,
             input_names=["images"],
             output_names=["logits", "features"],
             dynamic_axes={"images": {0: "n"}},
