@@ -213,16 +213,20 @@ def test_outputs_equal_the_local_run(runs):
     assert (slurm / tsv).read_text() == (local / tsv).read_text()
 
 
-def test_two_slurm_tasks_train_one_model(tmp_path_factory, slurm_cluster, demo_zip_server):
+def test_two_slurm_tasks_train_one_model(tmp_path_factory, slurm_cluster, flowcam_trained):
     """training.distributed with the train job's `mpi` resource (srun) and 2 tasks: one Slurm job of
     2 tasks, srun starts one DDP rank per task (gloo on the CPUs), rank 0 writes the model card and
     the one MLflow training run; after 2 epochs the weights equal single-process training of the
-    same recipe and seed within 1e-6, while training moved them 100x more."""
-    _, source = demo_zip_server
-    uc = tiny_usecase(source=source)
+    same recipe and seed within 1e-6, while training moved them 100x more. It starts from a copy of
+    the session's workdir: its fetched and prepared data are up to date, so train is the only job."""
+    uc = tiny_usecase()
     uc["model"]["arch"] = "test_convnext"  # LayerNorm: BatchNorm is synchronised on GPUs only
     uc["training"].update(epochs=2, augmentation=[], balancing="weights", distributed=True)
-    work = write_workdir(tmp_path_factory.mktemp("ddp"), {"flowcam": uc})
+    work = trained_copy(flowcam_trained, tmp_path_factory.mktemp("ddp") / "wd", uc)
+    store = tracking.store_uri("sqlite:///results/mlflow/mlflow.db", work)
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("aquaflow").experiment_id
+    before = {r.info.run_id for r in client.search_runs(experiment)}  # the session's training
     log = work / "snakemake-slurm.log"
     resources = ["train:mpi='srun'", "train:tasks=2", "train:cpus_per_task=1", "train:gpu=0"]
     # 2 tasks of 1 CPU on the test's 2-CPU node, no GPU
@@ -233,6 +237,9 @@ def test_two_slurm_tasks_train_one_model(tmp_path_factory, slurm_cluster, demo_z
     run_id = re.search(r"SLURM run ID: (\S+)", text).group(1)
     trains = [j for j in slurm_jobs() if j.get("JobName") == run_id and j["Comment"].startswith("rule_train")]
     assert len(trains) == 1 and trains[0]["NumTasks"] == "2" and trains[0]["JobState"] == "COMPLETED", trains
+    assert {j["Comment"].split("_wildcards")[0] for j in slurm_jobs() if j.get("JobName") == run_id} == {
+        "rule_train"
+    }
     assert [c for c in re.findall(r"sbatch call: (.*)", text) if "rule_train" in c and "--ntasks=2" in c]
 
     model = work / "results/flowcam/model"
@@ -240,9 +247,9 @@ def test_two_slurm_tasks_train_one_model(tmp_path_factory, slurm_cluster, demo_z
     assert "training.distributed: 2 ranks started by srun" in train_log
     card = json.loads((model / "model_card.json").read_text())
     assert card["training"]["config"]["distributed"] is True and card["training"]["epochs_run"] == 2
-    client = MlflowClient(tracking.store_uri(card["mlflow"]["tracking_uri"], work))
-    runs = client.search_runs(client.get_experiment_by_name("aquaflow").experiment_id)
-    assert [r.info.run_id for r in runs] == [card["mlflow"]["run_id"]]
+    assert tracking.store_uri(card["mlflow"]["tracking_uri"], work) == store
+    runs = [r.info.run_id for r in client.search_runs(experiment)]
+    assert [r for r in runs if r not in before] == [card["mlflow"]["run_id"]]  # one run, rank 0's
     assert not list(model.glob(".ddp-*"))  # the ranks' shared arguments are gone
     worst, moved = gap_to_single_process(uc, work)
     assert worst < 1e-6 and moved > 100 * worst, (worst, moved)
