@@ -127,7 +127,9 @@ def manifests(s3, tmp_path_factory):
         archives[url] = any(o["Key"] == key for o in listed)
 
     with fake_k8s_api(kubeconfig, on_job=check_sources) as api:
+        # the fake API answers at once: poll each second instead of the default 10 s
         args = ("--set-scatter", "infer=2", "--retries", "0", "--verbose")
+        args += ("--seconds-between-status-checks", "1")
         env = {"KUBECONFIG": str(kubeconfig)}
         runs.append(snakemake_k8s(work, endpoint, prefix, *args, env=env))
         seed(
