@@ -3,8 +3,7 @@
 A Slurm run and a local run of the same use case (the local one from the session's trained model:
 the Slurm run trains the same model from a download of the same files); the Slurm run's first
 download fails (HTTP 500 injected by the test's server) and the profile's `retries` resubmits the
-job. Then a
-distributed training (DDP) as one Slurm job of 2 tasks.
+job. Beside them, at the same time, a distributed training (DDP) as one Slurm job of 2 tasks.
 Evidence comes from Slurm itself (`scontrol show job`, jobs stay listed for MinJobAge) and from
 the plugin's per-job logs (.snakemake/slurm_logs/, kept by slurm-keep-successful-logs).
 """
@@ -94,24 +93,58 @@ def timed_run(workdir: Path) -> float:
     return time.monotonic() - t0
 
 
+STORE = "sqlite:///results/mlflow/mlflow.db"  # a workdir's MLflow store, as cards name it
+
+
+def ddp_usecase() -> dict:
+    """`tiny_usecase()` trained by 2 DDP ranks for 2 epochs (test_two_slurm_tasks_train_one_model)."""
+    uc = tiny_usecase()
+    uc["model"]["arch"] = "test_convnext"  # LayerNorm: BatchNorm is synchronised on GPUs only
+    uc["training"].update(epochs=2, augmentation=[], balancing="weights", distributed=True)
+    return uc
+
+
+def run_ddp(work: Path) -> tuple[int, str]:
+    """The DDP use case's model through profiles/slurm: one train job of 2 tasks of 1 CPU (srun),
+    on the test's 2-CPU node, no GPU; (exit status, log)."""
+    log = work / "snakemake-slurm.log"
+    resources = ["train:mpi='srun'", "train:tasks=2", "train:cpus_per_task=1", "train:gpu=0"]
+    cmd = slurm_cmd(work, "results/flowcam/model/model_card.json", "--set-resources", *resources)
+    rc, _ = run_logged(cmd, work, log, timeout=900)
+    return rc, log.read_text()
+
+
+def mlflow_runs(work: Path) -> list[str]:
+    """The run ids of the workdir's MLflow experiment `aquaflow`."""
+    client = MlflowClient(tracking.store_uri(STORE, work))
+    return [
+        r.info.run_id for r in client.search_runs(client.get_experiment_by_name("aquaflow").experiment_id)
+    ]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, slurm_cluster, demo_zip_server, flowcam_trained):
     """The Slurm run of `tiny_usecase()` from the demo zip's URL, beside a local run of the same
     use case: the session's model trained from the package's copy of the same files
-    (`flowcam_trained`) and its campaign, run while the Slurm run mostly waits for its polls."""
+    (`flowcam_trained`) and its campaign, run while the Slurm run mostly waits for its polls; and,
+    submitted at the same time, the DDP training of `ddp_usecase()` (`run_ddp`)."""
     server, source = demo_zip_server
     uc = tiny_usecase(source=source)
     with server.lock:
         server.fail_next = 1  # the first download of the Slurm run gets HTTP 500
 
     local = trained_copy(flowcam_trained, tmp_path_factory.mktemp("local") / "wd", tiny_usecase())
-    pool = ThreadPoolExecutor(1)
+    ddp = trained_copy(flowcam_trained, tmp_path_factory.mktemp("ddp") / "wd", ddp_usecase())
+    ddp_before = mlflow_runs(ddp)  # the session's training, copied with its store
+    pool = ThreadPoolExecutor(2)
     local_run = pool.submit(timed_run, local)
+    ddp_run = pool.submit(run_ddp, ddp)  # its train job fills the idle time between the polls
     slurm = write_workdir(tmp_path_factory.mktemp("slurm"), {"flowcam": uc})
     log = slurm / "snakemake-slurm.log"
     cmd = slurm_cmd(slurm, "--set-scatter", "infer=2")  # the same shard count as the local run
     rc, slurm_seconds = run_logged(cmd, slurm, log, timeout=1200)
     local_seconds = local_run.result()
+    ddp_rc, ddp_text = ddp_run.result()
     pool.shutdown()
     text = log.read_text()
     m = re.search(r"SLURM run ID: (\S+)", text)
@@ -127,6 +160,7 @@ def runs(tmp_path_factory, slurm_cluster, demo_zip_server, flowcam_trained):
         "local_seconds": local_seconds,
         "slurm_seconds": slurm_seconds,
         "cluster_up_seconds": slurm_cluster["up_seconds"],
+        "ddp": {"work": ddp, "rc": ddp_rc, "text": ddp_text, "runs_before": ddp_before},
     }
     summary = {k: v for k, v in result.items() if k.endswith("seconds")}
     summary["sbatch"] = re.findall(r"sbatch call: (.*)", text)
@@ -213,33 +247,20 @@ def test_outputs_equal_the_local_run(runs):
     assert (slurm / tsv).read_text() == (local / tsv).read_text()
 
 
-def test_two_slurm_tasks_train_one_model(tmp_path_factory, slurm_cluster, flowcam_trained):
+def test_two_slurm_tasks_train_one_model(runs):
     """training.distributed with the train job's `mpi` resource (srun) and 2 tasks: one Slurm job of
     2 tasks, srun starts one DDP rank per task (gloo on the CPUs), rank 0 writes the model card and
     the one MLflow training run; after 2 epochs the weights equal single-process training of the
-    same recipe and seed within 1e-6, while training moved them 100x more. It starts from a copy of
-    the session's workdir: its fetched and prepared data are up to date, so train is the only job."""
-    uc = tiny_usecase()
-    uc["model"]["arch"] = "test_convnext"  # LayerNorm: BatchNorm is synchronised on GPUs only
-    uc["training"].update(epochs=2, augmentation=[], balancing="weights", distributed=True)
-    work = trained_copy(flowcam_trained, tmp_path_factory.mktemp("ddp") / "wd", uc)
-    store = tracking.store_uri("sqlite:///results/mlflow/mlflow.db", work)
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("aquaflow").experiment_id
-    before = {r.info.run_id for r in client.search_runs(experiment)}  # the session's training
-    log = work / "snakemake-slurm.log"
-    resources = ["train:mpi='srun'", "train:tasks=2", "train:cpus_per_task=1", "train:gpu=0"]
-    # 2 tasks of 1 CPU on the test's 2-CPU node, no GPU
-    cmd = slurm_cmd(work, "results/flowcam/model/model_card.json", "--set-resources", *resources)
-    rc, _ = run_logged(cmd, work, log, timeout=900)
-    text = log.read_text()
-    assert rc == 0, text[-8000:]
+    same recipe and seed within 1e-6, while training moved them 100x more. It ran beside the
+    demo's Slurm run (`runs`), from a copy of the session's workdir: its fetched and prepared data
+    are up to date, so train is its only job."""
+    ddp = runs["ddp"]
+    work, text, uc = ddp["work"], ddp["text"], ddp_usecase()
+    assert ddp["rc"] == 0, text[-8000:]
     run_id = re.search(r"SLURM run ID: (\S+)", text).group(1)
-    trains = [j for j in slurm_jobs() if j.get("JobName") == run_id and j["Comment"].startswith("rule_train")]
-    assert len(trains) == 1 and trains[0]["NumTasks"] == "2" and trains[0]["JobState"] == "COMPLETED", trains
-    assert {j["Comment"].split("_wildcards")[0] for j in slurm_jobs() if j.get("JobName") == run_id} == {
-        "rule_train"
-    }
+    jobs = [j for j in slurm_jobs() if j.get("JobName") == run_id]
+    assert [j["Comment"] for j in jobs] == ["rule_train_wildcards_flowcam"], jobs
+    assert jobs[0]["NumTasks"] == "2" and jobs[0]["JobState"] == "COMPLETED", jobs
     assert [c for c in re.findall(r"sbatch call: (.*)", text) if "rule_train" in c and "--ntasks=2" in c]
 
     model = work / "results/flowcam/model"
@@ -247,9 +268,9 @@ def test_two_slurm_tasks_train_one_model(tmp_path_factory, slurm_cluster, flowca
     assert "training.distributed: 2 ranks started by srun" in train_log
     card = json.loads((model / "model_card.json").read_text())
     assert card["training"]["config"]["distributed"] is True and card["training"]["epochs_run"] == 2
-    assert tracking.store_uri(card["mlflow"]["tracking_uri"], work) == store
-    runs = [r.info.run_id for r in client.search_runs(experiment)]
-    assert [r for r in runs if r not in before] == [card["mlflow"]["run_id"]]  # one run, rank 0's
+    assert tracking.store_uri(card["mlflow"]["tracking_uri"], work) == tracking.store_uri(STORE, work)
+    new = [r for r in mlflow_runs(work) if r not in ddp["runs_before"]]
+    assert new == [card["mlflow"]["run_id"]]  # one run: rank 0's
     assert not list(model.glob(".ddp-*"))  # the ranks' shared arguments are gone
     worst, moved = gap_to_single_process(uc, work)
     assert worst < 1e-6 and moved > 100 * worst, (worst, moved)
