@@ -211,7 +211,7 @@ def test_onnx_graph_is_exported_once_per_model_and_machine(
     graph.write_bytes(b"not an ONNX graph")
     shard(table, tiny_model, tmp_path / "repaired", backend="onnx")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "repaired" / "p.parquet"), first)
-    assert graph.read_bytes()[:20] != b"not an ONNX graph"[:20]
+    models.onnx_session(str(graph), 1)  # the cache holds a graph that loads again, not the bad bytes
 
     card = {**json.loads(c.read_text()), "normalization": {"mean": [0.4] * 3, "std": [0.3] * 3}}
     write_json(card, tmp_path / "card2.json")
