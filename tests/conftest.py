@@ -22,6 +22,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from aquaflow.data.fetch import package_root  # noqa: E402
 
+from . import snakemake_fork  # noqa: E402
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
@@ -154,7 +156,8 @@ def workflow_cmd(workdir: Path, *args: str) -> list[str]:
 def run_snakemake(
     workdir: Path, *args: str, check: bool = True, env: dict | None = None, timeout: int = 1200
 ) -> subprocess.CompletedProcess:
-    """Run the real workflow in `workdir` (its own config, no profile from the repository)."""
+    """Run the real workflow in `workdir` (its own config, no profile from the repository), as
+    `python -m snakemake` forked from a process that has imported Snakemake (tests/snakemake_fork)."""
     cmd = workflow_cmd(
         workdir,
         *args,  # before --resources, which would swallow positional targets
@@ -166,7 +169,10 @@ def run_snakemake(
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env["PYTHONPATH"] = str(REPO / "scripts")  # this checkout's library, whatever is installed
     full_env.update(env or {})
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=full_env, timeout=timeout)
+    if snakemake_fork.forkable(full_env, str(REPO / "scripts")):
+        proc = snakemake_fork.run(cmd[len(SNAKEMAKE) :], workdir, full_env, timeout)
+    else:
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
     return proc
