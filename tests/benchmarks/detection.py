@@ -105,12 +105,14 @@ def bench_task(task: str, args, work: Path) -> dict:
         )
     }
     card = train.run(
+        name=kind,
         data_dir=work / f"{kind}_data",
         spec=spec,
         task=task,
         out=out,
         work=work / f"{kind}_train",
         ultralytics_dir=work / "ul",
+        mlflow_cfg={"experiment": "aquaflow-benchmark", "results": str(work / "results")},
         threads=args.threads,
     )
     hist = pd.read_csv(out["history"], sep="\t")
