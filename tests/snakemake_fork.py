@@ -83,18 +83,20 @@ def serve(path: str) -> None:
         conn.settimeout(None)
         message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         if os.fork() == 0:  # the monitor: forks the run, reports its pid and then its exit code
-            server.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            pid = os.fork()
-            if pid == 0:
-                conn.close()
-                _child(json.loads(message), fds)
-            for fd in fds:
-                os.close(fd)
-            conn.send(str(pid).encode())
-            _, status = os.waitpid(pid, 0)
-            conn.send(str(os.waitstatus_to_exitcode(status)).encode())
-            os._exit(0)
+            try:
+                server.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                pid = os.fork()
+                if pid == 0:
+                    conn.close()
+                    _child(json.loads(message), fds)
+                for fd in fds:
+                    os.close(fd)
+                conn.send(str(pid).encode())
+                _, status = os.waitpid(pid, 0)
+                conn.send(str(os.waitstatus_to_exitcode(status)).encode())
+            finally:  # also when the client has gone (a timeout): never back into the accept loop
+                os._exit(0)
         conn.close()
         for fd in fds:
             os.close(fd)
