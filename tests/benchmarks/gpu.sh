@@ -44,11 +44,11 @@ PYEOF
 }
 step smoke smoke
 # 2. Bulk inference throughput on the GPU (eager + bf16; batches of 256).
-step bulk "$PY" tests/benchmarks/bulk_inference.py --n "${GPU_N:-100000}" --scatter 1 --backend eager
+step bulk "$PY" tests/benchmarks/bulk_inference.py --n "${GPU_N:-20000}" --scatter 1 --backend eager
 # 3. Detection: training seconds per epoch and images/s per task on cuda.
 step detect "$PY" tests/benchmarks/detection.py --device cuda
 # 4. Training loader on the GPU node's cores (decoding / cache, 0 and all workers; cores per GPU).
 step loader "$PY" tests/benchmarks/loader.py --n "${LOADER_N:-6000}" --workers "$(nproc)"
 # 5. Training throughput of the default model on the GPU (cache, AMP; images/s and GPU utilisation).
-step train "$PY" tests/benchmarks/train_speed.py --n "${TRAIN_N:-20000}" --epochs 3 --device cuda --threads "$(nproc)"
+step train "$PY" tests/benchmarks/train_speed.py --n "${TRAIN_N:-8000}" --epochs 3 --device cuda --threads "$(nproc)"
 exit $failed
