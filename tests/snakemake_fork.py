@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,6 +103,13 @@ def serve(path: str) -> None:
             os.close(fd)
 
 
+def _stop(proc: subprocess.Popen, folder: Path) -> None:
+    """At exit: end the server and remove its socket's folder."""
+    proc.kill()
+    proc.wait()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _server() -> str:
     """This process's server socket, started on first use and stopped at exit."""
     global _SERVER
@@ -114,7 +122,7 @@ def _server() -> str:
             )
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"the Snakemake fork server did not start ({proc.wait()})")
-            atexit.register(proc.kill)
+            atexit.register(_stop, proc, Path(path).parent)
             _SERVER = (proc, path)
         return _SERVER[1]
 
