@@ -211,9 +211,10 @@ def serve(path: str) -> None:
                 if pid == 0:
                     conn.close()
                     request = json.loads(message)
-                    if "script" in request:
+                    if "script" in request:  # a step script's `python SCRIPT` (the launcher)
                         _job(request, fds, started)
-                    _run(request, fds, launcher)
+                    else:  # a `python -m snakemake ARGS` of the tests
+                        _run(request, fds, launcher)
                 for fd in fds:
                     os.close(fd)
                 conn.send(str(pid).encode())
